@@ -1,0 +1,158 @@
+#include "core/json.h"
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace agentd {
+namespace {
+
+constexpr unsigned kParseFlags =
+    rapidjson::kParseValidateEncodingFlag | rapidjson::kParseFullPrecisionFlag | rapidjson::kParseIterativeFlag;
+
+// SAX filter in front of the Document builder: tracks the field path, and
+// stops the parse at the first depth, key or integer violation.
+class StrictHandler {
+ public:
+  StrictHandler(rapidjson::Document& doc, const JsonLimits& limits) : doc_(doc), limits_(limits) {}
+
+  bool Null() { return value() && doc_.Null(); }
+  bool Bool(bool b) { return value() && doc_.Bool(b); }
+  bool Int(int i) { return value() && doc_.Int(i); }
+  bool Uint(unsigned u) { return value() && doc_.Uint(u); }
+  bool Int64(int64_t i) { return value() && doc_.Int64(i); }
+  bool Uint64(uint64_t u) {
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return fail(invalid_argument(path() + ": integer out of range (beyond int64)"));
+    }
+    return value() && doc_.Uint64(u);
+  }
+  bool Double(double d) { return value() && doc_.Double(d); }
+  bool RawNumber(const char*, rapidjson::SizeType, bool) { return false; }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) { return value() && doc_.String(s, n, copy); }
+  bool StartObject() { return open(false) && doc_.StartObject(); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
+    Frame& f = stack_.back();
+    f.key.assign(s, n);
+    f.has_key = true;
+    Status st = check_key(f.key, path());
+    if (!st.is_ok()) return fail(std::move(st));
+    return doc_.Key(s, n, copy);
+  }
+  bool EndObject(rapidjson::SizeType n) {
+    stack_.pop_back();
+    return doc_.EndObject(n);
+  }
+  bool StartArray() { return open(true) && doc_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) {
+    stack_.pop_back();
+    return doc_.EndArray(n);
+  }
+
+  Status& error() { return error_; }
+  std::string path() const {
+    std::string p;
+    for (const Frame& f : stack_) {
+      if (f.array) {
+        p += '[';
+        p += std::to_string(f.index == 0 ? 0 : f.index - 1);
+        p += ']';
+      } else if (f.has_key) {
+        if (!p.empty()) p += '.';
+        p += f.key;
+      }
+    }
+    return p.empty() ? std::string("$root") : p;
+  }
+
+ private:
+  struct Frame {
+    bool array = false;
+    bool has_key = false;
+    size_t index = 0;  // arrays: number of elements seen so far
+    std::string key;   // objects: current key
+  };
+
+  // Called before every value (scalar or container) to advance array indexes.
+  bool value() {
+    if (!stack_.empty() && stack_.back().array) ++stack_.back().index;
+    return true;
+  }
+  bool open(bool array) {
+    value();
+    if (static_cast<int>(stack_.size()) >= limits_.max_depth) {
+      return fail(invalid_argument(path() + ": nesting deeper than " + std::to_string(limits_.max_depth)));
+    }
+    stack_.push_back(Frame{array, false, 0, {}});
+    return true;
+  }
+  bool fail(Status s) {
+    error_ = std::move(s);
+    return false;
+  }
+
+  rapidjson::Document& doc_;
+  const JsonLimits& limits_;
+  std::vector<Frame> stack_;
+  Status error_;
+};
+
+}  // namespace
+
+Status check_key(std::string_view key, std::string_view path) {
+  if (!key.empty() && key.front() == '$') {
+    return invalid_argument(std::string(path) + ": key starts with '$' (reserved for MongoDB operators)");
+  }
+  if (key.find('.') != std::string_view::npos) {
+    return invalid_argument(std::string(path) + ": key contains '.' (MongoDB reads it as a path)");
+  }
+  if (key.find('\0') != std::string_view::npos) {
+    return invalid_argument(std::string(path) + ": key contains a NUL character");
+  }
+  return Status::ok();
+}
+
+Result<rapidjson::Document> parse_strict(std::string_view text, const JsonLimits& limits) {
+  if (text.size() > limits.max_bytes) {
+    return Status(Code::kTooLarge, "body of " + std::to_string(text.size()) + " bytes is over the limit of " +
+                                       std::to_string(limits.max_bytes) + " bytes");
+  }
+  rapidjson::Document doc;
+  StrictHandler handler(doc, limits);
+  rapidjson::Reader reader;
+  rapidjson::MemoryStream ms(text.data(), text.size());
+  rapidjson::ParseResult pr;
+  auto generator = [&](rapidjson::Document&) {
+    pr = reader.Parse<kParseFlags>(ms, handler);
+    return !pr.IsError();
+  };
+  doc.Populate(generator);
+  if (!handler.error().is_ok()) return std::move(handler.error());
+  if (pr.IsError()) {
+    return invalid_argument("invalid JSON at offset " + std::to_string(pr.Offset()) + ": " +
+                            rapidjson::GetParseError_En(pr.Code()));
+  }
+  return doc;
+}
+
+std::string write_canonical(const rapidjson::Value& v) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  v.Accept(w);
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+void append_json_string(std::string* out, std::string_view s) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  out->append(buf.GetString(), buf.GetSize());
+}
+
+}  // namespace agentd

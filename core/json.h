@@ -1,0 +1,42 @@
+// Strict JSON for everything that arrives from outside, and the canonical
+// compact form every layer stores and sends.
+//
+// parse_strict() accepts a document only if all of these hold; otherwise it
+// returns a Status naming the offending field path (e.g. "data.items[2].$x"):
+//   - size   <= limits.max_bytes                       -> kTooLarge
+//   - valid JSON, valid UTF-8                          -> kInvalidArgument
+//   - nesting depth <= limits.max_depth                -> kInvalidArgument
+//   - no object key starts with '$', contains '.' or NUL (MongoDB would read
+//     it as an operator or a path)                     -> kInvalidArgument
+//   - integers fit in int64 (BSON has no uint64)       -> kInvalidArgument
+// Numbers are parsed at full precision, so write_canonical(parse_strict(x))
+// is a fixed point: encoding it again yields the same bytes.
+#pragma once
+
+#include <rapidjson/document.h>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "core/status.h"
+
+namespace agentd {
+
+struct JsonLimits {
+  size_t max_bytes = 1 << 20;  // 1 MiB
+  int max_depth = 64;
+};
+
+Result<rapidjson::Document> parse_strict(std::string_view text, const JsonLimits& limits = {});
+
+// Compact encoding, keys in document order. This is the canonical form.
+std::string write_canonical(const rapidjson::Value& v);
+
+// Appends `s` as a JSON string literal (quotes and escapes included).
+void append_json_string(std::string* out, std::string_view s);
+
+// Checks a key the way parse_strict() does; `path` names it in the error.
+Status check_key(std::string_view key, std::string_view path);
+
+}  // namespace agentd

@@ -1,0 +1,70 @@
+// MessageLog: how the runtime and the API append and read messages, without
+// knowing that an LMDB outbox (outbox/) implements it.
+//
+// Contract:
+//  - append() completes (calls `done` exactly once) only after the message and
+//    the optional plan record are committed and synced together; the seq it
+//    reports is the message's place in its plan: 1, 2, 3 … with no gap and no
+//    reuse, across crashes. `done` runs on the log's writer thread: keep it
+//    short (post to your own executor for real work).
+//  - A message whose message_id the plan already has is not appended again:
+//    the existing (seq, bytes) is returned with duplicate = true.
+//  - A plan record passed with the append gets version = stored version + 1
+//    (1 for a new plan) and last_seq = the message's seq (or the stored
+//    last_seq when there is no message).
+//  - Reads never block the writer and see only committed data.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/envelope.h"
+#include "core/plan_record.h"
+#include "core/status.h"
+
+namespace agentd {
+
+struct AppendRequest {
+  std::optional<PreparedMessage> message;  // at least one of message / plan
+  std::optional<PlanRecord> plan;          // the plan record this message changes
+};
+
+struct AppendResult {
+  uint64_t seq = 0;                          // 0 when the request had no message
+  std::shared_ptr<const std::string> bytes;  // final envelope bytes (null without message)
+  bool duplicate = false;                    // message_id was already in the plan
+  uint64_t plan_version = 0;                 // version assigned to the plan record, if any
+};
+
+using AppendCallback = std::function<void(Result<AppendResult>)>;
+
+struct StoredMessage {
+  uint64_t seq = 0;
+  std::shared_ptr<const std::string> bytes;
+};
+
+class MessageLog {
+ public:
+  virtual ~MessageLog() = default;
+
+  virtual void append(AppendRequest req, AppendCallback done) = 0;
+  // Blocking convenience for plain threads (never call it on the writer thread).
+  Result<AppendResult> append_sync(AppendRequest req);
+
+  // Messages of `plan_id` with seq > after_seq, ascending, at most `limit`.
+  virtual Result<std::vector<StoredMessage>> read_messages(std::string_view plan_id, uint64_t after_seq,
+                                                           size_t limit) = 0;
+  virtual Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id) = 0;
+  // The user's plans, newest (created_at) first, at most `limit`.
+  virtual Result<std::vector<PlanRecord>> list_plans(std::string_view user_id, size_t limit) = 0;
+  // Highest seq appended to the plan (0 when none).
+  virtual Result<uint64_t> last_seq(std::string_view plan_id) = 0;
+};
+
+}  // namespace agentd

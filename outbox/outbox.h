@@ -1,0 +1,144 @@
+// Outbox: the LMDB write-ahead log every message goes through (architecture.md,
+// "The life of one message"). Implements core's MessageLog.
+//
+// Threads: one writer thread owns every write transaction (appends, acks,
+// dead letters, pruning) and commits whatever is waiting in one transaction
+// with one sync (group commit). Reads run on the caller's thread in their own
+// read-only transaction (LMDB MVCC) and never block the writer.
+//
+// Durability: append/ack/... complete only after mdb_txn_commit returned and
+// the data is synced (unless OutboxOptions::sync is false; see its comment).
+// A failed commit is sticky: every later write fails with the same status.
+//
+// The on-disk byte grammar is documented at the top of outbox/format.h.
+#pragma once
+
+#include <boost/asio/async_result.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/message_log.h"
+#include "core/status.h"
+
+namespace agentd {
+
+struct OutboxOptions {
+  std::string dir;                  // created if missing; locked exclusively
+  uint64_t max_bytes = 8ull << 30;  // the map's maximum; beyond it append -> kOutboxFull
+  bool track_pending = false;       // true when a MongoDB is configured (flusher drains)
+  // false: MDB_NOMETASYNC — commits sync data but not the meta page; a power
+  // loss (not a process crash) may lose the last committed transactions.
+  bool sync = true;
+  size_t max_batch_bytes = 16u << 20;  // bytes committed in one group commit
+  size_t max_queue = 100000;           // requests waiting; beyond -> kUnavailable
+  // With track_pending: flushed messages older than this are pruned.
+  std::chrono::seconds flushed_retention{24 * 3600};
+  // Embedded default: finished plans older than this are pruned (0 = keep).
+  std::chrono::seconds finished_plan_retention{0};
+};
+
+// One committed message, reported to the observer in seq order per plan.
+struct CommittedMessage {
+  std::string plan_id;
+  uint64_t seq = 0;
+  std::shared_ptr<const std::string> bytes;
+};
+using CommitObserver = std::function<void(const std::vector<CommittedMessage>&)>;
+
+enum class PendingKind : uint8_t { kMessage = 1, kPlan = 2 };
+
+// Something MongoDB has not acknowledged yet.
+struct PendingEntry {
+  uint64_t id = 0;  // global append counter: the flush order
+  PendingKind kind = PendingKind::kMessage;
+  std::string plan_id;
+  uint64_t seq = 0;                          // kMessage
+  uint64_t plan_version = 0;                 // kPlan
+  std::shared_ptr<const std::string> bytes;  // envelope or plan record bytes
+  int64_t appended_at_ms = 0;
+};
+
+struct DeadLetter {
+  PendingEntry entry;
+  std::string error;
+  int64_t dead_at_ms = 0;
+};
+
+struct OutboxStats {
+  uint64_t pending = 0;
+  int64_t oldest_pending_ms = 0;  // unix ms of the oldest pending entry; 0 if none
+  uint64_t dead_letters = 0;
+  uint64_t plans = 0;
+  uint64_t messages = 0;
+  uint64_t used_bytes = 0;  // pages in use
+  uint64_t max_bytes = 0;
+};
+
+class Outbox final : public MessageLog {
+ public:
+  // Locks `dir` (kLocked if another process holds it), opens or creates the
+  // environment, checks the format version (kVersionMismatch), logs the
+  // pending count and oldest age.
+  static Result<std::unique_ptr<Outbox>> open(const OutboxOptions& options);
+  // Completes every queued request, then stops the writer.
+  ~Outbox() override;
+
+  // Must be set before the first append; called on the writer thread after
+  // each commit, before the appenders' callbacks.
+  void set_observer(CommitObserver observer);
+
+  // MessageLog
+  void append(AppendRequest req, AppendCallback done) override;
+  Result<std::vector<StoredMessage>> read_messages(std::string_view plan_id, uint64_t after_seq, size_t limit) override;
+  Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id) override;
+  Result<std::vector<PlanRecord>> list_plans(std::string_view user_id, size_t limit) override;
+  Result<uint64_t> last_seq(std::string_view plan_id) override;
+
+  // Asio form of append: completion signature void(Result<AppendResult>).
+  // The handler is invoked through its associated executor.
+  template <typename Token>
+  auto async_append(AppendRequest req, Token&& token) {
+    return boost::asio::async_initiate<Token, void(Result<AppendResult>)>(
+        [this](auto handler, AppendRequest r) {
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          append(std::move(r), [h](Result<AppendResult> res) {
+            auto ex = boost::asio::get_associated_executor(*h);
+            boost::asio::post(ex, [h, res = std::move(res)]() mutable { std::move (*h)(std::move(res)); });
+          });
+        },
+        token, std::move(req));
+  }
+
+  // Lowest seq of `plan_id` still held (0 if none): older ones were pruned
+  // and live only in MongoDB.
+  Result<uint64_t> first_seq(std::string_view plan_id);
+
+  // Flusher side. Pending entries with id > after_id, in id order, bounded by
+  // count and bytes (at least one entry if any exists).
+  Result<std::vector<PendingEntry>> read_pending(size_t max_count, size_t max_bytes, uint64_t after_id = 0);
+  // Deletes the pending entries (MongoDB acknowledged them).
+  void ack(std::vector<uint64_t> ids, std::function<void(Status)> done);
+  Status ack_sync(std::vector<uint64_t> ids);
+  // Moves a pending entry to the dead letters with the error text.
+  Status dead_letter_sync(uint64_t id, std::string error);
+  Result<std::vector<DeadLetter>> list_dead_letters(size_t limit);
+  // Puts a dead letter back on the pending queue (new id) / deletes it.
+  Status retry_dead_letter_sync(uint64_t id);
+  Status drop_dead_letter_sync(uint64_t id);
+
+  Result<OutboxStats> stats();
+  // Applies the retention options now (the writer also runs it periodically).
+  Status prune_sync();
+
+ private:
+  struct Impl;
+  explicit Outbox(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace agentd

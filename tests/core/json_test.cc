@@ -1,0 +1,95 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "core/json.h"
+
+using namespace agentd;
+
+TEST_CASE("parse_strict accepts JSON and writes it back canonically") {
+  auto r = parse_strict(R"( { "a" : [1, -2, 3.5, true, null, "x\u00e9"], "b": {"c": 9007199254740993} } )");
+  REQUIRE(r.is_ok());
+  std::string canon = write_canonical(*r);
+  CHECK(canon == R"({"a":[1,-2,3.5,true,null,"xé"],"b":{"c":9007199254740993}})");
+  auto again = parse_strict(canon);
+  REQUIRE(again.is_ok());
+  CHECK(write_canonical(*again) == canon);  // fixed point
+}
+
+TEST_CASE("doubles survive a round trip exactly") {
+  for (const char* s : {"0.1", "1e300", "-2.5e-300", "3.141592653589793", "1.0", "123456.789"}) {
+    std::string text = std::string("[") + s + "]";
+    auto a = parse_strict(text);
+    REQUIRE(a.is_ok());
+    std::string c1 = write_canonical(*a);
+    auto b = parse_strict(c1);
+    REQUIRE(b.is_ok());
+    CHECK(write_canonical(*b) == c1);
+    CHECK((*a)[0].GetDouble() == (*b)[0].GetDouble());
+  }
+}
+
+TEST_CASE("invalid JSON is rejected with an offset") {
+  auto r = parse_strict(R"({"a": })");
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().code() == Code::kInvalidArgument);
+  CHECK(r.status().message().find("offset 6") != std::string::npos);
+  CHECK_FALSE(parse_strict("{} x").is_ok());  // trailing data
+  CHECK_FALSE(parse_strict("").is_ok());
+  CHECK_FALSE(parse_strict("NaN").is_ok());
+}
+
+TEST_CASE("invalid UTF-8 is rejected") {
+  std::string bad = "{\"a\":\"\xff\xfe\"}";
+  auto r = parse_strict(bad);
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().message().find("encoding") != std::string::npos);
+  std::string overlong = "{\"a\":\"\xc0\xaf\"}";
+  CHECK_FALSE(parse_strict(overlong).is_ok());
+}
+
+TEST_CASE("nesting deeper than the limit is rejected, at the limit accepted") {
+  auto nest = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  CHECK(parse_strict(nest(64)).is_ok());
+  auto r = parse_strict(nest(65));
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().message().find("nesting deeper than 64") != std::string::npos);
+  // A huge nesting must fail fast, not overflow the stack.
+  CHECK_FALSE(parse_strict(nest(200000), JsonLimits{1 << 20, 64}).is_ok());
+  CHECK(parse_strict(nest(10), JsonLimits{1 << 20, 10}).is_ok());
+  CHECK_FALSE(parse_strict(nest(11), JsonLimits{1 << 20, 10}).is_ok());
+}
+
+TEST_CASE("a body over the size limit is TooLarge") {
+  std::string big = "\"" + std::string(2000, 'x') + "\"";
+  auto r = parse_strict(big, JsonLimits{1000, 64});
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().code() == Code::kTooLarge);
+  CHECK(parse_strict(big, JsonLimits{2002, 64}).is_ok());
+}
+
+TEST_CASE("operator and path keys are rejected with the field path") {
+  auto r = parse_strict(R"({"data":{"items":[{"ok":1},{"$where":"1"}]}})");
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().message().find("data.items[1].$where") == 0);
+  CHECK(r.status().message().find("'$'") != std::string::npos);
+
+  auto dotted = parse_strict(R"({"a":{"b.c":1}})");
+  REQUIRE_FALSE(dotted.is_ok());
+  CHECK(dotted.status().message().find("a.b.c: key contains '.'") == 0);
+
+  std::string nul = std::string("{\"a\\u0000b\":1}");
+  auto n = parse_strict(nul);
+  REQUIRE_FALSE(n.is_ok());
+  CHECK(n.status().message().find("NUL") != std::string::npos);
+
+  CHECK(parse_strict(R"({"a$":1,"b":"$x.y"})").is_ok());  // only keys, only a leading '$'
+}
+
+TEST_CASE("integers beyond int64 are rejected") {
+  auto r = parse_strict(R"({"n":18446744073709551615})");
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().message().find("n: integer out of range") == 0);
+  CHECK(parse_strict(R"({"n":9223372036854775807})").is_ok());
+  CHECK(parse_strict(R"({"n":-9223372036854775808})").is_ok());
+}

@@ -1,0 +1,56 @@
+#include <doctest/doctest.h>
+
+#include "core/envelope.h"
+#include "store/bson_codec.h"
+
+using namespace agentd;
+
+TEST_CASE("JSON -> BSON -> JSON is byte-identical for canonical input") {
+  const char* cases[] = {
+      R"({"a":1,"b":-2147483649,"c":1.5,"d":true,"e":null,"f":"x\"y","g":{"h":[1,"2",[],{}]},"i":1.0})",
+      R"({})",
+      R"({"big":9223372036854775807,"neg":-9223372036854775808,"tiny":5e-324})",
+  };
+  for (const char* c : cases) {
+    auto b = json_to_bson(c);
+    REQUIRE_MESSAGE(b.is_ok(), b.status().to_string());
+    auto back = bson_to_json(b->get());
+    REQUIRE(back.is_ok());
+    CHECK(*back == c);
+  }
+}
+
+TEST_CASE("an envelope becomes a document with _id first and converts back") {
+  MessageDraft d;
+  d.type = "agent_message";
+  d.plan_id = "p";
+  d.message_id = "m";
+  d.user_id = "u";
+  d.session_id = "s";
+  d.data = R"({"content":"hi","n":3})";
+  std::string env = finalize(5, prepare(d).tail);
+  auto b = json_to_bson(env, "p:5");
+  REQUIRE(b.is_ok());
+  bson_iter_t it;
+  REQUIRE(bson_iter_init(&it, b->get()));
+  REQUIRE(bson_iter_next(&it));
+  CHECK(std::string(bson_iter_key(&it)) == "_id");
+  CHECK(std::string(bson_iter_utf8(&it, nullptr)) == "p:5");
+  auto back = bson_to_json(b->get(), {"_id"});
+  REQUIRE(back.is_ok());
+  CHECK(*back == env);
+}
+
+TEST_CASE("bson_to_json refuses types outside the JSON mapping") {
+  bson_t* b = bson_new();
+  bson_oid_t oid;
+  bson_oid_init(&oid, nullptr);
+  BSON_APPEND_OID(b, "_id", &oid);
+  auto r = bson_to_json(b);
+  CHECK_FALSE(r.is_ok());
+  CHECK(r.status().message().rfind("_id: BSON type", 0) == 0);
+  auto skipped = bson_to_json(b, {"_id"});
+  CHECK(skipped.is_ok());
+  CHECK(*skipped == "{}");
+  bson_destroy(b);
+}
