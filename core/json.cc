@@ -155,4 +155,48 @@ void append_json_string(std::string* out, std::string_view s) {
   out->append(buf.GetString(), buf.GetSize());
 }
 
+JsonObject::JsonObject() { out_ = "{"; }
+
+void JsonObject::key(std::string_view k) {
+  if (!first_) out_ += ',';
+  first_ = false;
+  append_json_string(&out_, k);
+  out_ += ':';
+}
+
+JsonObject& JsonObject::str(std::string_view k, std::string_view v) {
+  key(k);
+  append_json_string(&out_, v);
+  return *this;
+}
+
+JsonObject& JsonObject::num(std::string_view k, int64_t v) {
+  key(k);
+  out_ += std::to_string(v);
+  return *this;
+}
+
+JsonObject& JsonObject::boolean(std::string_view k, bool v) {
+  key(k);
+  out_ += v ? "true" : "false";
+  return *this;
+}
+
+JsonObject& JsonObject::null(std::string_view k) {
+  key(k);
+  out_ += "null";
+  return *this;
+}
+
+JsonObject& JsonObject::raw(std::string_view k, std::string_view json) {
+  key(k);
+  out_ += json;
+  return *this;
+}
+
+std::string JsonObject::done() {
+  out_ += '}';
+  return std::move(out_);
+}
+
 }  // namespace agentd

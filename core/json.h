@@ -16,6 +16,7 @@
 #include <rapidjson/document.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -35,6 +36,25 @@ std::string write_canonical(const rapidjson::Value& v);
 
 // Appends `s` as a JSON string literal (quotes and escapes included).
 void append_json_string(std::string* out, std::string_view s);
+
+// Builds one canonical JSON object field by field (keys in call order).
+//   std::string s = JsonObject().str("a", "x").num("n", 3).raw("o", "{}").done();
+class JsonObject {
+ public:
+  JsonObject();
+  JsonObject& str(std::string_view key, std::string_view value);
+  JsonObject& num(std::string_view key, int64_t value);
+  JsonObject& boolean(std::string_view key, bool value);
+  JsonObject& null(std::string_view key);
+  // `json` must already be canonical JSON (an object, array, ...).
+  JsonObject& raw(std::string_view key, std::string_view json);
+  std::string done();
+
+ private:
+  void key(std::string_view k);
+  std::string out_;
+  bool first_ = true;
+};
 
 // Checks a key the way parse_strict() does; `path` names it in the error.
 Status check_key(std::string_view key, std::string_view path);

@@ -1,0 +1,111 @@
+#include "core/runtime/planner.h"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "core/clock.h"
+#include "core/json.h"
+
+namespace agentd {
+
+std::string MPlan::to_json() const {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("id");
+  w.String(id);
+  w.Key("user_request");
+  w.String(user_request);
+  w.Key("team");
+  w.StartArray();
+  for (const auto& t : team) w.String(t);
+  w.EndArray();
+  w.Key("facts");
+  w.String(facts);
+  w.Key("steps");
+  w.StartArray();
+  for (const auto& s : steps) {
+    w.StartObject();
+    w.Key("id");
+    w.String(s.id);
+    w.Key("agent");
+    w.String(s.agent);
+    w.Key("action");
+    w.String(s.action);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+namespace {
+
+MPlan base_plan(const TeamConfig& team, const std::string& task) {
+  MPlan p;
+  p.id = new_uuid();
+  p.user_request = task;
+  for (const auto& a : team.agents) p.team.push_back(a.name);
+  p.facts = "Team " + team.name + (team.description.empty() ? "" : ": " + team.description);
+  return p;
+}
+
+}  // namespace
+
+void RuleBasedPlanner::plan(const TeamConfig& team, const std::string& task, std::function<void(Result<MPlan>)> done) {
+  MPlan p = base_plan(team, task);
+  int i = 0;
+  for (const auto& a : team.agents) {
+    std::string role = a.description.empty() ? a.name : a.description;
+    p.steps.push_back({std::to_string(++i), a.name, role + " — for: " + task});
+  }
+  done(std::move(p));
+}
+
+Result<MPlan> LlmPlanner::parse_reply(const TeamConfig& team, const std::string& task, const std::string& reply) {
+  auto open = reply.find('{');
+  auto close = reply.rfind('}');
+  if (open == std::string::npos || close == std::string::npos || close < open) {
+    return invalid_argument("planner reply holds no JSON object");
+  }
+  auto doc = parse_strict(std::string_view(reply).substr(open, close - open + 1));
+  if (!doc) return invalid_argument("planner reply: " + doc.status().message());
+  auto steps = doc->FindMember("steps");
+  if (!doc->IsObject() || steps == doc->MemberEnd() || !steps->value.IsArray() || steps->value.Empty() ||
+      steps->value.Size() > 32) {
+    return invalid_argument("planner reply: steps: missing, not an array, or not 1..32 entries");
+  }
+  MPlan p = base_plan(team, task);
+  for (rapidjson::SizeType i = 0; i < steps->value.Size(); ++i) {
+    const auto& s = steps->value[i];
+    std::string path = "planner reply: steps[" + std::to_string(i) + "]";
+    if (!s.IsObject() || !s.HasMember("agent") || !s["agent"].IsString() || !s.HasMember("action") ||
+        !s["action"].IsString()) {
+      return invalid_argument(path + ": needs string fields agent and action");
+    }
+    std::string agent = s["agent"].GetString();
+    bool known = false;
+    for (const auto& a : team.agents) known = known || a.name == agent;
+    if (!known) return invalid_argument(path + ".agent: '" + agent + "' is not in team " + team.team_id);
+    p.steps.push_back({std::to_string(i + 1), agent, s["action"].GetString()});
+  }
+  return p;
+}
+
+void LlmPlanner::plan(const TeamConfig& team, const std::string& task, std::function<void(Result<MPlan>)> done) {
+  std::string agents;
+  for (const auto& a : team.agents) agents += "- " + a.name + ": " + a.description + "\n";
+  ChatRequest req;
+  req.messages.push_back({"system",
+                          "You plan work for a team of agents. Reply with one JSON object only, of the form "
+                          "{\"steps\":[{\"agent\":\"<agent name>\",\"action\":\"<what the agent does>\"}]}. "
+                          "Use only these agents:\n" +
+                              agents});
+  req.messages.push_back({"user", task});
+  model_.complete(std::move(req), nullptr, [team, task, done = std::move(done)](Result<std::string> r) {
+    if (!r) return done(r.status());
+    done(parse_reply(team, task, *r));
+  });
+}
+
+}  // namespace agentd

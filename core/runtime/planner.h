@@ -1,0 +1,57 @@
+// Planner: turns a task into an m_plan (ordered steps, each an agent and an
+// action). RuleBasedPlanner is the deterministic default (no model, no
+// network); LlmPlanner asks a ModelClient and validates its answer.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/runtime/model_client.h"
+#include "core/runtime/team.h"
+#include "core/status.h"
+
+namespace agentd {
+
+struct MPlanStep {
+  std::string id, agent, action;
+};
+
+// MACAE's MPlan, in the object form the UP frontend accepts (contract §3.2).
+struct MPlan {
+  std::string id;  // the m_plan_id
+  std::string user_request;
+  std::vector<std::string> team;  // agent names
+  std::string facts;
+  std::vector<MPlanStep> steps;
+  std::string to_json() const;  // {"id","user_request","team","facts","steps":[{"id","agent","action"}]}
+};
+
+class Planner {
+ public:
+  virtual ~Planner() = default;
+  // `done` is called exactly once, possibly on another thread.
+  virtual void plan(const TeamConfig& team, const std::string& task, std::function<void(Result<MPlan>)> done) = 0;
+};
+
+// One step per team agent, in the team's order; the action names the agent's
+// role and the task. Same input, same plan (ids aside).
+class RuleBasedPlanner final : public Planner {
+ public:
+  void plan(const TeamConfig& team, const std::string& task, std::function<void(Result<MPlan>)> done) override;
+};
+
+class LlmPlanner final : public Planner {
+ public:
+  explicit LlmPlanner(ModelClient& model) : model_(model) {}
+  void plan(const TeamConfig& team, const std::string& task, std::function<void(Result<MPlan>)> done) override;
+
+  // Parses the model's reply: the first JSON object in it, with
+  // {"steps":[{"agent": <a team agent>, "action": s}, ...]} (1..32 steps).
+  static Result<MPlan> parse_reply(const TeamConfig& team, const std::string& task, const std::string& reply);
+
+ private:
+  ModelClient& model_;
+};
+
+}  // namespace agentd

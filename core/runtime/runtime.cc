@@ -1,0 +1,732 @@
+#include "core/runtime/runtime.h"
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <thread>
+
+#include "core/clock.h"
+#include "core/json.h"
+
+namespace agentd {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr size_t kTranscriptMax = 50;
+constexpr auto kForever = std::chrono::milliseconds(std::chrono::hours(24 * 365));
+
+// Turns a callback API `start(cb)` into an awaitable; the result is posted
+// back to the awaiting coroutine's executor (its strand).
+template <typename T, typename Start>
+asio::awaitable<T> await_callback(Start start) {
+  std::optional<T> out;
+  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
+      [&out, start = std::move(start)](auto handler) mutable {
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        start([h, &out](T v) mutable {
+          auto ex = asio::get_associated_executor(*h);
+          asio::post(ex, [h, &out, v = std::move(v)]() mutable {
+            out.emplace(std::move(v));
+            std::move (*h)();
+          });
+        });
+      },
+      asio::use_awaitable);
+  co_return std::move(*out);
+}
+
+AppendRequest make_message(const PlanRecord& rec, std::string_view type, std::string data) {
+  MessageDraft d;
+  d.type = std::string(type);
+  d.plan_id = rec.plan_id;
+  d.user_id = rec.user_id;
+  d.session_id = rec.session_id;
+  d.data = std::move(data);
+  AppendRequest req;
+  req.message = prepare(std::move(d));
+  return req;
+}
+
+std::string status_data(std::string_view content, std::string_view status) {
+  return JsonObject().str("content", content).str("status", status).done();
+}
+
+}  // namespace
+
+struct Runtime::PlanRun {
+  PlanRun(asio::any_io_executor ex, PlanRecord rec, const TeamConfig* t, bool auto_ok)
+      : strand(asio::make_strand(ex)),
+        wake(strand),
+        plan_id(rec.plan_id),
+        user_id(rec.user_id),
+        team(t),
+        auto_approve(auto_ok),
+        record(std::move(rec)) {}
+
+  asio::strand<asio::any_io_executor> strand;
+  asio::steady_timer wake;  // every wait of the plan; cancel() wakes it
+  const std::string plan_id, user_id;
+  const TeamConfig* const team;
+  const bool auto_approve;
+
+  // strand:
+  PlanRecord record;  // the latest committed version
+  std::string m_plan_id;
+  bool awaiting_approval = false;
+  std::optional<bool> approved;
+  std::string feedback;
+  std::function<void(Result<std::string>)> approval_done;
+  std::string clarify_request_id;
+  std::optional<std::string> answer;
+  std::function<void(Status)> clarify_done;
+  bool cancel_requested = false;
+  std::vector<std::function<void(Status)>> cancel_done;
+  std::vector<std::string> transcript;
+  bool holds_slot = false;
+
+  // guarded by Runtime::mu_:
+  bool slot_granted = false;
+  std::string streaming;
+};
+
+Runtime::Runtime(asio::any_io_executor ex, MessageLog& log, std::vector<TeamConfig> teams, RuntimeOptions options,
+                 ModelClient* model, MetricsRegistry& metrics)
+    : ex_(std::move(ex)),
+      log_(log),
+      teams_(std::move(teams)),
+      opts_(std::move(options)),
+      model_(model),
+      plans_submitted_(metrics.counter("agentd_plans_submitted_total", "Plans submitted")),
+      plans_finished_(metrics.counter("agentd_plans_finished_total", "Plans that reached a final status")),
+      outbox_full_retries_(metrics.counter("agentd_runtime_outbox_full_retries_total",
+                                           "Appends the runtime retried because the outbox was full")),
+      plans_active_(metrics.gauge("agentd_plans_active", "Plans in memory (planning, waiting or running)")) {
+  if (model_) {
+    planner_ = std::make_unique<LlmPlanner>(*model_);
+  } else {
+    planner_ = std::make_unique<RuleBasedPlanner>();
+  }
+}
+
+Runtime::~Runtime() { shutdown(0ms); }
+
+size_t Runtime::active_plans() const {
+  std::lock_guard l(mu_);
+  return runs_.size();
+}
+
+Status Runtime::recover() {
+  auto plans = log_.list_unfinished_plans(1000000);
+  if (!plans) return plans.status();
+  for (PlanRecord rec : *plans) {
+    std::string was(plan_status_name(rec.status));
+    AppendRequest req = make_message(
+        rec, msgtype::kSystemMessage,
+        status_data("Plan interrupted: agentd stopped while the plan was " + was + ". Submit it again to retry.",
+                    "interrupted"));
+    rec.status = PlanStatus::kInterrupted;
+    rec.updated_at = now_rfc3339();
+    req.plan = rec;
+    auto r = log_.append_sync(std::move(req));
+    if (!r) return r.status();
+    spdlog::info("plan {} marked interrupted (was {})", rec.plan_id, was);
+  }
+  return Status::ok();
+}
+
+void Runtime::shutdown(std::chrono::milliseconds deadline) {
+  stopping_ = true;
+  std::vector<std::shared_ptr<PlanRun>> runs;
+  {
+    std::lock_guard l(mu_);
+    for (auto& [id, r] : runs_) runs.push_back(r);
+  }
+  for (auto& r : runs) asio::post(r->strand, [r] { r->wake.cancel(); });
+  auto until = std::chrono::steady_clock::now() + deadline;
+  while (active_plans() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+}
+
+bool Runtime::interrupted(const PlanRun& run) const { return run.cancel_requested || stopping_; }
+
+const TeamConfig* Runtime::find_team(const std::string& team_id) const {
+  for (const auto& t : teams_)
+    if (t.team_id == team_id) return &t;
+  return nullptr;
+}
+
+std::shared_ptr<Runtime::PlanRun> Runtime::find_run(const std::string& id) const {
+  std::lock_guard l(mu_);
+  auto it = runs_.find(id);
+  if (it != runs_.end()) return it->second;
+  auto m = m_plan_index_.find(id);
+  if (m != m_plan_index_.end()) {
+    auto r = runs_.find(m->second);
+    if (r != runs_.end()) return r->second;
+  }
+  return nullptr;
+}
+
+void Runtime::forget(const PlanRun& run) {
+  std::lock_guard l(mu_);
+  runs_.erase(run.plan_id);
+  if (!run.m_plan_id.empty()) m_plan_index_.erase(run.m_plan_id);
+  if (!run.clarify_request_id.empty()) request_index_.erase(run.clarify_request_id);
+  plans_active_.set(static_cast<double>(runs_.size()));
+}
+
+Status Runtime::check_inactive_plan(const std::string& user_id, const std::string& plan_id, const char* what) {
+  auto p = log_.get_plan(plan_id);
+  if (!p) return p.status();
+  if (!*p || (*p)->user_id != user_id) return not_found("Plan not found");
+  return failed_precondition(std::string("plan is not ") + what +
+                             " (status: " + std::string(plan_status_name((*p)->status)) + ")");
+}
+
+// --- submit ------------------------------------------------------------------
+
+void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)> done) {
+  if (stopping_) return done(unavailable("agentd is shutting down"));
+  if (req.description.empty()) return done(invalid_argument("description: must not be empty"));
+  std::string team_id = req.team_id;
+  if (team_id.empty()) {
+    std::lock_guard l(mu_);
+    auto it = selected_team_.find(req.user_id);
+    if (it != selected_team_.end()) team_id = it->second;
+  }
+  if (team_id.empty()) team_id = opts_.default_team_id.empty() ? teams_.front().team_id : opts_.default_team_id;
+  const TeamConfig* team = find_team(team_id);
+  if (!team) return done(invalid_argument("team_id: unknown team '" + team_id + "'"));
+
+  PlanRecord rec;
+  rec.plan_id = new_uuid();
+  rec.user_id = req.user_id;
+  rec.session_id = req.session_id.empty() ? new_uuid() : req.session_id;
+  rec.team_id = team->team_id;
+  rec.initial_goal = req.description;
+  rec.status = PlanStatus::kPlanning;
+  rec.created_at = rec.updated_at = now_rfc3339();
+
+  auto run = std::make_shared<PlanRun>(ex_, rec, team, req.auto_approve.value_or(opts_.auto_approve));
+  {
+    std::lock_guard l(mu_);
+    if (runs_.size() >= opts_.max_active_plans) {
+      return done(unavailable("too many active plans (" + std::to_string(runs_.size()) + "); retry later"));
+    }
+    runs_[rec.plan_id] = run;
+    plans_active_.set(static_cast<double>(runs_.size()));
+  }
+  plans_submitted_.inc();
+  AppendRequest append;
+  append.plan = rec;
+  log_.append(std::move(append), [this, run, done = std::move(done)](Result<AppendResult> r) {
+    if (!r) {
+      forget(*run);
+      return done(r.status());
+    }
+    run->record.version = r->plan_version;
+    done(SubmitResult{run->plan_id, run->record.session_id});
+    asio::co_spawn(run->strand, run_plan(run), [run](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        spdlog::error("plan {}: runtime error: {}", run->plan_id, x.what());
+      }
+    });
+  });
+}
+
+// --- emit / finish -------------------------------------------------------------
+
+asio::awaitable<Result<AppendResult>> Runtime::emit(PlanRun& run, std::string_view type, std::string data,
+                                                    std::optional<PlanStatus> status) {
+  AppendRequest base = make_message(run.record, type, std::move(data));
+  if (status) {
+    base.plan = run.record;
+    base.plan->status = *status;
+    base.plan->updated_at = now_rfc3339();
+  }
+  auto backoff = 50ms;
+  for (;;) {
+    AppendRequest req = base;
+    Result<AppendResult> r = co_await await_callback<Result<AppendResult>>(
+        [this, req = std::move(req)](AppendCallback cb) mutable { log_.append(std::move(req), std::move(cb)); });
+    if (r.is_ok()) {
+      if (base.plan) {
+        run.record = *base.plan;
+        run.record.version = r->plan_version;
+        run.record.last_seq = r->seq;
+      }
+      co_return r;
+    }
+    if (r.status().code() != Code::kOutboxFull || stopping_) {
+      spdlog::error("plan {}: append failed: {}", run.plan_id, r.status().to_string());
+      co_return r;
+    }
+    // Outbox full: the plan pauses; nothing is announced until the append succeeds.
+    if (backoff == 50ms) spdlog::warn("plan {}: outbox full, pausing and retrying", run.plan_id);
+    outbox_full_retries_.inc();
+    asio::steady_timer t(run.strand, backoff);
+    boost::system::error_code ec;
+    co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5000ms);
+  }
+}
+
+asio::awaitable<void> Runtime::finish(std::shared_ptr<PlanRun> run, std::string_view type, std::string data,
+                                      PlanStatus status) {
+  auto r = co_await emit(*run, type, std::move(data), status);
+  Status st = r.status();
+  if (run->approval_done) std::exchange(run->approval_done, nullptr)(st.is_ok() ? Result<std::string>("rejected") : st);
+  if (run->clarify_done) std::exchange(run->clarify_done, nullptr)(st);
+  for (auto& cb : std::exchange(run->cancel_done, {})) cb(st);
+  if (run->holds_slot) release_slot();
+  run->holds_slot = false;
+  forget(*run);
+  plans_finished_.inc();
+}
+
+// Ends a plan whose wait was interrupted: canceled by the user, or left as it
+// is on shutdown (the next start marks it interrupted).
+#define AGENTD_END_IF_INTERRUPTED(run)                                                                      \
+  do {                                                                                                      \
+    if (stopping_) {                                                                                        \
+      if ((run)->holds_slot) release_slot();                                                                \
+      (run)->holds_slot = false;                                                                            \
+      forget(*(run));                                                                                       \
+      co_return StepOutcome::kEnded;                                                                        \
+    }                                                                                                       \
+    if ((run)->cancel_requested) {                                                                          \
+      co_await finish((run), msgtype::kSystemMessage, status_data("Plan canceled by the user", "canceled"), \
+                      PlanStatus::kCanceled);                                                               \
+      co_return StepOutcome::kEnded;                                                                        \
+    }                                                                                                       \
+  } while (0)
+
+template <typename Pred>
+asio::awaitable<bool> Runtime::wait_until(PlanRun& run, std::chrono::milliseconds timeout, Pred ready) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!ready() && !interrupted(run)) {
+    if (std::chrono::steady_clock::now() >= deadline) co_return false;
+    run.wake.expires_at(deadline);
+    boost::system::error_code ec;
+    co_await run.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return true;
+}
+
+// --- the plan ------------------------------------------------------------------
+
+asio::awaitable<void> Runtime::run_plan(std::shared_ptr<PlanRun> run) {
+  // Everything after planning is a step-like sequence; reuse the step
+  // outcome protocol so interruption handling is written once.
+  auto body = [this, run]() -> asio::awaitable<StepOutcome> {
+    Result<MPlan> mp = co_await await_callback<Result<MPlan>>([this, run](std::function<void(Result<MPlan>)> cb) {
+      planner_->plan(*run->team, run->record.initial_goal, cb);
+    });
+    AGENTD_END_IF_INTERRUPTED(run);
+    if (!mp) {
+      co_await finish(run, msgtype::kErrorMessage, status_data("Planning failed: " + mp.status().message(), "error"),
+                      PlanStatus::kFailed);
+      co_return StepOutcome::kEnded;
+    }
+    run->m_plan_id = mp->id;
+    {
+      std::lock_guard l(mu_);
+      m_plan_index_[mp->id] = run->plan_id;
+    }
+    run->record.m_plan = mp->to_json();
+    std::string request = JsonObject()
+                              .str("plan_id", run->plan_id)
+                              .str("m_plan_id", mp->id)
+                              .str("status", "PENDING_APPROVAL")
+                              .raw("m_plan", run->record.m_plan)
+                              .done();
+    if (!co_await emit(*run, msgtype::kPlanApprovalRequest, request, PlanStatus::kAwaitingApproval)) {
+      forget(*run);
+      co_return StepOutcome::kEnded;
+    }
+
+    if (run->auto_approve) {
+      run->approved = true;
+      run->feedback = "auto-approved";
+    } else {
+      run->awaiting_approval = true;
+      bool answered = co_await wait_until(*run, opts_.approval_timeout, [&] { return run->approved.has_value(); });
+      run->awaiting_approval = false;
+      if (!run->approved) AGENTD_END_IF_INTERRUPTED(run);
+      if (!answered) {
+        auto secs = std::chrono::duration_cast<std::chrono::seconds>(opts_.approval_timeout).count();
+        co_await finish(run, msgtype::kTimeoutNotification,
+                        JsonObject()
+                            .str("timeout_type", "approval")
+                            .str("request_id", run->m_plan_id)
+                            .str("message", "No approval within " + std::to_string(secs) + " s; the plan is canceled")
+                            .num("timeout_duration", secs)
+                            .done(),
+                        PlanStatus::kCanceled);
+        co_return StepOutcome::kEnded;
+      }
+    }
+    std::string response = JsonObject()
+                               .str("plan_id", run->plan_id)
+                               .str("m_plan_id", run->m_plan_id)
+                               .boolean("approved", *run->approved)
+                               .str("feedback", run->feedback)
+                               .done();
+    if (!*run->approved) {
+      co_await finish(run, msgtype::kPlanApprovalResponse, response, PlanStatus::kRejected);
+      co_return StepOutcome::kEnded;
+    }
+    auto ok = co_await emit(*run, msgtype::kPlanApprovalResponse, response, PlanStatus::kRunning);
+    if (run->approval_done) {
+      std::exchange(run->approval_done, nullptr)(ok ? Result<std::string>("approval recorded") : ok.status());
+    }
+    if (!ok) {
+      forget(*run);
+      co_return StepOutcome::kEnded;
+    }
+
+    co_await acquire_slot(run);
+    for (const MPlanStep& step : mp->steps) {
+      AGENTD_END_IF_INTERRUPTED(run);
+      const AgentConfig* agent = nullptr;
+      for (const auto& a : run->team->agents)
+        if (a.name == step.agent) agent = &a;
+      std::string error;
+      StepOutcome out = StepOutcome::kFailed;
+      if (!agent) {
+        error = "step " + step.id + ": agent '" + step.agent + "' is not in team " + run->team->team_id;
+      } else {
+        out = co_await run_step(run, step, *agent, &error);
+      }
+      if (out == StepOutcome::kEnded) co_return out;
+      if (out == StepOutcome::kFailed) {
+        co_await finish(run, msgtype::kErrorMessage,
+                        JsonObject().str("content", error).str("status", "error").str("agent_name", step.agent).done(),
+                        PlanStatus::kFailed);
+        co_return StepOutcome::kEnded;
+      }
+    }
+    AGENTD_END_IF_INTERRUPTED(run);
+    std::string summary = "Completed " + std::to_string(mp->steps.size()) + " steps for: " + run->record.initial_goal;
+    co_await finish(run, msgtype::kFinalResultMessage,
+                    JsonObject().str("content", summary).str("status", "completed").str("summary", summary).done(),
+                    PlanStatus::kCompleted);
+    co_return StepOutcome::kEnded;
+  };
+  co_await body();
+}
+
+asio::awaitable<bool> Runtime::acquire_slot(std::shared_ptr<PlanRun> run) {
+  {
+    std::lock_guard l(mu_);
+    if (executing_ < opts_.max_concurrent_plans) {
+      ++executing_;
+      run->holds_slot = true;
+      co_return true;
+    }
+    slot_waiters_.push_back(run);
+  }
+  co_await wait_until(*run, kForever, [&] {
+    std::lock_guard l(mu_);
+    return run->slot_granted;
+  });
+  std::lock_guard l(mu_);
+  if (run->slot_granted) {
+    run->holds_slot = true;
+    co_return true;
+  }
+  slot_waiters_.erase(std::remove(slot_waiters_.begin(), slot_waiters_.end(), run), slot_waiters_.end());
+  co_return false;
+}
+
+void Runtime::release_slot() {
+  std::lock_guard l(mu_);
+  if (!slot_waiters_.empty()) {
+    // Hand the slot straight to the next waiter (executing_ is unchanged).
+    auto w = slot_waiters_.front();
+    slot_waiters_.pop_front();
+    w->slot_granted = true;
+    asio::post(w->strand, [w] { w->wake.cancel(); });
+    return;
+  }
+  --executing_;
+}
+
+// --- steps -------------------------------------------------------------------
+
+asio::awaitable<Runtime::StepOutcome> Runtime::run_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
+                                                        const AgentConfig& agent, std::string* error) {
+  if (agent.type == "script") co_return co_await script_step(run, step, agent, error);
+  if (agent.type == "llm" || model_) co_return co_await llm_step(run, step, agent, error);
+  co_return co_await script_step(run, step, agent, error);
+}
+
+asio::awaitable<Runtime::StepOutcome> Runtime::script_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
+                                                           const AgentConfig& agent, std::string* error) {
+  const ScriptParams& sp = agent.script;
+  for (int i = 0; i < sp.messages; ++i) {
+    if (sp.delay_ms > 0) co_await wait_until(*run, std::chrono::milliseconds(sp.delay_ms), [] { return false; });
+    AGENTD_END_IF_INTERRUPTED(run);
+    if (i == 0 && !sp.clarify.empty()) {
+      std::string rid = new_uuid();
+      {
+        std::lock_guard l(mu_);
+        request_index_[rid] = run->plan_id;
+      }
+      run->clarify_request_id = rid;
+      run->answer.reset();
+      auto asked = co_await emit(*run, msgtype::kUserClarificationRequest,
+                                 JsonObject()
+                                     .str("question", sp.clarify)
+                                     .str("request_id", rid)
+                                     .str("plan_id", run->plan_id)
+                                     .str("agent_name", agent.name)
+                                     .done(),
+                                 PlanStatus::kAwaitingClarification);
+      if (!asked) {
+        forget(*run);
+        co_return StepOutcome::kEnded;
+      }
+      bool answered = co_await wait_until(*run, opts_.clarification_timeout, [&] { return run->answer.has_value(); });
+      {
+        std::lock_guard l(mu_);
+        request_index_.erase(rid);
+      }
+      run->clarify_request_id.clear();
+      if (!run->answer) AGENTD_END_IF_INTERRUPTED(run);
+      if (!answered) {
+        auto secs = std::chrono::duration_cast<std::chrono::seconds>(opts_.clarification_timeout).count();
+        co_await finish(run, msgtype::kTimeoutNotification,
+                        JsonObject()
+                            .str("timeout_type", "clarification")
+                            .str("request_id", rid)
+                            .str("message", "No answer within " + std::to_string(secs) + " s; the plan is canceled")
+                            .num("timeout_duration", secs)
+                            .done(),
+                        PlanStatus::kCanceled);
+        co_return StepOutcome::kEnded;
+      }
+      auto got = co_await emit(*run, msgtype::kUserClarificationResponse,
+                               JsonObject()
+                                   .str("request_id", rid)
+                                   .str("answer", *run->answer)
+                                   .str("agent_name", "Human_Agent")
+                                   .str("agent_type", "Human_Agent")
+                                   .done(),
+                               PlanStatus::kRunning);
+      if (run->clarify_done) std::exchange(run->clarify_done, nullptr)(got.status());
+      if (!got) {
+        forget(*run);
+        co_return StepOutcome::kEnded;
+      }
+      run->transcript.push_back("Human_Agent: " + *run->answer);
+    }
+    if (sp.fail) {
+      *error = "agent " + agent.name + " failed on step " + step.id + " (script.fail is set)";
+      co_return StepOutcome::kFailed;
+    }
+    std::string content = agent.name + ": " + step.action;
+    if (sp.messages > 1) content += " (" + std::to_string(i + 1) + "/" + std::to_string(sp.messages) + ")";
+    if (sp.size > 0) {
+      content.resize(static_cast<size_t>(sp.size), '.');
+    }
+    auto r = co_await emit(*run, msgtype::kAgentMessage,
+                           JsonObject()
+                               .str("agent_name", agent.name)
+                               .str("agent_type", "AI_Agent")
+                               .str("content", content)
+                               .str("step_id", step.id)
+                               .done(),
+                           std::nullopt);
+    if (!r) {
+      forget(*run);
+      co_return StepOutcome::kEnded;
+    }
+    if (run->transcript.size() < kTranscriptMax) run->transcript.push_back(agent.name + ": " + content);
+  }
+  co_return StepOutcome::kOk;
+}
+
+asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
+                                                        const AgentConfig& agent, std::string* error) {
+  if (!model_) {
+    *error = "agent " + agent.name + " is an LLM agent but no model is configured (--llm-base-url)";
+    co_return StepOutcome::kFailed;
+  }
+  ChatRequest req;
+  req.stream = true;
+  req.messages.push_back({"system", agent.system_message.empty() ? "You are " + agent.name + ". " + agent.description
+                                                                 : agent.system_message});
+  std::string user = "Task: " + run->record.initial_goal + "\nYour step: " + step.action;
+  if (!run->transcript.empty()) {
+    user += "\nWhat the team said so far:";
+    for (const auto& t : run->transcript) user += "\n- " + t;
+  }
+  req.messages.push_back({"user", user});
+  ChunkFn on_chunk = [this, run, name = agent.name](std::string_view delta) {
+    {
+      std::lock_guard l(mu_);
+      run->streaming.append(delta);
+    }
+    std::string frame =
+        JsonObject()
+            .str("type", msgtype::kAgentMessageStreaming)
+            .raw("data", JsonObject().str("agent_name", name).str("content", delta).boolean("is_final", false).done())
+            .str("plan_id", run->plan_id)
+            .boolean("live", true)
+            .done();
+    publish_live(*run, frame);
+  };
+  Result<std::string> reply = co_await await_callback<Result<std::string>>(
+      [this, req = std::move(req), on_chunk](std::function<void(Result<std::string>)> cb) mutable {
+        model_->complete(std::move(req), on_chunk, std::move(cb));
+      });
+  {
+    std::lock_guard l(mu_);
+    run->streaming.clear();
+  }
+  AGENTD_END_IF_INTERRUPTED(run);
+  if (!reply) {
+    *error = "agent " + agent.name + ": model error: " + reply.status().message();
+    co_return StepOutcome::kFailed;
+  }
+  auto r = co_await emit(*run, msgtype::kAgentMessage,
+                         JsonObject()
+                             .str("agent_name", agent.name)
+                             .str("agent_type", "AI_Agent")
+                             .str("content", *reply)
+                             .str("step_id", step.id)
+                             .done(),
+                         std::nullopt);
+  if (!r) {
+    forget(*run);
+    co_return StepOutcome::kEnded;
+  }
+  if (run->transcript.size() < kTranscriptMax) run->transcript.push_back(agent.name + ": " + *reply);
+  co_return StepOutcome::kOk;
+}
+
+// --- API calls from other threads ------------------------------------------------
+
+void Runtime::approve(ApprovalRequest req, std::function<void(Result<std::string>)> done) {
+  auto run = find_run(req.m_plan_id);
+  if (!run || run->user_id != req.user_id) {
+    std::string id = req.plan_id.empty() ? req.m_plan_id : req.plan_id;
+    return done(check_inactive_plan(req.user_id, id, "awaiting approval"));
+  }
+  if (!req.plan_id.empty() && req.plan_id != run->plan_id) {
+    return done(invalid_argument("plan_id: names another plan than m_plan_id"));
+  }
+  asio::post(run->strand, [run, req = std::move(req), done = std::move(done)]() mutable {
+    if (!run->awaiting_approval || run->approved || run->approval_done) {
+      return done(failed_precondition(
+          "plan is not awaiting approval (status: " + std::string(plan_status_name(run->record.status)) + ")"));
+    }
+    run->approved = req.approved;
+    run->feedback = req.feedback;
+    run->approval_done = std::move(done);
+    run->wake.cancel();
+  });
+}
+
+void Runtime::clarify(ClarificationRequest req, std::function<void(Status)> done) {
+  std::shared_ptr<PlanRun> run;
+  {
+    std::lock_guard l(mu_);
+    auto it = request_index_.find(req.request_id);
+    if (it != request_index_.end()) {
+      auto r = runs_.find(it->second);
+      if (r != runs_.end()) run = r->second;
+    }
+  }
+  if (!run || run->user_id != req.user_id) return done(not_found("No active plan found for clarification"));
+  if (!req.plan_id.empty() && req.plan_id != run->plan_id) {
+    return done(invalid_argument("plan_id: names another plan than the request_id's"));
+  }
+  asio::post(run->strand, [run, req = std::move(req), done = std::move(done)]() mutable {
+    if (run->clarify_request_id != req.request_id || run->answer || run->clarify_done) {
+      return done(not_found("No active plan found for clarification"));
+    }
+    run->answer = req.answer;
+    run->clarify_done = std::move(done);
+    run->wake.cancel();
+  });
+}
+
+void Runtime::cancel(std::string user_id, std::string plan_id, std::function<void(Status)> done) {
+  auto run = find_run(plan_id);
+  if (!run || run->user_id != user_id || run->plan_id != plan_id) {
+    return done(check_inactive_plan(user_id, plan_id, "running"));
+  }
+  asio::post(run->strand, [run, done = std::move(done)]() mutable {
+    run->cancel_requested = true;
+    run->cancel_done.push_back(std::move(done));
+    run->wake.cancel();
+  });
+}
+
+// --- teams, streaming ---------------------------------------------------------------
+
+std::vector<std::string> Runtime::team_configs() const {
+  std::vector<std::string> out;
+  for (const auto& t : teams_) out.push_back(t.json);
+  return out;
+}
+
+std::optional<std::string> Runtime::team_config(const std::string& team_id) const {
+  const TeamConfig* t = find_team(team_id);
+  if (!t) return std::nullopt;
+  return t->json;
+}
+
+Status Runtime::select_team(const std::string& user_id, const std::string& team_id) {
+  if (!find_team(team_id)) return not_found("Team configuration '" + team_id + "' not found");
+  std::lock_guard l(mu_);
+  selected_team_[user_id] = team_id;
+  return Status::ok();
+}
+
+std::optional<std::string> Runtime::current_team(const std::string& user_id) const {
+  std::string id;
+  {
+    std::lock_guard l(mu_);
+    auto it = selected_team_.find(user_id);
+    if (it != selected_team_.end()) id = it->second;
+  }
+  if (id.empty()) id = opts_.default_team_id.empty() ? teams_.front().team_id : opts_.default_team_id;
+  return team_config(id);
+}
+
+std::optional<std::string> Runtime::streaming_message(const std::string& plan_id) const {
+  std::lock_guard l(mu_);
+  auto it = runs_.find(plan_id);
+  if (it == runs_.end() || it->second->streaming.empty()) return std::nullopt;
+  return it->second->streaming;
+}
+
+void Runtime::set_live_sink(LiveSink sink) {
+  std::lock_guard l(mu_);
+  live_sink_ = std::move(sink);
+}
+
+void Runtime::publish_live(const PlanRun& run, const std::string& frame) {
+  LiveSink sink;
+  {
+    std::lock_guard l(mu_);
+    sink = live_sink_;
+  }
+  if (sink) sink(run.plan_id, std::make_shared<const std::string>(frame));
+}
+
+}  // namespace agentd

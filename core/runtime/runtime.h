@@ -1,0 +1,131 @@
+// Runtime: runs multi-agent plans (MACAE's flow) and implements PlanService.
+//
+//   submit -> planning -> awaiting_approval -> running <-> awaiting_clarification
+//          -> completed | failed | rejected | canceled | interrupted
+//
+// Every message any part of a plan produces goes through the MessageLog the
+// moment it is produced, together with the plan record version it announces
+// (one transaction). Nothing is announced that was not appended: callers'
+// callbacks fire after the append completed.
+//
+// Threads: each plan runs as a coroutine on its own strand of the executor
+// passed in. API calls (approve, clarify, cancel) post to that strand. The
+// members of PlanRun marked "strand" are only touched there; the indexes in
+// Runtime are guarded by mu_.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/message_log.h"
+#include "core/metrics.h"
+#include "core/plan_service.h"
+#include "core/runtime/model_client.h"
+#include "core/runtime/planner.h"
+#include "core/runtime/team.h"
+
+namespace agentd {
+
+struct RuntimeOptions {
+  int max_concurrent_plans = 16;  // plans executing steps at once
+  std::chrono::milliseconds approval_timeout{300000};
+  std::chrono::milliseconds clarification_timeout{300000};
+  bool auto_approve = false;        // default when a request does not say
+  std::string default_team_id;      // empty: the first team loaded
+  size_t max_active_plans = 10000;  // submit beyond this -> kUnavailable
+};
+
+class Runtime final : public PlanService {
+ public:
+  // `model` may be null: then planning is rule-based and agents are script
+  // agents (type "llm" agents fail their step with a clear error).
+  Runtime(boost::asio::any_io_executor ex, MessageLog& log, std::vector<TeamConfig> teams, RuntimeOptions options,
+          ModelClient* model, MetricsRegistry& metrics);
+  ~Runtime() override;
+
+  // Start-up: plans a previous process left unfinished are marked
+  // interrupted, each with a system message saying so. Blocking; call before
+  // serving requests.
+  Status recover();
+  // Stops accepting work and wakes every plan; their coroutines end at the
+  // next checkpoint without announcing anything more (a later start marks
+  // them interrupted). Returns when all ended or the deadline passed.
+  void shutdown(std::chrono::milliseconds deadline);
+  size_t active_plans() const;
+
+  // PlanService
+  void submit(SubmitRequest req, std::function<void(Result<SubmitResult>)> done) override;
+  void approve(ApprovalRequest req, std::function<void(Result<std::string>)> done) override;
+  void clarify(ClarificationRequest req, std::function<void(Status)> done) override;
+  void cancel(std::string user_id, std::string plan_id, std::function<void(Status)> done) override;
+  std::vector<std::string> team_configs() const override;
+  std::optional<std::string> team_config(const std::string& team_id) const override;
+  Status select_team(const std::string& user_id, const std::string& team_id) override;
+  std::optional<std::string> current_team(const std::string& user_id) const override;
+  std::optional<std::string> streaming_message(const std::string& plan_id) const override;
+  void set_live_sink(LiveSink sink) override;
+
+ private:
+  struct PlanRun;
+  enum class StepOutcome { kOk, kFailed, kEnded };
+
+  boost::asio::awaitable<void> run_plan(std::shared_ptr<PlanRun> run);
+  boost::asio::awaitable<StepOutcome> run_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
+                                               const AgentConfig& agent, std::string* error);
+  boost::asio::awaitable<StepOutcome> script_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
+                                                  const AgentConfig& agent, std::string* error);
+  boost::asio::awaitable<StepOutcome> llm_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
+                                               const AgentConfig& agent, std::string* error);
+  // Appends a message (and the plan record with `status`, when given),
+  // retrying with backoff while the outbox is full.
+  boost::asio::awaitable<Result<AppendResult>> emit(PlanRun& run, std::string_view type, std::string data,
+                                                    std::optional<PlanStatus> status);
+  // Ends the plan with `status` announced by a message of `type`.
+  boost::asio::awaitable<void> finish(std::shared_ptr<PlanRun> run, std::string_view type, std::string data,
+                                      PlanStatus status);
+  // Waits on the run's wake timer until `ready()` or the timeout; false on
+  // timeout. Returns early (true) when cancel or shutdown is requested.
+  template <typename Pred>
+  boost::asio::awaitable<bool> wait_until(PlanRun& run, std::chrono::milliseconds timeout, Pred ready);
+  boost::asio::awaitable<bool> acquire_slot(std::shared_ptr<PlanRun> run);
+  void release_slot();
+  void forget(const PlanRun& run);
+  bool interrupted(const PlanRun& run) const;
+  const TeamConfig* find_team(const std::string& team_id) const;
+  std::shared_ptr<PlanRun> find_run(const std::string& id) const;
+  Status check_inactive_plan(const std::string& user_id, const std::string& plan_id, const char* what);
+  void publish_live(const PlanRun& run, const std::string& frame);
+
+  boost::asio::any_io_executor ex_;
+  MessageLog& log_;
+  const std::vector<TeamConfig> teams_;
+  const RuntimeOptions opts_;
+  ModelClient* model_;
+  std::unique_ptr<Planner> planner_;
+  std::atomic<bool> stopping_{false};
+
+  Counter& plans_submitted_;
+  Counter& plans_finished_;
+  Counter& outbox_full_retries_;
+  Gauge& plans_active_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<PlanRun>> runs_;  // by plan_id; guarded by mu_
+  std::map<std::string, std::string> m_plan_index_;       // m_plan_id -> plan_id; guarded by mu_
+  std::map<std::string, std::string> request_index_;      // clarification request_id -> plan_id; guarded by mu_
+  std::map<std::string, std::string> selected_team_;      // user_id -> team_id; guarded by mu_
+  int executing_ = 0;                                     // slots in use; guarded by mu_
+  std::deque<std::shared_ptr<PlanRun>> slot_waiters_;     // guarded by mu_
+  LiveSink live_sink_;                                    // guarded by mu_
+};
+
+}  // namespace agentd

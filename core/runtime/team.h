@@ -1,0 +1,51 @@
+// Teams: MACAE-format team configurations loaded from a folder of JSON files.
+//
+// A team file is one JSON object:
+//   {"team_id": s, "name": s, "description": s, "status"?: s, "logo"?: s,
+//    "agents": [{"name": s, "type": s, "description"?: s, "system_message"?: s,
+//                "input_key"?: s, "icon"?: s, "script"?: {...}}, ...],   (>= 1)
+//    "starting_tasks"?: [{"id": s, "name": s, "prompt": s, ...}]}
+// Agent `type`: "llm" (needs --llm-base-url), "script" (deterministic), or
+// any MACAE type (e.g. "ai_agent"), run by the LLM when one is configured and
+// by the script agent otherwise. `script` tunes the script agent:
+//   {"messages": n (1), "size": bytes (0 = a short sentence), "delay_ms": n (0),
+//    "clarify": "question" (none), "fail": bool (false)}
+// Unknown fields are kept (served back as-is) and ignored.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace agentd {
+
+struct ScriptParams {
+  int messages = 1;
+  int size = 0;
+  int delay_ms = 0;
+  std::string clarify;
+  bool fail = false;
+};
+
+struct AgentConfig {
+  std::string name, type, description, system_message;
+  ScriptParams script;
+};
+
+struct TeamConfig {
+  std::string team_id, name, description;
+  std::vector<AgentConfig> agents;
+  std::string json;  // the canonical JSON object served by the team endpoints
+};
+
+// Parses one team file's text; errors name `source` and the field.
+Result<TeamConfig> parse_team(std::string_view text, const std::string& source);
+
+// Loads every *.json file of `dir` (sorted by name). Errors name the file and
+// field; duplicate team ids are an error.
+Result<std::vector<TeamConfig>> load_teams(const std::string& dir);
+
+}  // namespace agentd
