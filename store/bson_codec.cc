@@ -138,4 +138,32 @@ Result<std::string> bson_to_json(const bson_t* doc, std::initializer_list<std::s
   return std::string(buf.GetString(), buf.GetSize());
 }
 
+Result<std::string> bson_to_json_ordered(const bson_t* doc, std::initializer_list<std::string_view> order,
+                                         std::initializer_list<std::string_view> skip) {
+  bson_iter_t it;
+  if (!bson_iter_init(&it, doc)) return corruption("invalid BSON document");
+  // Every stored key must be either written or skipped.
+  size_t known = 0;
+  while (bson_iter_next(&it)) {
+    std::string_view key(bson_iter_key(&it), bson_iter_key_len(&it));
+    if (std::find(skip.begin(), skip.end(), key) != skip.end()) continue;
+    if (std::find(order.begin(), order.end(), key) == order.end()) {
+      return corruption("unexpected field '" + std::string(key) + "'");
+    }
+    ++known;
+  }
+  if (known != order.size()) return corruption("document lacks some of the expected fields");
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  w.StartObject();
+  for (std::string_view key : order) {
+    std::string k(key);
+    if (!bson_iter_init_find(&it, doc, k.c_str())) return corruption("missing field '" + k + "'");
+    w.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()));
+    AGENTD_RETURN_IF_ERROR(write_iter(&it, w));
+  }
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
 }  // namespace agentd

@@ -10,6 +10,7 @@
 
 #include <bson/bson.h>
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -46,5 +47,14 @@ Result<BsonPtr> json_to_bson(std::string_view json, std::string_view id = {});
 // Canonical JSON of `doc`, leaving out the top-level keys listed in `skip`
 // (e.g. "_id").
 Result<std::string> bson_to_json(const bson_t* doc, std::initializer_list<std::string_view> skip = {});
+
+// Canonical JSON of `doc` with its top-level keys written in exactly the
+// order `order` lists (each must be present), leaving out `skip`; any other
+// top-level key is kCorruption. MongoDB (and FerretDB) store the fields of a
+// `$setOnInsert` upsert in lexicographic order, so this is how a message
+// document is turned back into the envelope's byte order. Nested documents
+// keep their stored order (an upsert stores a field's value as given).
+Result<std::string> bson_to_json_ordered(const bson_t* doc, std::initializer_list<std::string_view> order,
+                                         std::initializer_list<std::string_view> skip = {});
 
 }  // namespace agentd

@@ -26,6 +26,11 @@ Result<std::unique_ptr<MongoPool>> MongoPool::open(std::string_view uri_text, st
   if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS)) {
     mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 2000);
   }
+  // mongo-c-driver's default socket timeout is 5 minutes: a hung server
+  // would stall the flusher (and a graceful stop) that long.
+  if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS)) {
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 30000);
+  }
   if (!mongoc_uri_get_option_as_utf8(uri, MONGOC_URI_APPNAME, nullptr)) {
     mongoc_uri_set_appname(uri, std::string(app_name).c_str());
   }

@@ -1,0 +1,501 @@
+#include "store/message_store.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "store/bson_codec.h"
+
+namespace agentd {
+namespace {
+
+// A collection handle from a leased client, destroyed before the lease.
+class Collection {
+ public:
+  Collection(MongoPool::Lease& lease, const std::string& db, std::string_view name)
+      : c_(mongoc_client_get_collection(lease.get(), db.c_str(), std::string(name).c_str())) {}
+  ~Collection() { mongoc_collection_destroy(c_); }
+  Collection(const Collection&) = delete;
+  Collection& operator=(const Collection&) = delete;
+  mongoc_collection_t* get() const { return c_; }
+
+ private:
+  mongoc_collection_t* c_;
+};
+
+// A stack bson_t destroyed on scope exit.
+struct Bson {
+  bson_t b = BSON_INITIALIZER;
+  Bson() = default;
+  Bson(const Bson&) = delete;
+  Bson& operator=(const Bson&) = delete;
+  ~Bson() { bson_destroy(&b); }
+  bson_t* get() { return &b; }
+};
+
+MongoFailure make(FailureKind kind, std::string reason, std::string message, int32_t code) {
+  MongoFailure f;
+  f.kind = kind;
+  f.reason = std::move(reason);
+  f.message = std::move(message);
+  f.code = code;
+  return f;
+}
+
+// Server error codes (MongoDB's error_codes.yml) that say "try again later".
+MongoFailure classify_server_code(int32_t code, std::string message) {
+  auto transient = [&](const char* reason) { return make(FailureKind::kTransient, reason, message, code); };
+  auto permanent = [&](const char* reason) { return make(FailureKind::kPermanent, reason, message, code); };
+  switch (code) {
+    case 6:     // HostUnreachable
+    case 7:     // HostNotFound
+    case 9001:  // SocketException
+      return transient("network");
+    case 50:   // MaxTimeMSExpired
+    case 89:   // NetworkTimeout
+    case 262:  // ExceededTimeLimit
+      return transient("timeout");
+    case 189:    // PrimarySteppedDown
+    case 10107:  // NotWritablePrimary
+    case 11602:  // InterruptedDueToReplStateChange
+    case 13435:  // NotPrimaryNoSecondaryOk
+    case 13436:  // NotPrimaryOrSecondary
+      return transient("not_primary");
+    case 91:     // ShutdownInProgress
+    case 11600:  // InterruptedAtShutdown
+      return transient("shutdown");
+    case 64:   // WriteConcernFailed
+    case 79:   // UnknownReplWriteConcern
+    case 100:  // UnsatisfiableWriteConcern
+      return transient("write_concern");
+    case 13:  // Unauthorized
+    case 18:  // AuthenticationFailed
+      return transient("auth");
+    case 1:      // InternalError: FerretDB's backend hiccups (SQLite busy) land here
+    case 112:    // WriteConflict
+    case 133:    // FailedToSatisfyReadPreference
+    case 134:    // ReadConcernMajorityNotAvailableYet
+    case 11601:  // Interrupted
+      return transient("server");
+    case 11000:  // DuplicateKey
+    case 11001: return permanent("duplicate_key");
+    case 10334:  // BSONObjectTooLarge
+    case 17419:  // document too large after update
+    case 17420: return permanent("too_large");
+    case 121:  // DocumentValidationFailure
+      return permanent("invalid");
+    default:  // BadValue (FerretDB: nested arrays, ...), TypeMismatch, DollarPrefixedFieldName, ...
+      return permanent("rejected");
+  }
+}
+
+// The first element of the array `key` in `reply`, if the array is non-empty.
+bool first_array_doc(const bson_t* reply, const char* key, bson_iter_t* doc) {
+  bson_iter_t it, child;
+  if (!reply || !bson_iter_init_find(&it, reply, key) || !BSON_ITER_HOLDS_ARRAY(&it)) return false;
+  if (!bson_iter_recurse(&it, &child) || !bson_iter_next(&child) || !BSON_ITER_HOLDS_DOCUMENT(&child)) return false;
+  *doc = child;
+  return true;
+}
+
+void read_code_msg(const bson_iter_t& doc, int32_t* code, std::string* msg) {
+  bson_iter_t it;
+  if (bson_iter_recurse(&doc, &it) && bson_iter_find(&it, "code") && BSON_ITER_HOLDS_NUMBER(&it)) {
+    *code = static_cast<int32_t>(bson_iter_as_int64(&it));
+  }
+  if (bson_iter_recurse(&doc, &it) && bson_iter_find(&it, "errmsg") && BSON_ITER_HOLDS_UTF8(&it)) {
+    *msg = bson_iter_utf8(&it, nullptr);
+  }
+}
+
+bool mentions_too_large(std::string_view m) {
+  return m.find("too large") != std::string_view::npos || m.find("too big") != std::string_view::npos;
+}
+
+Status unavailable_or(Code code, const MongoFailure& f, std::string_view what) {
+  std::string m = std::string(what) + ": " + f.message;
+  if (f.transient()) return unavailable(std::move(m));
+  return Status(code, std::move(m));
+}
+
+Result<uint64_t> read_uint(const bson_t* doc, const char* key) {
+  bson_iter_t it;
+  if (!bson_iter_init_find(&it, doc, key) || !(BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it))) {
+    return corruption(std::string("document without integer '") + key + "'");
+  }
+  int64_t v = bson_iter_as_int64(&it);
+  if (v < 0) return corruption(std::string("negative '") + key + "'");
+  return static_cast<uint64_t>(v);
+}
+
+}  // namespace
+
+std::string message_doc_id(std::string_view plan_id, uint64_t seq) {
+  std::string id;
+  id.reserve(plan_id.size() + 21);
+  id.append(plan_id).append(":").append(std::to_string(seq));
+  return id;
+}
+
+MongoFailure classify(const bson_error_t& err, const bson_t* reply) {
+  std::string message = describe(err);
+  if (reply) {
+    bson_iter_t doc;
+    if (first_array_doc(reply, "writeConcernErrors", &doc)) {
+      int32_t code = 0;
+      std::string msg = message;
+      read_code_msg(doc, &code, &msg);
+      return make(FailureKind::kTransient, "write_concern", "write concern: " + msg, code);
+    }
+    if (mongoc_error_has_label(reply, "RetryableWriteError") ||
+        mongoc_error_has_label(reply, "TransientTransactionError")) {
+      return make(FailureKind::kTransient, "server", message, static_cast<int32_t>(err.code));
+    }
+    if (first_array_doc(reply, "writeErrors", &doc)) {
+      int32_t code = 0;
+      std::string msg = message;
+      read_code_msg(doc, &code, &msg);
+      return classify_server_code(code, msg);
+    }
+  }
+  const auto code = static_cast<int32_t>(err.code);
+  switch (err.domain) {
+    case MONGOC_ERROR_STREAM:
+    case MONGOC_ERROR_PROTOCOL: return make(FailureKind::kTransient, "network", message, code);
+    case MONGOC_ERROR_SERVER_SELECTION: return make(FailureKind::kTransient, "server_selection", message, code);
+    case MONGOC_ERROR_WRITE_CONCERN: return make(FailureKind::kTransient, "write_concern", message, code);
+    case MONGOC_ERROR_CLIENT:
+      if (err.code == MONGOC_ERROR_CLIENT_TOO_BIG) return make(FailureKind::kPermanent, "too_large", message, code);
+      if (err.code == MONGOC_ERROR_CLIENT_AUTHENTICATE) return make(FailureKind::kTransient, "auth", message, code);
+      return make(FailureKind::kTransient, "network", message, code);
+    case MONGOC_ERROR_BSON:
+    case MONGOC_ERROR_COMMAND:
+      if (err.domain == MONGOC_ERROR_BSON || err.code == MONGOC_ERROR_COMMAND_INVALID_ARG) {
+        return make(FailureKind::kPermanent, mentions_too_large(message) ? "too_large" : "invalid", message, code);
+      }
+      return make(FailureKind::kTransient, "server", message, code);
+    case MONGOC_ERROR_SERVER:
+    case MONGOC_ERROR_QUERY:
+    case MONGOC_ERROR_INSERT:
+    case MONGOC_ERROR_COLLECTION: return classify_server_code(code, message);
+    default: return make(FailureKind::kTransient, "server", message, code);
+  }
+}
+
+Status WriteStatus::to_status() const {
+  if (is_ok()) return Status::ok();
+  const MongoFailure& f = *failure_;
+  if (f.transient()) return unavailable("mongodb (" + f.reason + "): " + f.message);
+  return Status(f.reason == "too_large" ? Code::kTooLarge : Code::kInvalidArgument,
+                "mongodb rejected (" + f.reason + "): " + f.message);
+}
+
+MessageStore::MessageStore(MongoPool* pool, MessageStoreOptions options)
+    : pool_(pool), options_(options), write_concern_(mongoc_write_concern_new()) {
+  const WriteConcernOptions& wc = options_.write_concern;
+  // Invariant: writes are acknowledged (the flusher acks the outbox only
+  // after MongoDB acknowledged; w:0 would make that a lie).
+  assert(wc.majority || wc.w >= 1);
+  if (wc.majority) {
+    mongoc_write_concern_set_wmajority(write_concern_, wc.wtimeout_ms);
+  } else {
+    mongoc_write_concern_set_w(write_concern_, wc.w < 1 ? 1 : wc.w);
+    if (wc.wtimeout_ms > 0) mongoc_write_concern_set_wtimeout_int64(write_concern_, wc.wtimeout_ms);
+  }
+  mongoc_write_concern_set_journal(write_concern_, wc.journal);
+}
+
+MessageStore::~MessageStore() { mongoc_write_concern_destroy(write_concern_); }
+
+Status MessageStore::ensure_indexes() {
+  struct Index {
+    std::string_view collection;
+    const char* name;
+    std::vector<std::pair<const char*, int>> keys;
+    bool unique;
+  };
+  const Index indexes[] = {
+      {kMessagesCollection, "plan_seq", {{"plan_id", 1}, {"seq", 1}}, true},
+      {kMessagesCollection, "message_id", {{"message_id", 1}}, true},
+      {kPlansCollection, "user_created", {{"user_id", 1}, {"created_at", -1}}, false},
+  };
+  MongoPool::Lease lease = pool_->lease();
+  mongoc_database_t* db = mongoc_client_get_database(lease.get(), pool_->database().c_str());
+  Status result;
+  // One index per command: FerretDB v1 crashes the connection on a
+  // createIndexes that lists several indexes which already exist.
+  for (const Index& ix : indexes) {
+    Bson cmd, reply;
+    bson_t list, spec, key;
+    std::string coll(ix.collection);
+    BSON_APPEND_UTF8(cmd.get(), "createIndexes", coll.c_str());
+    BSON_APPEND_ARRAY_BEGIN(cmd.get(), "indexes", &list);
+    BSON_APPEND_DOCUMENT_BEGIN(&list, "0", &spec);
+    BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
+    for (const auto& [field, dir] : ix.keys) BSON_APPEND_INT32(&key, field, dir);
+    bson_append_document_end(&spec, &key);
+    BSON_APPEND_UTF8(&spec, "name", ix.name);
+    if (ix.unique) BSON_APPEND_BOOL(&spec, "unique", true);
+    bson_append_document_end(&list, &spec);
+    bson_append_array_end(cmd.get(), &list);
+    bson_error_t err;
+    if (!mongoc_database_write_command_with_opts(db, cmd.get(), nullptr, reply.get(), &err)) {
+      MongoFailure f = classify(err, reply.get());
+      result = unavailable_or(Code::kFailedPrecondition, f,
+                              "createIndexes " + coll + "." + ix.name);  // e.g. existing data violates unique
+      break;
+    }
+  }
+  mongoc_database_destroy(db);
+  return result;
+}
+
+WriteStatus MessageStore::upsert_messages(std::span<const MessageDoc> batch) {
+  if (batch.empty()) return WriteStatus::ok();
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kMessagesCollection);
+  Bson opts, upsert;
+  BSON_APPEND_BOOL(opts.get(), "ordered", true);
+  if (!mongoc_write_concern_append(write_concern_, opts.get())) {
+    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
+  }
+  BSON_APPEND_BOOL(upsert.get(), "upsert", true);
+  mongoc_bulk_operation_t* bulk = mongoc_collection_create_bulk_operation_with_opts(coll.get(), opts.get());
+  for (const MessageDoc& m : batch) {
+    std::string id = message_doc_id(m.plan_id, m.seq);
+    Bson selector, update;
+    bson_t child;
+    BSON_APPEND_UTF8(selector.get(), "_id", id.c_str());
+    BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$setOnInsert", &child);
+    BSON_APPEND_UTF8(&child, "_id", id.c_str());
+    Status st = append_json_object(&child, m.bytes);
+    bson_append_document_end(update.get(), &child);
+    bson_error_t err;
+    if (st.is_ok() &&
+        !mongoc_bulk_operation_update_one_with_opts(bulk, selector.get(), update.get(), upsert.get(), &err)) {
+      st = invalid_argument(describe(err));
+    }
+    if (!st.is_ok()) {
+      mongoc_bulk_operation_destroy(bulk);
+      return WriteStatus(make(FailureKind::kPermanent, st.code() == Code::kTooLarge ? "too_large" : "invalid",
+                              "message " + id + ": " + st.message(), 0));
+    }
+  }
+  Bson reply;
+  bson_error_t err;
+  uint32_t ok = mongoc_bulk_operation_execute(bulk, reply.get(), &err);
+  mongoc_bulk_operation_destroy(bulk);
+  if (ok == 0) return WriteStatus(classify(err, reply.get()));
+  return WriteStatus::ok();
+}
+
+Result<bool> MessageStore::message_exists(std::string_view plan_id, uint64_t seq) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kMessagesCollection);
+  Bson filter;
+  std::string id = message_doc_id(plan_id, seq);
+  BSON_APPEND_UTF8(filter.get(), "_id", id.c_str());
+  bson_error_t err;
+  int64_t n = mongoc_collection_count_documents(coll.get(), filter.get(), nullptr, nullptr, nullptr, &err);
+  if (n < 0) return unavailable_or(Code::kInternal, classify(err, nullptr), "count " + id);
+  return n > 0;
+}
+
+WriteStatus MessageStore::upsert_plan(std::string_view plan_id, uint64_t version, std::string_view plan_bytes) {
+  if (version > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return WriteStatus(make(FailureKind::kPermanent, "invalid", "plan version out of range", 0));
+  }
+  auto doc = json_to_bson(plan_bytes, plan_id);
+  if (!doc) {
+    return WriteStatus(
+        make(FailureKind::kPermanent, "invalid", "plan " + std::string(plan_id) + ": " + doc.status().message(), 0));
+  }
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kPlansCollection);
+  Bson filter, opts, reply;
+  bson_t lt;
+  std::string id(plan_id);
+  BSON_APPEND_UTF8(filter.get(), "_id", id.c_str());
+  BSON_APPEND_DOCUMENT_BEGIN(filter.get(), "version", &lt);
+  BSON_APPEND_INT64(&lt, "$lt", static_cast<int64_t>(version));
+  bson_append_document_end(filter.get(), &lt);
+  BSON_APPEND_BOOL(opts.get(), "upsert", true);
+  if (!mongoc_write_concern_append(write_concern_, opts.get())) {
+    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
+  }
+  bson_error_t err;
+  if (!mongoc_collection_replace_one(coll.get(), filter.get(), doc->get(), opts.get(), reply.get(), &err)) {
+    MongoFailure f = classify(err, reply.get());
+    // The filter missed because the stored version is >= `version`; the
+    // upsert's insert then collided with the existing _id: already newer.
+    if (f.reason == "duplicate_key") return WriteStatus::ok();
+    f.message = "plan " + id + " v" + std::to_string(version) + ": " + f.message;
+    return WriteStatus(std::move(f));
+  }
+  return WriteStatus::ok();
+}
+
+WriteStatus MessageStore::insert_dead_letter(const DeadLetterDoc& d) {
+  std::string id = std::string(d.is_plan ? "plan:" : "message:") + std::string(d.plan_id) + ":" +
+                   (d.is_plan ? "v" : "") + std::to_string(d.seq_or_version);
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kDeadLettersCollection);
+  Bson selector, update, opts, reply;
+  bson_t child;
+  BSON_APPEND_UTF8(selector.get(), "_id", id.c_str());
+  BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$setOnInsert", &child);
+  BSON_APPEND_UTF8(&child, "_id", id.c_str());
+  BSON_APPEND_UTF8(&child, "kind", d.is_plan ? "plan" : "message");
+  bson_append_utf8(&child, "plan_id", -1, d.plan_id.data(), static_cast<int>(d.plan_id.size()));
+  BSON_APPEND_INT64(&child, d.is_plan ? "version" : "seq", static_cast<int64_t>(d.seq_or_version));
+  BSON_APPEND_INT64(&child, "pending_id", static_cast<int64_t>(d.pending_id));
+  bson_append_utf8(&child, "error", -1, d.error.data(), static_cast<int>(d.error.size()));
+  BSON_APPEND_INT64(&child, "dead_at_ms", d.dead_at_ms);
+  // The bytes as text; invalid UTF-8 would make the document invalid, so
+  // fall back to a note (the outbox keeps the real bytes).
+  if (bson_utf8_validate(d.bytes.data(), d.bytes.size(), false)) {
+    bson_append_utf8(&child, "bytes", -1, d.bytes.data(), static_cast<int>(d.bytes.size()));
+  } else {
+    BSON_APPEND_UTF8(&child, "bytes", "<not valid UTF-8; see the outbox's dead letters>");
+  }
+  bson_append_document_end(update.get(), &child);
+  BSON_APPEND_BOOL(opts.get(), "upsert", true);
+  if (!mongoc_write_concern_append(write_concern_, opts.get())) {
+    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
+  }
+  bson_error_t err;
+  if (!mongoc_collection_update_one(coll.get(), selector.get(), update.get(), opts.get(), reply.get(), &err)) {
+    return WriteStatus(classify(err, reply.get()));
+  }
+  return WriteStatus::ok();
+}
+
+Result<std::vector<StoredMessage>> MessageStore::read_messages(std::string_view plan_id, uint64_t after_seq,
+                                                               size_t limit) {
+  std::vector<StoredMessage> out;
+  if (limit == 0) return out;
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kMessagesCollection);
+  Bson filter, opts;
+  bson_t gt, sort;
+  bson_append_utf8(filter.get(), "plan_id", -1, plan_id.data(), static_cast<int>(plan_id.size()));
+  BSON_APPEND_DOCUMENT_BEGIN(filter.get(), "seq", &gt);
+  BSON_APPEND_INT64(&gt, "$gt", static_cast<int64_t>(std::min<uint64_t>(after_seq, INT64_MAX)));
+  bson_append_document_end(filter.get(), &gt);
+  BSON_APPEND_DOCUMENT_BEGIN(opts.get(), "sort", &sort);
+  BSON_APPEND_INT32(&sort, "seq", 1);
+  bson_append_document_end(opts.get(), &sort);
+  BSON_APPEND_INT64(opts.get(), "limit", static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  mongoc_cursor_t* cur = mongoc_collection_find_with_opts(coll.get(), filter.get(), opts.get(), nullptr);
+  const bson_t* doc = nullptr;
+  Status bad;
+  while (bad.is_ok() && mongoc_cursor_next(cur, &doc)) {
+    auto seq = read_uint(doc, "seq");
+    if (!seq) {
+      bad = seq.status();
+      break;
+    }
+    // Stored fields are in lexicographic order (upsert semantics); write
+    // them back in the envelope's order (core/envelope.h).
+    auto json = bson_to_json_ordered(
+        doc, {"seq", "type", "data", "plan_id", "message_id", "timestamp", "user_id", "session_id", "metadata", "v"},
+        {"_id"});
+    if (!json) {
+      bad = json.status();
+      break;
+    }
+    out.push_back(StoredMessage{*seq, std::make_shared<const std::string>(std::move(*json))});
+  }
+  bson_error_t err;
+  const bson_t* reply = nullptr;
+  bool failed = mongoc_cursor_error_document(cur, &err, &reply);
+  MongoFailure f;
+  if (failed) f = classify(err, reply);
+  mongoc_cursor_destroy(cur);
+  if (failed) return unavailable_or(Code::kInternal, f, "read messages of " + std::string(plan_id));
+  if (!bad.is_ok()) return corruption("messages of " + std::string(plan_id) + ": " + bad.message());
+  return out;
+}
+
+namespace {
+
+Result<PlanRecord> plan_from_doc(const bson_t* doc) {
+  auto json = bson_to_json(doc, {"_id"});
+  if (!json) return json.status();
+  auto plan = decode_plan(*json);
+  if (!plan) return corruption("plan document: " + plan.status().message());
+  return std::move(*plan);
+}
+
+}  // namespace
+
+Result<std::optional<PlanRecord>> MessageStore::get_plan(std::string_view plan_id) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kPlansCollection);
+  Bson filter, opts;
+  bson_append_utf8(filter.get(), "_id", -1, plan_id.data(), static_cast<int>(plan_id.size()));
+  BSON_APPEND_INT64(opts.get(), "limit", 1);
+  mongoc_cursor_t* cur = mongoc_collection_find_with_opts(coll.get(), filter.get(), opts.get(), nullptr);
+  const bson_t* doc = nullptr;
+  std::optional<Result<PlanRecord>> got;
+  if (mongoc_cursor_next(cur, &doc)) got.emplace(plan_from_doc(doc));
+  bson_error_t err;
+  const bson_t* reply = nullptr;
+  bool failed = mongoc_cursor_error_document(cur, &err, &reply);
+  MongoFailure f;
+  if (failed) f = classify(err, reply);
+  mongoc_cursor_destroy(cur);
+  if (failed) return unavailable_or(Code::kInternal, f, "get plan " + std::string(plan_id));
+  if (!got) return std::optional<PlanRecord>();
+  if (!*got) return got->status();
+  return std::optional<PlanRecord>(std::move(got->value()));
+}
+
+Result<std::vector<PlanRecord>> MessageStore::list_plans(std::string_view user_id, size_t limit) {
+  std::vector<PlanRecord> out;
+  if (limit == 0) return out;
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kPlansCollection);
+  Bson filter, opts;
+  bson_t sort;
+  bson_append_utf8(filter.get(), "user_id", -1, user_id.data(), static_cast<int>(user_id.size()));
+  BSON_APPEND_DOCUMENT_BEGIN(opts.get(), "sort", &sort);
+  BSON_APPEND_INT32(&sort, "created_at", -1);
+  BSON_APPEND_INT32(&sort, "_id", 1);
+  bson_append_document_end(opts.get(), &sort);
+  BSON_APPEND_INT64(opts.get(), "limit", static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  mongoc_cursor_t* cur = mongoc_collection_find_with_opts(coll.get(), filter.get(), opts.get(), nullptr);
+  const bson_t* doc = nullptr;
+  Status bad;
+  while (bad.is_ok() && mongoc_cursor_next(cur, &doc)) {
+    auto plan = plan_from_doc(doc);
+    if (!plan) {
+      bad = plan.status();
+      break;
+    }
+    out.push_back(std::move(*plan));
+  }
+  bson_error_t err;
+  const bson_t* reply = nullptr;
+  bool failed = mongoc_cursor_error_document(cur, &err, &reply);
+  MongoFailure f;
+  if (failed) f = classify(err, reply);
+  mongoc_cursor_destroy(cur);
+  if (failed) return unavailable_or(Code::kInternal, f, "list plans");
+  if (!bad.is_ok()) return bad;
+  return out;
+}
+
+Result<int64_t> MessageStore::count(std::string_view collection) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), collection);
+  Bson filter;
+  bson_error_t err;
+  int64_t n = mongoc_collection_count_documents(coll.get(), filter.get(), nullptr, nullptr, nullptr, &err);
+  if (n < 0) return unavailable_or(Code::kInternal, classify(err, nullptr), "count " + std::string(collection));
+  return n;
+}
+
+}  // namespace agentd

@@ -1,0 +1,186 @@
+// MessageStore: agentd's three MongoDB collections and the only code that
+// writes or reads them.
+//
+// Document layout (database = MongoPool::database()):
+//
+//   messages     := { _id: "<plan_id>:<seq>", <the envelope's members> }
+//                   indexes: plan_seq (plan_id 1, seq 1) unique; message_id (message_id 1) unique
+//   plans        := { _id: "<plan_id>", <plan record members in record order> }
+//                   index:   user_created (user_id 1, created_at -1)
+//   dead_letters := { _id: "<kind>:<plan_id>:<seq|version>", kind: "message"|"plan", plan_id,
+//                     seq | version, pending_id, error, dead_at_ms, bytes: <the outbox bytes as text> }
+//
+// The members are core/envelope.h's bytes mapped by store/bson_codec.h. An
+// upsert stores top-level fields in lexicographic order (MongoDB >= 5 and
+// FerretDB alike; nested values keep theirs), so read_messages() writes them
+// back in the envelope's order: its bytes == the outbox's bytes.
+//
+// Write rules:
+//  - Messages are written with `$setOnInsert` upserts filtered by _id: a
+//    replay is a no-op and never overwrites (invariant 3).
+//  - A plan is replaced only by a newer version: the filter is
+//    {_id, version: {$lt: v}} with upsert; when the stored version is >= v the
+//    filter misses, the upsert's insert hits the unique _id, and that
+//    duplicate-key error means "already newer" → success.
+//
+// Errors are classified (classify()) into transient (retry the same write
+// later: network, timeouts, server selection, not primary, write concern,
+// shutdown, authentication) and permanent (this document will never be
+// accepted: too large, invalid, validation, FerretDB's rejections such as
+// nested arrays).
+//
+// FerretDB v1 (the test and embedded-dev server) differs from MongoDB:
+//  - it ignores write concern and `ordered` (documents after a failing one
+//    may or may not be written; replays are no-ops, so either is fine);
+//  - it reports a bulk's write error at index 0 whatever document caused it,
+//    so callers isolate an offender by splitting the batch (store/flusher.h);
+//  - createIndexes with several indexes that already exist crashes its
+//    connection handler, so ensure_indexes() creates one index per command;
+//  - no transactions; updates are read-modify-write (two writers upserting
+//    one _id race into a duplicate key, handled as described above).
+//
+// Threads: every call blocks on the network (mongo-c-driver). Use it from the
+// flusher's thread or a worker, never from an io_context thread serving
+// clients. The store itself is thread-safe (each call leases its own client).
+#pragma once
+
+#include <bson/bson.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/message_log.h"
+#include "core/plan_record.h"
+#include "core/status.h"
+#include "store/mongo.h"
+
+namespace agentd {
+
+inline constexpr std::string_view kMessagesCollection = "messages";
+inline constexpr std::string_view kPlansCollection = "plans";
+inline constexpr std::string_view kDeadLettersCollection = "dead_letters";
+
+// "<plan_id>:<seq>", the _id of a message document.
+std::string message_doc_id(std::string_view plan_id, uint64_t seq);
+
+// Write concern of every write. The default is "acknowledged + journaled"
+// ({w: 1, j: true}). FerretDB ignores write concern entirely, so this is
+// documented here and not tested there.
+struct WriteConcernOptions {
+  int w = 1;              // >= 1 (unacknowledged writes would break invariant 4)
+  bool majority = false;  // true: w = "majority" (w is then ignored)
+  bool journal = true;
+  int32_t wtimeout_ms = 0;  // 0 = no timeout
+};
+
+struct MessageStoreOptions {
+  WriteConcernOptions write_concern;
+};
+
+enum class FailureKind {
+  kTransient,  // the same write may succeed later: retry with backoff
+  kPermanent,  // this document will never be accepted
+};
+
+// A classified MongoDB failure. `reason` is a short, bounded label for
+// metrics (agentd_persist_failures_total{reason=...}).
+struct MongoFailure {
+  FailureKind kind = FailureKind::kTransient;
+  std::string reason;   // network, timeout, server_selection, not_primary, write_concern, shutdown,
+                        // auth, server, duplicate_key, too_large, invalid, rejected
+  std::string message;  // the driver's / server's text
+  int32_t code = 0;     // server or driver error code
+  bool transient() const { return kind == FailureKind::kTransient; }
+};
+
+// Classifies a failed call. `reply` (may be null) is the server reply, whose
+// writeErrors / writeConcernErrors / errorLabels refine the answer.
+MongoFailure classify(const bson_error_t& err, const bson_t* reply);
+
+// Either ok or a classified failure.
+class [[nodiscard]] WriteStatus {
+ public:
+  WriteStatus() = default;
+  explicit WriteStatus(MongoFailure f) : failure_(std::move(f)) {}
+  static WriteStatus ok() { return {}; }
+  bool is_ok() const { return !failure_.has_value(); }
+  const MongoFailure& failure() const { return *failure_; }
+  Status to_status() const;  // kUnavailable when transient, kInvalidArgument / kTooLarge when permanent
+
+ private:
+  std::optional<MongoFailure> failure_;
+};
+
+// One message to write: the outbox's final envelope bytes.
+struct MessageDoc {
+  std::string_view plan_id;
+  uint64_t seq = 0;
+  std::string_view bytes;
+};
+
+struct DeadLetterDoc {
+  bool is_plan = false;
+  std::string_view plan_id;
+  uint64_t seq_or_version = 0;
+  uint64_t pending_id = 0;
+  std::string_view error;
+  int64_t dead_at_ms = 0;
+  std::string_view bytes;
+};
+
+class MessageStore {
+ public:
+  // Does not contact the server. `pool` must outlive the store.
+  MessageStore(MongoPool* pool, MessageStoreOptions options = {});
+  ~MessageStore();
+  MessageStore(const MessageStore&) = delete;
+  MessageStore& operator=(const MessageStore&) = delete;
+
+  MongoPool* pool() const { return pool_; }
+
+  // Creates the indexes listed at the top, one createIndexes per index
+  // (idempotent; see the FerretDB note). Transient failures come back as
+  // kUnavailable so the caller can retry.
+  Status ensure_indexes();
+
+  // One ordered bulk of `$setOnInsert` upserts, in the given order. Invalid
+  // JSON / unmappable bytes fail permanently before anything is sent. On a
+  // bulk error the failure is reported as a whole (FerretDB does not say
+  // which document); the caller splits the batch to find the offender.
+  WriteStatus upsert_messages(std::span<const MessageDoc> batch);
+
+  // True when a message document with this _id exists (used to tell an
+  // upsert race's duplicate key from a real unique-index conflict).
+  Result<bool> message_exists(std::string_view plan_id, uint64_t seq);
+
+  // Replaces the plan document when `version` is newer than the stored one
+  // (or inserts it). An older or equal version is a successful no-op.
+  // `plan_bytes` is the plan record's canonical JSON.
+  WriteStatus upsert_plan(std::string_view plan_id, uint64_t version, std::string_view plan_bytes);
+
+  // Records a dead letter (idempotent by _id; best-effort for callers).
+  WriteStatus insert_dead_letter(const DeadLetterDoc& d);
+
+  // Reads for the API's merged read. Failures: kUnavailable when transient,
+  // kCorruption when a stored document does not map back to JSON.
+  // Messages of the plan with seq > after_seq, ascending, at most `limit`;
+  // bytes are the canonical envelope (byte-equal to the outbox's).
+  Result<std::vector<StoredMessage>> read_messages(std::string_view plan_id, uint64_t after_seq, size_t limit);
+  Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id);
+  // The user's plans, newest created_at first, at most `limit`.
+  Result<std::vector<PlanRecord>> list_plans(std::string_view user_id, size_t limit);
+  // Number of documents in `collection`; for tests and tools.
+  Result<int64_t> count(std::string_view collection);
+
+ private:
+  MongoPool* pool_;
+  MessageStoreOptions options_;
+  mongoc_write_concern_t* write_concern_;  // owned; built from options_
+};
+
+}  // namespace agentd

@@ -1,0 +1,230 @@
+// MessageStore against the real test database (FerretDB fixture, or
+// $AGENTD_TEST_MONGO_URI): layout, idempotent upserts, the plan version
+// guard, reads, and error classification.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/envelope.h"
+#include "core/plan_record.h"
+#include "store/message_store.h"
+#include "tests/flusher/flusher_test_util.h"
+#include "tests/support/ferretdb.h"
+#include "tests/support/process.h"
+
+using namespace agentd;
+using agentd::test::make_envelope;
+using agentd::test::make_plan;
+
+namespace {
+
+std::unique_ptr<MongoPool> open_pool(const std::string& uri) {
+  auto pool = MongoPool::open(uri);
+  REQUIRE_MESSAGE(pool.is_ok(), pool.status().to_string());
+  return std::move(*pool);
+}
+
+}  // namespace
+
+TEST_CASE("ensure_indexes is idempotent and the unique indexes hold") {
+  auto pool = open_pool(test::test_mongo_uri());
+  MessageStore store(pool.get());
+  REQUIRE_MESSAGE(store.ensure_indexes().is_ok(), "first");
+  Status again = store.ensure_indexes();
+  REQUIRE_MESSAGE(again.is_ok(), again.to_string());
+
+  // message_id is unique across plans: the same id in another plan is a
+  // permanent duplicate-key rejection, and no document appears.
+  std::string a = make_envelope("plan-a", 1, R"({"x":1})", "same-id");
+  std::string b = make_envelope("plan-b", 1, R"({"x":1})", "same-id");
+  std::vector<MessageDoc> first{{"plan-a", 1, a}};
+  REQUIRE(store.upsert_messages(first).is_ok());
+  std::vector<MessageDoc> second{{"plan-b", 1, b}};
+  WriteStatus st = store.upsert_messages(second);
+  REQUIRE_FALSE(st.is_ok());
+  CHECK(st.failure().kind == FailureKind::kPermanent);
+  CHECK(st.failure().reason == "duplicate_key");
+  auto exists = store.message_exists("plan-b", 1);
+  REQUIRE(exists.is_ok());
+  CHECK_FALSE(*exists);
+  CHECK(*store.count(kMessagesCollection) == 1);
+}
+
+TEST_CASE("messages: byte-equal documents, seq order, and replays never overwrite") {
+  auto pool = open_pool(test::test_mongo_uri());
+  MessageStore store(pool.get());
+  REQUIRE(store.ensure_indexes().is_ok());
+
+  std::vector<std::string> bytes;
+  std::vector<MessageDoc> batch;
+  for (uint64_t seq = 1; seq <= 30; ++seq) {
+    bytes.push_back(
+        make_envelope("p1", seq, R"({"content":"héllo \"quoted\"","n":12345678901,"f":0.5,"a":[1,{"b":null}]})"));
+    bytes.push_back(make_envelope("p2", seq));
+  }
+  for (size_t i = 0; i < bytes.size(); ++i) batch.push_back({i % 2 ? "p2" : "p1", i / 2 + 1, bytes[i]});
+  REQUIRE(store.upsert_messages(batch).is_ok());
+  CHECK(*store.count(kMessagesCollection) == 60);
+
+  auto all = store.read_messages("p1", 0, 1000);
+  REQUIRE_MESSAGE(all.is_ok(), all.status().to_string());
+  REQUIRE(all->size() == 30);
+  for (size_t i = 0; i < 30; ++i) {
+    CHECK((*all)[i].seq == i + 1);
+    CHECK(*(*all)[i].bytes == bytes[2 * i]);
+  }
+  auto page = store.read_messages("p2", 10, 5);
+  REQUIRE(page.is_ok());
+  REQUIRE(page->size() == 5);
+  CHECK((*page)[0].seq == 11);
+  CHECK(*(*page)[4].bytes == bytes[2 * 14 + 1]);
+  CHECK(store.read_messages("p2", 30, 10)->empty());
+  CHECK(store.read_messages("nope", 0, 10)->empty());
+
+  // Replay of the whole batch, and a "replay" carrying different bytes for
+  // an existing _id: both are no-ops.
+  REQUIRE(store.upsert_messages(batch).is_ok());
+  std::string other = make_envelope("p1", 3, R"({"content":"DIFFERENT"})");
+  std::vector<MessageDoc> clash{{"p1", 3, other}};
+  REQUIRE(store.upsert_messages(clash).is_ok());
+  CHECK(*store.count(kMessagesCollection) == 60);
+  auto again = store.read_messages("p1", 2, 1);
+  REQUIRE(again.is_ok());
+  REQUIRE(again->size() == 1);
+  CHECK(*(*again)[0].bytes == bytes[4]);
+}
+
+TEST_CASE("a document FerretDB rejects is a permanent failure; bytes that are not JSON never reach the server") {
+  auto pool = open_pool(test::test_mongo_uri());
+  MessageStore store(pool.get());
+  REQUIRE(store.ensure_indexes().is_ok());
+  std::string bad = make_envelope("p", 1, R"({"matrix":[[1,2],[3,4]]})");
+  std::vector<MessageDoc> one{{"p", 1, bad}};
+  WriteStatus st = store.upsert_messages(one);
+  if (st.is_ok()) {
+    MESSAGE("this server accepts nested arrays (a real MongoDB); nothing to reject");
+  } else {
+    CHECK(st.failure().kind == FailureKind::kPermanent);
+    CHECK(st.to_status().code() == Code::kInvalidArgument);
+  }
+  std::vector<MessageDoc> garbage{{"p", 2, "{not json"}};
+  WriteStatus g = store.upsert_messages(garbage);
+  REQUIRE_FALSE(g.is_ok());
+  CHECK(g.failure().kind == FailureKind::kPermanent);
+  CHECK(g.failure().reason == "invalid");
+}
+
+TEST_CASE("plans: the version guard keeps the newest, and reads decode the record") {
+  auto pool = open_pool(test::test_mongo_uri());
+  MessageStore store(pool.get());
+  REQUIRE(store.ensure_indexes().is_ok());
+
+  PlanRecord v2 = make_plan("plan-1", "alice", "2026-11-26T01:00:00.000Z", 2, PlanStatus::kRunning);
+  PlanRecord v1 = make_plan("plan-1", "alice", "2026-11-26T01:00:00.000Z", 1, PlanStatus::kCreated);
+  PlanRecord v3 = make_plan("plan-1", "alice", "2026-11-26T01:00:00.000Z", 3, PlanStatus::kCompleted);
+  REQUIRE(store.upsert_plan("plan-1", 2, encode_plan(v2)).is_ok());
+  WriteStatus older = store.upsert_plan("plan-1", 1, encode_plan(v1));
+  REQUIRE_MESSAGE(older.is_ok(), older.to_status().to_string());
+  REQUIRE(store.upsert_plan("plan-1", 2, encode_plan(v2)).is_ok());
+  auto got = store.get_plan("plan-1");
+  REQUIRE_MESSAGE(got.is_ok(), got.status().to_string());
+  REQUIRE(got->has_value());
+  CHECK(encode_plan(**got) == encode_plan(v2));
+
+  REQUIRE(store.upsert_plan("plan-1", 3, encode_plan(v3)).is_ok());
+  CHECK(encode_plan(**store.get_plan("plan-1")) == encode_plan(v3));
+  REQUIRE(store.upsert_plan("plan-1", 1, encode_plan(v1)).is_ok());
+  CHECK(encode_plan(**store.get_plan("plan-1")) == encode_plan(v3));
+  CHECK(*store.count(kPlansCollection) == 1);
+  CHECK_FALSE(store.get_plan("missing")->has_value());
+
+  // list_plans: the user's plans, newest created_at first.
+  REQUIRE(
+      store.upsert_plan("plan-0", 1, encode_plan(make_plan("plan-0", "alice", "2026-11-26T00:00:00.000Z", 1))).is_ok());
+  REQUIRE(
+      store.upsert_plan("plan-2", 1, encode_plan(make_plan("plan-2", "alice", "2026-11-26T02:00:00.000Z", 1))).is_ok());
+  REQUIRE(
+      store.upsert_plan("plan-b", 1, encode_plan(make_plan("plan-b", "bob", "2026-11-26T03:00:00.000Z", 1))).is_ok());
+  auto list = store.list_plans("alice", 10);
+  REQUIRE_MESSAGE(list.is_ok(), list.status().to_string());
+  REQUIRE(list->size() == 3);
+  CHECK((*list)[0].plan_id == "plan-2");
+  CHECK((*list)[1].plan_id == "plan-1");
+  CHECK((*list)[2].plan_id == "plan-0");
+  CHECK(store.list_plans("alice", 2)->size() == 2);
+  CHECK(store.list_plans("carol", 10)->empty());
+}
+
+TEST_CASE("dead letters are recorded once") {
+  auto pool = open_pool(test::test_mongo_uri());
+  MessageStore store(pool.get());
+  DeadLetterDoc d;
+  d.plan_id = "p";
+  d.seq_or_version = 7;
+  d.pending_id = 42;
+  d.error = "nested arrays are not supported";
+  d.dead_at_ms = 1;
+  d.bytes = "{\"seq\":7}";
+  REQUIRE(store.insert_dead_letter(d).is_ok());
+  REQUIRE(store.insert_dead_letter(d).is_ok());
+  d.is_plan = true;
+  REQUIRE(store.insert_dead_letter(d).is_ok());
+  CHECK(*store.count(kDeadLettersCollection) == 2);
+}
+
+TEST_CASE("an unreachable server is a transient failure, quickly") {
+  int port = test::free_port();
+  auto pool =
+      open_pool("mongodb://127.0.0.1:" + std::to_string(port) + "/x?serverSelectionTimeoutMS=200&connectTimeoutMS=200");
+  MessageStore store(pool.get());
+  std::string e = make_envelope("p", 1);
+  std::vector<MessageDoc> one{{"p", 1, e}};
+  WriteStatus st = store.upsert_messages(one);
+  REQUIRE_FALSE(st.is_ok());
+  CHECK(st.failure().transient());
+  CHECK(st.to_status().code() == Code::kUnavailable);
+  WriteStatus p = store.upsert_plan("p", 1, encode_plan(make_plan("p", "u", "2026-11-26T00:00:00.000Z", 1)));
+  REQUIRE_FALSE(p.is_ok());
+  CHECK(p.failure().transient());
+  CHECK(store.ensure_indexes().code() == Code::kUnavailable);
+  CHECK(store.read_messages("p", 0, 10).status().code() == Code::kUnavailable);
+  CHECK(store.get_plan("p").status().code() == Code::kUnavailable);
+}
+
+TEST_CASE("classify: driver and server errors") {
+  auto err = [](uint32_t domain, uint32_t code) {
+    bson_error_t e{};
+    e.domain = domain;
+    e.code = code;
+    return e;
+  };
+  CHECK(classify(err(MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_SOCKET), nullptr).reason == "network");
+  CHECK(classify(err(MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_CONNECT), nullptr).transient());
+  CHECK(classify(err(MONGOC_ERROR_SERVER_SELECTION, MONGOC_ERROR_SERVER_SELECTION_FAILURE), nullptr).reason ==
+        "server_selection");
+  CHECK(classify(err(MONGOC_ERROR_SERVER, 10107), nullptr).reason == "not_primary");
+  CHECK(classify(err(MONGOC_ERROR_SERVER, 91), nullptr).reason == "shutdown");
+  CHECK(classify(err(MONGOC_ERROR_SERVER, 89), nullptr).reason == "timeout");
+  CHECK(classify(err(MONGOC_ERROR_WRITE_CONCERN, 64), nullptr).reason == "write_concern");
+  CHECK(classify(err(MONGOC_ERROR_SERVER, 2), nullptr).kind == FailureKind::kPermanent);
+  CHECK(classify(err(MONGOC_ERROR_SERVER, 10334), nullptr).reason == "too_large");
+  CHECK(classify(err(MONGOC_ERROR_SERVER, 121), nullptr).reason == "invalid");
+  CHECK(classify(err(MONGOC_ERROR_BSON, MONGOC_ERROR_BSON_INVALID), nullptr).kind == FailureKind::kPermanent);
+
+  // The reply wins over the error's domain: a write-concern error is
+  // transient even when the write itself went through; writeErrors carry the
+  // per-document code.
+  bson_t* wce = BCON_NEW("writeConcernErrors", "[", "{", "code", BCON_INT32(64), "errmsg", "waiting", "}", "]");
+  CHECK(classify(err(MONGOC_ERROR_SERVER, 64), wce).reason == "write_concern");
+  bson_destroy(wce);
+  bson_t* we = BCON_NEW("writeErrors", "[", "{", "index", BCON_INT32(0), "code", BCON_INT32(2), "errmsg",
+                        "nested arrays are not supported", "}", "]");
+  MongoFailure f = classify(err(MONGOC_ERROR_SERVER, 2), we);
+  CHECK(f.kind == FailureKind::kPermanent);
+  CHECK(f.message.find("nested arrays") != std::string::npos);
+  bson_destroy(we);
+  bson_t* labeled = BCON_NEW("errorLabels", "[", "RetryableWriteError", "]");
+  CHECK(classify(err(MONGOC_ERROR_SERVER, 2), labeled).transient());
+  bson_destroy(labeled);
+}
