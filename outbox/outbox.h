@@ -13,7 +13,9 @@
 // The on-disk byte grammar is documented at the top of outbox/format.h.
 #pragma once
 
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -35,11 +37,14 @@ struct OutboxOptions {
   // loss (not a process crash) may lose the last committed transactions.
   bool sync = true;
   size_t max_batch_bytes = 16u << 20;  // bytes committed in one group commit
+  size_t max_batch_count = 4096;       // requests committed in one group commit
   size_t max_queue = 100000;           // requests waiting; beyond -> kUnavailable
   // With track_pending: flushed messages older than this are pruned.
   std::chrono::seconds flushed_retention{24 * 3600};
   // Embedded default: finished plans older than this are pruned (0 = keep).
   std::chrono::seconds finished_plan_retention{0};
+  // How often the writer applies retention on its own (prune_sync forces it).
+  std::chrono::milliseconds prune_interval{60000};
 };
 
 // One committed message, reported to the observer in seq order per plan.
@@ -98,6 +103,7 @@ class Outbox final : public MessageLog {
   Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id) override;
   Result<std::vector<PlanRecord>> list_plans(std::string_view user_id, size_t limit) override;
   Result<uint64_t> last_seq(std::string_view plan_id) override;
+  Result<std::vector<PlanRecord>> list_unfinished_plans(size_t limit) override;
 
   // Asio form of append: completion signature void(Result<AppendResult>).
   // The handler is invoked through its associated executor.

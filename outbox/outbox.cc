@@ -1,0 +1,1094 @@
+// The outbox: one LMDB environment, one writer thread doing group commit,
+// reads in their own read-only transactions on the caller's thread.
+//
+// Space: the LMDB map size is set to OutboxOptions::max_bytes at open. Without
+// MDB_WRITEMAP LMDB writes pages with pwrite and the data file grows only as
+// pages are used, so the file starts small and "grows automatically" up to the
+// maximum; at the maximum a put or commit returns MDB_MAP_FULL, the whole
+// transaction is aborted (nothing of it is visible, nothing committed before
+// is touched) and its appends fail with Code::kOutboxFull. Acks, dead-letter
+// moves and pruning of that batch are retried alone, since they free space.
+#include "outbox/outbox.h"
+
+#include <fcntl.h>
+#include <lmdb.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <future>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/clock.h"
+#include "outbox/format.h"
+
+namespace agentd {
+
+namespace of = outbox_format;
+
+namespace {
+
+MDB_val mval(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+std::string_view sv(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+
+Status lmdb_error(int rc, std::string_view what) {
+  if (rc == MDB_MAP_FULL) return Status(Code::kOutboxFull, "outbox full (" + std::string(what) + ")");
+  return io_error(std::string(what) + ": " + mdb_strerror(rc));
+}
+
+// Prune deletes at most this many messages per transaction, so that one run
+// never holds the writer for long; the writer continues at its next turn.
+constexpr size_t kPruneBudget = 20000;
+constexpr size_t kMaxSeqCache = 100000;
+
+// A read-only transaction for the calling thread (MDB_NOTLS: any thread).
+class ReadTxn {
+ public:
+  explicit ReadTxn(MDB_env* env) { rc_ = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn_); }
+  ~ReadTxn() {
+    if (rc_ == 0) mdb_txn_abort(txn_);
+  }
+  ReadTxn(const ReadTxn&) = delete;
+  ReadTxn& operator=(const ReadTxn&) = delete;
+  Status status() const { return rc_ == 0 ? Status() : lmdb_error(rc_, "begin read transaction"); }
+  MDB_txn* get() const { return txn_; }
+
+ private:
+  MDB_txn* txn_ = nullptr;
+  int rc_ = 0;
+};
+
+class Cursor {
+ public:
+  Cursor(MDB_txn* txn, MDB_dbi dbi) { rc_ = mdb_cursor_open(txn, dbi, &c_); }
+  ~Cursor() {
+    if (rc_ == 0) mdb_cursor_close(c_);
+  }
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+  Status status() const { return rc_ == 0 ? Status() : lmdb_error(rc_, "open cursor"); }
+  // Returns 0, MDB_NOTFOUND or an error.
+  int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(c_, k, v, op); }
+
+ private:
+  MDB_cursor* c_ = nullptr;
+  int rc_ = 0;
+};
+
+Status validate_id(std::string_view what, std::string_view id, size_t max) {
+  if (id.empty()) return invalid_argument(std::string(what) + " is empty");
+  if (id.size() > max) {
+    return invalid_argument(std::string(what) + " is " + std::to_string(id.size()) + " bytes, more than " +
+                            std::to_string(max));
+  }
+  return Status::ok();
+}
+
+int64_t created_ms(const PlanRecord& p) {
+  int64_t ms = 0;
+  return parse_rfc3339_ms(p.created_at, &ms) ? ms : 0;
+}
+
+}  // namespace
+
+// One request to the writer: its input, then its outcome, then a callback.
+struct Op {
+  enum class Kind { kAppend, kAck, kDeadLetter, kRetry, kDrop, kPrune };
+  Kind kind = Kind::kAppend;
+  AppendRequest append;
+  std::vector<uint64_t> ids;  // kAck
+  uint64_t id = 0;            // kDeadLetter, kRetry, kDrop
+  std::string error;          // kDeadLetter
+  size_t bytes = 0;           // for batch bounds
+  AppendCallback append_done;
+  std::function<void(Status)> done;
+  // Outcome, set by the writer.
+  std::optional<Result<AppendResult>> append_result;
+  Status status;
+  bool prune_more = false;
+
+  void fail(const Status& s) {
+    if (kind == Kind::kAppend) {
+      append_result = s;
+    } else {
+      status = s;
+    }
+  }
+  void complete() {
+    if (kind == Kind::kAppend) {
+      if (append_done) append_done(std::move(*append_result));
+    } else if (done) {
+      done(status);
+    }
+  }
+};
+
+// What one write transaction changed in the writer's caches; merged after a
+// successful commit, dropped after an abort.
+struct TxnState {
+  int64_t now_ms = 0;
+  uint64_t next_pending_id = 0;
+  std::unordered_map<std::string, uint64_t> last_seq;  // plans appended to
+  std::unordered_set<std::string> erased_plans;        // plans deleted by retention
+  std::vector<CommittedMessage> committed;
+};
+
+struct Outbox::Impl {
+  OutboxOptions options;
+  int lock_fd = -1;
+  MDB_env* env = nullptr;
+  MDB_dbi meta = 0, messages = 0, msgids = 0, pending = 0, plans = 0, user_plans = 0, dead = 0;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::unique_ptr<Op>> queue;           // GUARDED_BY(mu)
+  bool stop = false;                               // GUARDED_BY(mu)
+  std::shared_ptr<const CommitObserver> observer;  // GUARDED_BY(mu)
+  std::thread writer;
+
+  // Writer thread only.
+  Status sticky;                                        // first failed commit
+  std::unordered_map<std::string, uint64_t> seq_cache;  // plan -> last seq
+  uint64_t next_pending_id = 1;
+  int64_t last_appended_ms = 0;
+
+  ~Impl() {
+    if (writer.joinable()) {
+      {
+        std::lock_guard l(mu);
+        stop = true;
+      }
+      cv.notify_all();
+      writer.join();
+    }
+    if (env) mdb_env_close(env);
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
+
+  Status open_env();
+  void enqueue(std::unique_ptr<Op> op);
+  Status run_sync(std::unique_ptr<Op> op);
+
+  void run();
+  void commit_batch(std::vector<std::unique_ptr<Op>>& batch);
+  Status run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_appends, TxnState* st);
+  Status apply(MDB_txn* txn, Op& op, TxnState* st);
+  Status apply_append(MDB_txn* txn, Op& op, TxnState* st);
+  Status apply_dead_letter(MDB_txn* txn, Op& op, TxnState* st);
+  Status apply_retry(MDB_txn* txn, Op& op, TxnState* st);
+  Status apply_prune(MDB_txn* txn, Op& op, TxnState* st);
+  Status prune_plan_messages(MDB_txn* txn, std::string_view plan_id, int64_t cutoff_ms, bool keep_last, size_t* budget,
+                             bool* all_gone);
+  Result<uint64_t> stored_last_seq(MDB_txn* txn, std::string_view plan_id);
+  Result<uint64_t> next_seq(MDB_txn* txn, const std::string& plan_id, TxnState* st);
+  Status put_pending(MDB_txn* txn, TxnState* st, std::string_view value);
+  Result<std::string> message_bytes(MDB_txn* txn, std::string_view plan_id, uint64_t seq);
+  Result<PendingEntry> to_entry(MDB_txn* txn, uint64_t id, std::string_view value);
+};
+
+// ---------------------------------------------------------------------------
+// Open
+
+Result<std::unique_ptr<Outbox>> Outbox::open(const OutboxOptions& options) {
+  if (options.dir.empty()) return invalid_argument("outbox dir is empty");
+  if (options.max_bytes < (256u << 10)) return invalid_argument("outbox max_bytes must be at least 256 KiB");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec) return io_error("create outbox dir " + options.dir + ": " + ec.message());
+  std::string lock_path = options.dir + "/LOCK";
+  impl->lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (impl->lock_fd < 0) return io_error("open " + lock_path + ": " + std::strerror(errno));
+  if (::flock(impl->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return Status(Code::kLocked, "data dir " + options.dir + " is in use by another agentd (lock " + lock_path +
+                                       " is held); one process per data dir");
+    }
+    return io_error("flock " + lock_path + ": " + std::strerror(errno));
+  }
+  AGENTD_RETURN_IF_ERROR(impl->open_env());
+  impl->writer = std::thread([p = impl.get()] { p->run(); });
+  return std::unique_ptr<Outbox>(new Outbox(std::move(impl)));
+}
+
+Status Outbox::Impl::open_env() {
+  int rc = mdb_env_create(&env);
+  if (rc != 0) return lmdb_error(rc, "mdb_env_create");
+  if ((rc = mdb_env_set_maxdbs(env, 8)) != 0) return lmdb_error(rc, "mdb_env_set_maxdbs");
+  if ((rc = mdb_env_set_mapsize(env, options.max_bytes)) != 0) return lmdb_error(rc, "mdb_env_set_mapsize");
+  unsigned flags = MDB_NOTLS | (options.sync ? 0u : static_cast<unsigned>(MDB_NOMETASYNC));
+  if ((rc = mdb_env_open(env, options.dir.c_str(), flags, 0644)) != 0) {
+    return lmdb_error(rc, "open LMDB environment in " + options.dir);
+  }
+  MDB_txn* txn;
+  if ((rc = mdb_txn_begin(env, nullptr, 0, &txn)) != 0) return lmdb_error(rc, "begin open transaction");
+  auto fail = [&](Status s) {
+    mdb_txn_abort(txn);
+    return s;
+  };
+  struct {
+    const char* name;
+    MDB_dbi* dbi;
+  } dbs[] = {{of::kMetaDb, &meta},       {of::kMessagesDb, &messages}, {of::kMsgIdsDb, &msgids},
+             {of::kPendingDb, &pending}, {of::kPlansDb, &plans},       {of::kUserPlansDb, &user_plans},
+             {of::kDeadDb, &dead}};
+  for (auto& d : dbs) {
+    if ((rc = mdb_dbi_open(txn, d.name, MDB_CREATE, d.dbi)) != 0) {
+      return fail(lmdb_error(rc, std::string("open database ") + d.name));
+    }
+  }
+  MDB_val k = mval(of::kFormatVersionKey), v;
+  rc = mdb_get(txn, meta, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    std::string ver;
+    of::put_be32(&ver, of::kFormatVersion);
+    MDB_val nv = mval(ver);
+    if ((rc = mdb_put(txn, meta, &k, &nv, 0)) != 0) return fail(lmdb_error(rc, "write format version"));
+  } else if (rc != 0) {
+    return fail(lmdb_error(rc, "read format version"));
+  } else if (v.mv_size != 4) {
+    return fail(corruption("corrupt meta format_version: " + std::to_string(v.mv_size) + " bytes, expected 4"));
+  } else if (uint32_t found = of::get_be32(static_cast<const char*>(v.mv_data)); found != of::kFormatVersion) {
+    return fail(Status(Code::kVersionMismatch, "outbox in " + options.dir + " has on-disk format version " +
+                                                   std::to_string(found) + "; this agentd reads version " +
+                                                   std::to_string(of::kFormatVersion)));
+  }
+  // next_pending_id: the stored counter, never below what the tables hold.
+  k = mval(of::kNextPendingIdKey);
+  if ((rc = mdb_get(txn, meta, &k, &v)) == 0 && v.mv_size == 8) {
+    next_pending_id = of::get_be64(static_cast<const char*>(v.mv_data));
+  }
+  uint64_t pending_count = 0;
+  int64_t oldest_ms = 0;
+  for (MDB_dbi dbi : {pending, dead}) {
+    Cursor c(txn, dbi);
+    if (!c.status().is_ok()) return fail(c.status());
+    MDB_val ck, cv_;
+    if (c.get(&ck, &cv_, MDB_LAST) == 0 && ck.mv_size == 8) {
+      next_pending_id = std::max(next_pending_id, of::get_be64(static_cast<const char*>(ck.mv_data)) + 1);
+      if (dbi == pending) {
+        auto last = of::parse_pending_value(sv(cv_));
+        if (last.is_ok()) last_appended_ms = last->appended_at_ms;
+        if (c.get(&ck, &cv_, MDB_FIRST) == 0) {
+          auto first = of::parse_pending_value(sv(cv_));
+          if (first.is_ok()) oldest_ms = first->appended_at_ms;
+        }
+        MDB_stat st;
+        if (mdb_stat(txn, pending, &st) == 0) pending_count = st.ms_entries;
+      }
+    }
+  }
+  if ((rc = mdb_txn_commit(txn)) != 0) return lmdb_error(rc, "commit open transaction");
+  if (pending_count > 0) {
+    spdlog::info("outbox {}: {} pending entries, oldest {} s old", options.dir, pending_count,
+                 (now_unix_ms() - oldest_ms) / 1000);
+  } else {
+    spdlog::info("outbox {}: nothing pending", options.dir);
+  }
+  return Status::ok();
+}
+
+Outbox::Outbox(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Outbox::~Outbox() = default;
+
+void Outbox::set_observer(CommitObserver observer) {
+  auto p = observer ? std::make_shared<const CommitObserver>(std::move(observer)) : nullptr;
+  std::lock_guard l(impl_->mu);
+  impl_->observer = std::move(p);
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+
+void Outbox::Impl::enqueue(std::unique_ptr<Op> op) {
+  {
+    std::lock_guard l(mu);
+    if (queue.size() < options.max_queue) {
+      queue.push_back(std::move(op));
+      op = nullptr;
+    }
+  }
+  if (!op) {
+    cv.notify_one();
+    return;
+  }
+  // Rejected: complete on the caller's thread, outside the lock.
+  op->fail(unavailable("outbox queue full (" + std::to_string(options.max_queue) + " requests waiting)"));
+  op->complete();
+}
+
+Status Outbox::Impl::run_sync(std::unique_ptr<Op> op) {
+  std::promise<Status> p;
+  auto f = p.get_future();
+  op->done = [&p](Status s) { p.set_value(std::move(s)); };
+  enqueue(std::move(op));
+  return f.get();
+}
+
+void Outbox::append(AppendRequest req, AppendCallback done) {
+  auto op = std::make_unique<Op>();
+  op->kind = Op::Kind::kAppend;
+  op->bytes = (req.message ? req.message->tail.size() : 0) + (req.plan ? req.plan->m_plan.size() + 256 : 0);
+  op->append = std::move(req);
+  op->append_done = std::move(done);
+  impl_->enqueue(std::move(op));
+}
+
+void Outbox::ack(std::vector<uint64_t> ids, std::function<void(Status)> done) {
+  auto op = std::make_unique<Op>();
+  op->kind = Op::Kind::kAck;
+  op->bytes = ids.size() * 8;
+  op->ids = std::move(ids);
+  op->done = std::move(done);
+  impl_->enqueue(std::move(op));
+}
+
+Status Outbox::ack_sync(std::vector<uint64_t> ids) {
+  auto op = std::make_unique<Op>();
+  op->kind = Op::Kind::kAck;
+  op->bytes = ids.size() * 8;
+  op->ids = std::move(ids);
+  return impl_->run_sync(std::move(op));
+}
+
+Status Outbox::dead_letter_sync(uint64_t id, std::string error) {
+  auto op = std::make_unique<Op>();
+  op->kind = Op::Kind::kDeadLetter;
+  op->id = id;
+  op->bytes = error.size();
+  op->error = std::move(error);
+  return impl_->run_sync(std::move(op));
+}
+
+Status Outbox::retry_dead_letter_sync(uint64_t id) {
+  auto op = std::make_unique<Op>();
+  op->kind = Op::Kind::kRetry;
+  op->id = id;
+  return impl_->run_sync(std::move(op));
+}
+
+Status Outbox::drop_dead_letter_sync(uint64_t id) {
+  auto op = std::make_unique<Op>();
+  op->kind = Op::Kind::kDrop;
+  op->id = id;
+  return impl_->run_sync(std::move(op));
+}
+
+Status Outbox::prune_sync() {
+  for (;;) {
+    auto op = std::make_unique<Op>();
+    op->kind = Op::Kind::kPrune;
+    bool more = false;
+    Op* raw = op.get();
+    op->done = nullptr;
+    std::promise<Status> p;
+    auto f = p.get_future();
+    op->done = [&p, raw, &more](Status s) {
+      more = raw->prune_more;
+      p.set_value(std::move(s));
+    };
+    impl_->enqueue(std::move(op));
+    AGENTD_RETURN_IF_ERROR(f.get());
+    if (!more) return Status::ok();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The writer: group commit.
+//
+// Invariant: only this thread opens write transactions, so the per-plan seq
+// cache and next_pending_id describe the last committed state exactly; one
+// transaction's changes to them are merged only after its commit succeeded.
+
+void Outbox::Impl::run() {
+  auto next_prune = std::chrono::steady_clock::now() + options.prune_interval;
+  for (;;) {
+    std::vector<std::unique_ptr<Op>> batch;
+    std::shared_ptr<const CommitObserver> obs;
+    bool stopping = false;
+    {
+      std::unique_lock l(mu);
+      cv.wait_until(l, next_prune, [&] { return stop || !queue.empty(); });
+      stopping = stop;
+      size_t bytes = 0;  // everything waiting now, bounded by bytes and count
+      while (!queue.empty() && batch.size() < options.max_batch_count &&
+             (batch.empty() || bytes + queue.front()->bytes <= options.max_batch_bytes)) {
+        bytes += queue.front()->bytes;
+        batch.push_back(std::move(queue.front()));
+        queue.pop_front();
+      }
+      obs = observer;
+    }
+    if (batch.empty()) {
+      if (stopping) return;
+      if (std::chrono::steady_clock::now() < next_prune) continue;
+      auto prune = std::make_unique<Op>();
+      prune->kind = Op::Kind::kPrune;
+      batch.push_back(std::move(prune));
+    }
+    // No lock held from here: the transaction, the sync, the callbacks.
+    commit_batch(batch);
+    for (auto& op : batch) {
+      if (op->kind == Op::Kind::kPrune && !op->done) {
+        if (!op->status.is_ok()) spdlog::error("outbox prune failed: {}", op->status.to_string());
+        next_prune =
+            std::chrono::steady_clock::now() + (op->prune_more ? std::chrono::milliseconds(0) : options.prune_interval);
+      }
+    }
+  }
+}
+
+void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
+  TxnState st;
+  Status s = sticky.is_ok() ? run_txn(batch, false, &st) : sticky;
+  if (s.code() == Code::kOutboxFull) {
+    // Nothing was written. Appends fail fast; what frees space runs alone.
+    bool others = false;
+    for (auto& op : batch) {
+      if (op->kind == Op::Kind::kAppend) {
+        op->fail(Status(Code::kOutboxFull, "outbox full: at its maximum of " + std::to_string(options.max_bytes) +
+                                               " bytes; retry after the flusher or retention frees space"));
+      } else {
+        others = true;
+      }
+    }
+    st = TxnState{};
+    s = others ? run_txn(batch, true, &st) : Status::ok();
+  }
+  if (!s.is_ok()) {
+    if (s.code() != Code::kOutboxFull && sticky.is_ok()) {
+      spdlog::error("outbox commit failed, refusing every later write: {}", s.to_string());
+      sticky = s;
+    }
+    for (auto& op : batch) {
+      if (op->kind != Op::Kind::kAppend || !op->append_result || op->append_result->is_ok()) op->fail(s);
+    }
+  }
+  if (!st.committed.empty()) {
+    std::shared_ptr<const CommitObserver> obs;
+    {
+      std::lock_guard l(mu);
+      obs = observer;
+    }
+    if (obs && *obs) (*obs)(st.committed);
+  }
+  for (auto& op : batch) op->complete();
+}
+
+Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_appends, TxnState* st) {
+  MDB_txn* txn;
+  int rc = mdb_txn_begin(env, nullptr, 0, &txn);
+  if (rc != 0) return lmdb_error(rc, "begin write transaction");
+  // Invariant: appended_at_ms never decreases in pending-id order.
+  st->now_ms = std::max(now_unix_ms(), last_appended_ms);
+  st->next_pending_id = next_pending_id;
+  for (auto& op : batch) {
+    if (skip_appends && op->kind == Op::Kind::kAppend) continue;
+    Status s = apply(txn, *op, st);
+    if (!s.is_ok()) {
+      mdb_txn_abort(txn);
+      st->committed.clear();
+      return s;
+    }
+  }
+  if (st->next_pending_id != next_pending_id) {
+    std::string idv;
+    of::put_be64(&idv, st->next_pending_id);
+    MDB_val k = mval(of::kNextPendingIdKey), v = mval(idv);
+    if ((rc = mdb_put(txn, meta, &k, &v, 0)) != 0) {
+      mdb_txn_abort(txn);
+      st->committed.clear();
+      return lmdb_error(rc, "write next_pending_id");
+    }
+  }
+  if ((rc = mdb_txn_commit(txn)) != 0) {
+    st->committed.clear();
+    return lmdb_error(rc, "commit");
+  }
+  // Committed: merge the transaction's view into the writer's caches.
+  if (seq_cache.size() + st->last_seq.size() > kMaxSeqCache) seq_cache.clear();
+  for (auto& [plan, seq] : st->last_seq) seq_cache[plan] = seq;
+  for (const auto& plan : st->erased_plans) seq_cache.erase(plan);
+  next_pending_id = st->next_pending_id;
+  last_appended_ms = st->now_ms;
+  return Status::ok();
+}
+
+// Applies one op inside `txn`. An op-level failure (bad input, unknown id) is
+// stored in the op and writes nothing; the returned Status is a transaction
+// failure (LMDB error, corruption) that aborts the whole batch.
+Status Outbox::Impl::apply(MDB_txn* txn, Op& op, TxnState* st) {
+  switch (op.kind) {
+    case Op::Kind::kAppend: return apply_append(txn, op, st);
+    case Op::Kind::kAck:
+      for (uint64_t id : op.ids) {
+        std::string key = of::pending_key(id);
+        MDB_val k = mval(key);
+        int rc = mdb_del(txn, pending, &k, nullptr);
+        if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete pending entry");
+      }
+      op.status = Status::ok();
+      return Status::ok();
+    case Op::Kind::kDeadLetter: return apply_dead_letter(txn, op, st);
+    case Op::Kind::kRetry: return apply_retry(txn, op, st);
+    case Op::Kind::kDrop: {
+      std::string key = of::pending_key(op.id);
+      MDB_val k = mval(key);
+      int rc = mdb_del(txn, dead, &k, nullptr);
+      if (rc == MDB_NOTFOUND) {
+        op.status = not_found("no dead letter with id " + std::to_string(op.id));
+        return Status::ok();
+      }
+      if (rc != 0) return lmdb_error(rc, "delete dead letter");
+      op.status = Status::ok();
+      return Status::ok();
+    }
+    case Op::Kind::kPrune: return apply_prune(txn, op, st);
+  }
+  return internal_error("unknown op");
+}
+
+Result<uint64_t> Outbox::Impl::stored_last_seq(MDB_txn* txn, std::string_view plan_id) {
+  Cursor c(txn, messages);
+  AGENTD_RETURN_IF_ERROR(c.status());
+  std::string key = of::message_key(plan_id, std::numeric_limits<uint64_t>::max());
+  MDB_val k = mval(key), v;
+  int rc = c.get(&k, &v, MDB_SET_RANGE);
+  if (rc == MDB_NOTFOUND) {
+    rc = c.get(&k, &v, MDB_LAST);
+  } else if (rc == 0) {
+    rc = c.get(&k, &v, MDB_PREV);
+  }
+  if (rc == MDB_NOTFOUND) return uint64_t{0};
+  if (rc != 0) return lmdb_error(rc, "read last message key");
+  uint64_t seq = 0;
+  return of::parse_message_key(sv(k), plan_id, &seq) ? seq : 0;
+}
+
+Result<uint64_t> Outbox::Impl::next_seq(MDB_txn* txn, const std::string& plan_id, TxnState* st) {
+  if (auto it = st->last_seq.find(plan_id); it != st->last_seq.end()) return it->second + 1;
+  if (st->erased_plans.count(plan_id) == 0) {
+    if (auto it = seq_cache.find(plan_id); it != seq_cache.end()) return it->second + 1;
+  }
+  auto last = stored_last_seq(txn, plan_id);
+  if (!last.is_ok()) return last.status();
+  return *last + 1;
+}
+
+Status Outbox::Impl::put_pending(MDB_txn* txn, TxnState* st, std::string_view value) {
+  std::string key = of::pending_key(st->next_pending_id++);
+  MDB_val k = mval(key), v = mval(value);
+  int rc = mdb_put(txn, pending, &k, &v, MDB_APPEND);
+  return rc == 0 ? Status::ok() : lmdb_error(rc, "write pending entry");
+}
+
+Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
+  const AppendRequest& req = op.append;
+  auto reject = [&](Status s) {
+    op.append_result = std::move(s);
+    return Status::ok();
+  };
+  if (!req.message && !req.plan) return reject(invalid_argument("append without message or plan record"));
+  if (req.message) {
+    if (Status s = validate_id("plan_id", req.message->plan_id, of::kMaxPlanIdLen); !s.is_ok()) return reject(s);
+    if (Status s = validate_id("message_id", req.message->message_id, of::kMaxMessageIdLen); !s.is_ok()) {
+      return reject(s);
+    }
+    if (req.message->tail.empty()) return reject(invalid_argument("message tail is empty"));
+  }
+  if (req.plan) {
+    if (Status s = validate_id("plan_id", req.plan->plan_id, of::kMaxPlanIdLen); !s.is_ok()) return reject(s);
+    if (req.plan->user_id.size() > of::kMaxUserIdLen) return reject(invalid_argument("user_id too long"));
+    if (req.message && req.message->plan_id != req.plan->plan_id) {
+      return reject(invalid_argument("message plan_id " + req.message->plan_id + " differs from plan record's " +
+                                     req.plan->plan_id));
+    }
+  }
+  AppendResult res;
+  int rc;
+  if (req.message) {
+    const PreparedMessage& m = *req.message;
+    std::string idkey = of::msgid_key(m.plan_id, m.message_id);
+    MDB_val k = mval(idkey), v;
+    rc = mdb_get(txn, msgids, &k, &v);
+    if (rc == 0) {  // already appended: return what is stored, change nothing
+      if (v.mv_size != 8) return corruption("corrupt msgids value for " + m.plan_id + "/" + m.message_id);
+      res.seq = of::get_be64(static_cast<const char*>(v.mv_data));
+      auto bytes = message_bytes(txn, m.plan_id, res.seq);
+      if (!bytes.is_ok()) return bytes.status();
+      res.bytes = std::make_shared<const std::string>(std::move(*bytes));
+      res.duplicate = true;
+      op.append_result = std::move(res);
+      return Status::ok();
+    }
+    if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read msgids");
+    auto seq = next_seq(txn, m.plan_id, st);
+    if (!seq.is_ok()) return seq.status();
+    res.seq = *seq;
+    auto bytes = std::make_shared<const std::string>(finalize(res.seq, m.tail));
+    std::string key = of::message_key(m.plan_id, res.seq);
+    std::string val = of::message_value(st->now_ms, m.message_id, *bytes);
+    MDB_val mk = mval(key), mv = mval(val);
+    rc = mdb_put(txn, messages, &mk, &mv, MDB_NOOVERWRITE);
+    // Invariant: a seq is never reused (the cache matches the last key).
+    assert(rc != MDB_KEYEXIST);
+    if (rc == MDB_KEYEXIST) return internal_error("seq " + std::to_string(res.seq) + " of " + m.plan_id + " reused");
+    if (rc != 0) return lmdb_error(rc, "write message");
+    std::string seqv;
+    of::put_be64(&seqv, res.seq);
+    MDB_val sv_ = mval(seqv);
+    if ((rc = mdb_put(txn, msgids, &k, &sv_, 0)) != 0) return lmdb_error(rc, "write msgids");
+    if (options.track_pending) {
+      AGENTD_RETURN_IF_ERROR(put_pending(
+          txn, st, of::pending_value(PendingKind::kMessage, 0, st->now_ms, m.plan_id, res.seq, std::string_view())));
+    }
+    st->last_seq[m.plan_id] = res.seq;
+    st->committed.push_back(CommittedMessage{m.plan_id, res.seq, bytes});
+    res.bytes = std::move(bytes);
+  }
+  if (req.plan) {
+    PlanRecord p = *req.plan;
+    std::string pk = p.plan_id;
+    MDB_val k = mval(pk), v;
+    std::optional<PlanRecord> stored;
+    rc = mdb_get(txn, plans, &k, &v);
+    if (rc == 0) {
+      auto d = decode_plan(sv(v));
+      if (!d.is_ok()) return corruption("corrupt plan record " + p.plan_id + ": " + d.status().message());
+      stored = std::move(*d);
+    } else if (rc != MDB_NOTFOUND) {
+      return lmdb_error(rc, "read plan record");
+    }
+    p.version = stored ? stored->version + 1 : 1;
+    p.last_seq = req.message ? res.seq : (stored ? stored->last_seq : 0);
+    std::string enc = encode_plan(p);
+    MDB_val pv = mval(enc);
+    if ((rc = mdb_put(txn, plans, &k, &pv, 0)) != 0) return lmdb_error(rc, "write plan record");
+    if (stored && (stored->user_id != p.user_id || stored->created_at != p.created_at)) {
+      std::string old = of::user_plans_key(stored->user_id, created_ms(*stored), p.plan_id);
+      MDB_val ok = mval(old);
+      rc = mdb_del(txn, user_plans, &ok, nullptr);
+      if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete user_plans entry");
+    }
+    if (!stored || stored->user_id != p.user_id || stored->created_at != p.created_at) {
+      std::string uk = of::user_plans_key(p.user_id, created_ms(p), p.plan_id);
+      MDB_val ukv = mval(uk), empty{0, nullptr};
+      if ((rc = mdb_put(txn, user_plans, &ukv, &empty, 0)) != 0) return lmdb_error(rc, "write user_plans entry");
+    }
+    if (options.track_pending) {
+      AGENTD_RETURN_IF_ERROR(put_pending(
+          txn, st, of::pending_value(PendingKind::kPlan, of::kInline, st->now_ms, p.plan_id, p.version, enc)));
+    }
+    res.plan_version = p.version;
+  }
+  op.append_result = std::move(res);
+  return Status::ok();
+}
+
+Result<std::string> Outbox::Impl::message_bytes(MDB_txn* txn, std::string_view plan_id, uint64_t seq) {
+  std::string key = of::message_key(plan_id, seq);
+  MDB_val k = mval(key), v;
+  int rc = mdb_get(txn, messages, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    return corruption("message " + std::string(plan_id) + ":" + std::to_string(seq) + " is referenced but missing");
+  }
+  if (rc != 0) return lmdb_error(rc, "read message");
+  auto m = of::parse_message_value(sv(v));
+  if (!m.is_ok()) return m.status();
+  return std::string(m->envelope);
+}
+
+Status Outbox::Impl::apply_dead_letter(MDB_txn* txn, Op& op, TxnState* st) {
+  std::string key = of::pending_key(op.id);
+  MDB_val k = mval(key), v;
+  int rc = mdb_get(txn, pending, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    op.status = not_found("no pending entry with id " + std::to_string(op.id));
+    return Status::ok();
+  }
+  if (rc != 0) return lmdb_error(rc, "read pending entry");
+  auto p = of::parse_pending_value(sv(v));
+  if (!p.is_ok()) return p.status();
+  std::string payload;
+  if (p->flags & of::kInline) {
+    payload = std::string(p->payload);
+  } else {
+    auto bytes = message_bytes(txn, p->plan_id, p->number);
+    if (!bytes.is_ok()) return bytes.status();
+    payload = std::move(*bytes);
+  }
+  std::string inl = of::pending_value(p->kind, of::kInline, p->appended_at_ms, p->plan_id, p->number, payload);
+  std::string dv = of::dead_value(st->now_ms, op.error, inl);
+  MDB_val dvv = mval(dv);
+  if ((rc = mdb_put(txn, dead, &k, &dvv, 0)) != 0) return lmdb_error(rc, "write dead letter");
+  if ((rc = mdb_del(txn, pending, &k, nullptr)) != 0) return lmdb_error(rc, "delete pending entry");
+  op.status = Status::ok();
+  return Status::ok();
+}
+
+Status Outbox::Impl::apply_retry(MDB_txn* txn, Op& op, TxnState* st) {
+  std::string key = of::pending_key(op.id);
+  MDB_val k = mval(key), v;
+  int rc = mdb_get(txn, dead, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    op.status = not_found("no dead letter with id " + std::to_string(op.id));
+    return Status::ok();
+  }
+  if (rc != 0) return lmdb_error(rc, "read dead letter");
+  auto d = of::parse_dead_value(sv(v));
+  if (!d.is_ok()) return d.status();
+  std::string entry(d->pending);  // copy: v is invalid after the writes below
+  AGENTD_RETURN_IF_ERROR(put_pending(txn, st, entry));
+  if ((rc = mdb_del(txn, dead, &k, nullptr)) != 0) return lmdb_error(rc, "delete dead letter");
+  op.status = Status::ok();
+  return Status::ok();
+}
+
+// Deletes messages of one plan from its first seq on while appended_at_ms <
+// cutoff_ms, within *budget; keep_last keeps the plan's highest seq (so that
+// the next seq survives). Sets *all_gone when the plan has no message left.
+Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id, int64_t cutoff_ms, bool keep_last,
+                                         size_t* budget, bool* all_gone) {
+  std::vector<std::pair<std::string, std::string>> doomed;  // message key, msgids key
+  *all_gone = false;
+  {
+    Cursor c(txn, messages);
+    AGENTD_RETURN_IF_ERROR(c.status());
+    std::string start = of::message_key(plan_id, 0);
+    MDB_val k = mval(start), v;
+    int rc = c.get(&k, &v, MDB_SET_RANGE);
+    uint64_t seq;
+    while (rc == 0 && doomed.size() < *budget && of::parse_message_key(sv(k), plan_id, &seq)) {
+      auto m = of::parse_message_value(sv(v));
+      if (!m.is_ok()) return m.status();
+      if (m->appended_at_ms >= cutoff_ms) break;
+      std::string key(sv(k));
+      std::string idkey = of::msgid_key(plan_id, m->message_id);
+      rc = c.get(&k, &v, MDB_NEXT);
+      bool is_last = rc != 0 || !of::parse_message_key(sv(k), plan_id, &seq);
+      if (is_last && keep_last) break;
+      doomed.emplace_back(std::move(key), std::move(idkey));
+      if (is_last) *all_gone = true;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "scan messages");
+    if (doomed.empty()) {
+      MDB_val k2 = mval(start), v2;
+      int rc2 = c.get(&k2, &v2, MDB_SET_RANGE);
+      *all_gone = rc2 != 0 || !of::parse_message_key(sv(k2), plan_id, &seq);
+    }
+  }
+  for (auto& [key, idkey] : doomed) {
+    MDB_val k = mval(key), ik = mval(idkey);
+    int rc = mdb_del(txn, messages, &k, nullptr);
+    if (rc != 0) return lmdb_error(rc, "delete message");
+    rc = mdb_del(txn, msgids, &ik, nullptr);
+    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete msgids entry");
+  }
+  *budget -= doomed.size();
+  return Status::ok();
+}
+
+// Retention. With track_pending: messages appended before both the retention
+// cutoff and the oldest pending message are flushed and old; they go, except
+// each plan's last one. Embedded: finished plans not updated since the cutoff
+// go entirely (messages, index entries, plan record).
+Status Outbox::Impl::apply_prune(MDB_txn* txn, Op& op, TxnState* st) {
+  size_t budget = kPruneBudget;
+  op.status = Status::ok();
+  if (options.track_pending) {
+    int64_t cutoff = st->now_ms - static_cast<int64_t>(options.flushed_retention.count()) * 1000;
+    {
+      // Fresh message entries are in appended_at order, so no message
+      // appended before the first of them is pending.
+      Cursor c(txn, pending);
+      AGENTD_RETURN_IF_ERROR(c.status());
+      MDB_val k, v;
+      int rc = c.get(&k, &v, MDB_FIRST);
+      for (; rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+        auto p = of::parse_pending_value(sv(v));
+        if (!p.is_ok()) return p.status();
+        if (p->kind == PendingKind::kMessage && !(p->flags & of::kInline)) {
+          cutoff = std::min(cutoff, p->appended_at_ms);
+          break;
+        }
+      }
+      if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "scan pending");
+    }
+    // Visit each plan that has messages by jumping over its key range.
+    std::string plan;
+    for (;;) {
+      {
+        Cursor c(txn, messages);
+        AGENTD_RETURN_IF_ERROR(c.status());
+        std::string from = plan.empty() ? std::string() : of::message_key(plan, std::numeric_limits<uint64_t>::max());
+        MDB_val k = mval(from), v;
+        int rc = from.empty() ? c.get(&k, &v, MDB_FIRST) : c.get(&k, &v, MDB_SET_RANGE);
+        if (rc == MDB_NOTFOUND) break;
+        if (rc != 0) return lmdb_error(rc, "scan messages");
+        of::Reader r(sv(k), "message key");
+        std::string_view p;
+        if (!r.str16(&p)) return r.error("plan_id");
+        plan = std::string(p);
+      }
+      if (budget == 0) {
+        op.prune_more = true;
+        break;
+      }
+      bool gone;
+      AGENTD_RETURN_IF_ERROR(prune_plan_messages(txn, plan, cutoff, true, &budget, &gone));
+    }
+    return Status::ok();
+  }
+  if (options.finished_plan_retention.count() <= 0) return Status::ok();
+  int64_t cutoff = st->now_ms - static_cast<int64_t>(options.finished_plan_retention.count()) * 1000;
+  std::vector<PlanRecord> doomed;
+  {
+    Cursor c(txn, plans);
+    AGENTD_RETURN_IF_ERROR(c.status());
+    MDB_val k, v;
+    int rc = c.get(&k, &v, MDB_FIRST);
+    for (; rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+      auto p = decode_plan(sv(v));
+      if (!p.is_ok()) return corruption("corrupt plan record " + std::string(sv(k)) + ": " + p.status().message());
+      int64_t updated = 0;
+      if (is_final(p->status) && parse_rfc3339_ms(p->updated_at, &updated) && updated < cutoff) {
+        doomed.push_back(std::move(*p));
+      }
+    }
+    if (rc != MDB_NOTFOUND) return lmdb_error(rc, "scan plans");
+  }
+  for (const PlanRecord& p : doomed) {
+    if (budget == 0) {
+      op.prune_more = true;
+      break;
+    }
+    bool gone = false;
+    AGENTD_RETURN_IF_ERROR(
+        prune_plan_messages(txn, p.plan_id, std::numeric_limits<int64_t>::max(), false, &budget, &gone));
+    st->erased_plans.insert(p.plan_id);
+    st->last_seq.erase(p.plan_id);
+    if (!gone) {
+      op.prune_more = true;
+      break;
+    }
+    std::string uk = of::user_plans_key(p.user_id, created_ms(p), p.plan_id);
+    MDB_val ukv = mval(uk), pk = mval(p.plan_id);
+    int rc = mdb_del(txn, user_plans, &ukv, nullptr);
+    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete user_plans entry");
+    if ((rc = mdb_del(txn, plans, &pk, nullptr)) != 0) return lmdb_error(rc, "delete plan record");
+  }
+  return Status::ok();
+}
+
+// ---------------------------------------------------------------------------
+// Reads: each in its own read-only transaction on the caller's thread.
+
+Result<std::vector<StoredMessage>> Outbox::read_messages(std::string_view plan_id, uint64_t after_seq, size_t limit) {
+  std::vector<StoredMessage> out;
+  if (limit == 0 || after_seq == std::numeric_limits<uint64_t>::max()) return out;
+  if (plan_id.size() > of::kMaxPlanIdLen) return out;
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  Cursor c(txn.get(), impl_->messages);
+  AGENTD_RETURN_IF_ERROR(c.status());
+  std::string start = of::message_key(plan_id, after_seq + 1);
+  MDB_val k = mval(start), v;
+  int rc = c.get(&k, &v, MDB_SET_RANGE);
+  uint64_t seq;
+  for (; rc == 0 && out.size() < limit && of::parse_message_key(sv(k), plan_id, &seq); rc = c.get(&k, &v, MDB_NEXT)) {
+    auto m = of::parse_message_value(sv(v));
+    if (!m.is_ok()) return m.status();
+    out.push_back(StoredMessage{seq, std::make_shared<const std::string>(m->envelope)});
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read messages");
+  return out;
+}
+
+Result<std::optional<PlanRecord>> Outbox::get_plan(std::string_view plan_id) {
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  if (plan_id.empty() || plan_id.size() > of::kMaxPlanIdLen) return std::optional<PlanRecord>();
+  MDB_val k = mval(plan_id), v;
+  int rc = mdb_get(txn.get(), impl_->plans, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<PlanRecord>();
+  if (rc != 0) return lmdb_error(rc, "read plan record");
+  auto p = decode_plan(sv(v));
+  if (!p.is_ok()) return corruption("corrupt plan record " + std::string(plan_id) + ": " + p.status().message());
+  return std::optional<PlanRecord>(std::move(*p));
+}
+
+Result<std::vector<PlanRecord>> Outbox::list_plans(std::string_view user_id, size_t limit) {
+  std::vector<PlanRecord> out;
+  if (limit == 0 || user_id.size() > of::kMaxUserIdLen) return out;
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  Cursor c(txn.get(), impl_->user_plans);
+  AGENTD_RETURN_IF_ERROR(c.status());
+  std::string prefix = of::user_plans_prefix(user_id);
+  MDB_val k = mval(prefix), v;
+  int rc = c.get(&k, &v, MDB_SET_RANGE);
+  for (; rc == 0 && out.size() < limit && sv(k).starts_with(prefix); rc = c.get(&k, &v, MDB_NEXT)) {
+    auto plan_id = of::parse_user_plans_key(sv(k), prefix.size());
+    if (!plan_id.is_ok()) return plan_id.status();
+    MDB_val pk = mval(*plan_id), pv;
+    int prc = mdb_get(txn.get(), impl_->plans, &pk, &pv);
+    if (prc == MDB_NOTFOUND) return corruption("user_plans entry for missing plan " + std::string(*plan_id));
+    if (prc != 0) return lmdb_error(prc, "read plan record");
+    auto p = decode_plan(sv(pv));
+    if (!p.is_ok()) return corruption("corrupt plan record " + std::string(*plan_id) + ": " + p.status().message());
+    out.push_back(std::move(*p));
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "list plans");
+  return out;
+}
+
+Result<std::vector<PlanRecord>> Outbox::list_unfinished_plans(size_t limit) {
+  std::vector<PlanRecord> out;
+  if (limit == 0) return out;
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  Cursor c(txn.get(), impl_->plans);
+  AGENTD_RETURN_IF_ERROR(c.status());
+  MDB_val k, v;
+  int rc = c.get(&k, &v, MDB_FIRST);
+  for (; rc == 0 && out.size() < limit; rc = c.get(&k, &v, MDB_NEXT)) {
+    auto p = decode_plan(sv(v));
+    if (!p.is_ok()) return corruption("corrupt plan record " + std::string(sv(k)) + ": " + p.status().message());
+    if (!is_final(p->status)) out.push_back(std::move(*p));
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "list unfinished plans");
+  return out;
+}
+
+Result<uint64_t> Outbox::last_seq(std::string_view plan_id) {
+  if (plan_id.size() > of::kMaxPlanIdLen) return uint64_t{0};
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  return impl_->stored_last_seq(txn.get(), plan_id);
+}
+
+Result<uint64_t> Outbox::first_seq(std::string_view plan_id) {
+  if (plan_id.size() > of::kMaxPlanIdLen) return uint64_t{0};
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  Cursor c(txn.get(), impl_->messages);
+  AGENTD_RETURN_IF_ERROR(c.status());
+  std::string start = of::message_key(plan_id, 0);
+  MDB_val k = mval(start), v;
+  int rc = c.get(&k, &v, MDB_SET_RANGE);
+  if (rc == MDB_NOTFOUND) return uint64_t{0};
+  if (rc != 0) return lmdb_error(rc, "read first message key");
+  uint64_t seq = 0;
+  return of::parse_message_key(sv(k), plan_id, &seq) ? seq : 0;
+}
+
+Result<PendingEntry> Outbox::Impl::to_entry(MDB_txn* txn, uint64_t id, std::string_view value) {
+  auto p = of::parse_pending_value(value);
+  if (!p.is_ok()) return Status(p.status().code(), "pending entry " + std::to_string(id) + ": " + p.status().message());
+  PendingEntry e;
+  e.id = id;
+  e.kind = p->kind;
+  e.plan_id = std::string(p->plan_id);
+  (e.kind == PendingKind::kMessage ? e.seq : e.plan_version) = p->number;
+  e.appended_at_ms = p->appended_at_ms;
+  if (p->flags & of::kInline) {
+    e.bytes = std::make_shared<const std::string>(p->payload);
+  } else {
+    auto bytes = message_bytes(txn, p->plan_id, p->number);
+    if (!bytes.is_ok()) return bytes.status();
+    e.bytes = std::make_shared<const std::string>(std::move(*bytes));
+  }
+  return e;
+}
+
+Result<std::vector<PendingEntry>> Outbox::read_pending(size_t max_count, size_t max_bytes, uint64_t after_id) {
+  std::vector<PendingEntry> out;
+  if (max_count == 0 || after_id == std::numeric_limits<uint64_t>::max()) return out;
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  Cursor c(txn.get(), impl_->pending);
+  AGENTD_RETURN_IF_ERROR(c.status());
+  std::string start = of::pending_key(after_id + 1);
+  MDB_val k = mval(start), v;
+  int rc = c.get(&k, &v, MDB_SET_RANGE);
+  size_t bytes = 0;
+  for (; rc == 0 && out.size() < max_count; rc = c.get(&k, &v, MDB_NEXT)) {
+    auto id = of::parse_id_key(sv(k), "pending");
+    if (!id.is_ok()) return id.status();
+    auto e = impl_->to_entry(txn.get(), *id, sv(v));
+    if (!e.is_ok()) return e.status();
+    if (!out.empty() && bytes + e->bytes->size() > max_bytes) break;
+    bytes += e->bytes->size();
+    out.push_back(std::move(*e));
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read pending");
+  return out;
+}
+
+Result<std::vector<DeadLetter>> Outbox::list_dead_letters(size_t limit) {
+  std::vector<DeadLetter> out;
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  Cursor c(txn.get(), impl_->dead);
+  AGENTD_RETURN_IF_ERROR(c.status());
+  MDB_val k, v;
+  int rc = c.get(&k, &v, MDB_FIRST);
+  for (; rc == 0 && out.size() < limit; rc = c.get(&k, &v, MDB_NEXT)) {
+    auto id = of::parse_id_key(sv(k), "dead letter");
+    if (!id.is_ok()) return id.status();
+    auto d = of::parse_dead_value(sv(v));
+    if (!d.is_ok()) return d.status();
+    auto e = impl_->to_entry(txn.get(), *id, d->pending);
+    if (!e.is_ok()) return e.status();
+    out.push_back(DeadLetter{std::move(*e), std::string(d->error), d->dead_at_ms});
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read dead letters");
+  return out;
+}
+
+Result<OutboxStats> Outbox::stats() {
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  OutboxStats s;
+  s.max_bytes = impl_->options.max_bytes;
+  uint64_t pages = 2;  // the two meta pages
+  unsigned psize = 4096;
+  for (MDB_dbi dbi : {MDB_dbi{0}, MDB_dbi{1}, impl_->meta, impl_->messages, impl_->msgids, impl_->pending, impl_->plans,
+                      impl_->user_plans, impl_->dead}) {
+    MDB_stat st;
+    int rc = mdb_stat(txn.get(), dbi, &st);
+    if (rc != 0) return lmdb_error(rc, "mdb_stat");
+    psize = st.ms_psize;
+    pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+    if (dbi == impl_->pending) s.pending = st.ms_entries;
+    if (dbi == impl_->dead) s.dead_letters = st.ms_entries;
+    if (dbi == impl_->plans) s.plans = st.ms_entries;
+    if (dbi == impl_->messages) s.messages = st.ms_entries;
+  }
+  s.used_bytes = pages * psize;
+  Cursor c(txn.get(), impl_->pending);
+  AGENTD_RETURN_IF_ERROR(c.status());
+  MDB_val k, v;
+  int rc = c.get(&k, &v, MDB_FIRST);
+  if (rc == 0) {
+    auto p = of::parse_pending_value(sv(v));
+    if (!p.is_ok()) return p.status();
+    s.oldest_pending_ms = p->appended_at_ms;
+  } else if (rc != MDB_NOTFOUND) {
+    return lmdb_error(rc, "read oldest pending");
+  }
+  return s;
+}
+
+}  // namespace agentd

@@ -1,0 +1,341 @@
+#include "outbox/outbox.h"
+
+#include <doctest/doctest.h>
+#include <lmdb.h>
+
+#include <atomic>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "core/clock.h"
+#include "outbox/format.h"
+#include "tests/outbox/outbox_test_util.h"
+#include "tests/support/process.h"
+
+using namespace agentd;
+using agentd::test::make_plan;
+using agentd::test::message_request;
+
+namespace {
+
+struct TempDir {
+  std::string path = test::make_temp_dir("outbox-test");
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+std::unique_ptr<Outbox> open_outbox(const std::string& dir, bool track_pending = false,
+                                    uint64_t max_bytes = 64ull << 20) {
+  OutboxOptions o;
+  o.dir = dir;
+  o.track_pending = track_pending;
+  o.max_bytes = max_bytes;
+  auto r = Outbox::open(o);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  return std::move(*r);
+}
+
+AppendResult append_ok(Outbox& ob, AppendRequest req) {
+  auto r = ob.append_sync(std::move(req));
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  return std::move(*r);
+}
+
+}  // namespace
+
+TEST_CASE("append assigns seq 1, 2, 3 per plan and stores the finalized bytes") {
+  TempDir d;
+  auto ob = open_outbox(d.path);
+  auto r1 = append_ok(*ob, message_request("p1", "m1"));
+  auto r2 = append_ok(*ob, message_request("p1", "m2"));
+  auto q1 = append_ok(*ob, message_request("p2", "m1"));
+  CHECK(r1.seq == 1);
+  CHECK(r2.seq == 2);
+  CHECK(q1.seq == 1);
+  CHECK_FALSE(r1.duplicate);
+  CHECK(*r1.bytes == finalize(1, test::make_message("p1", "m1").tail));
+
+  auto msgs = ob->read_messages("p1", 0, 10);
+  REQUIRE(msgs.is_ok());
+  REQUIRE(msgs->size() == 2);
+  CHECK((*msgs)[0].seq == 1);
+  CHECK(*(*msgs)[0].bytes == *r1.bytes);
+  CHECK(*(*msgs)[1].bytes == *r2.bytes);
+  auto after = ob->read_messages("p1", 1, 10);
+  REQUIRE(after.is_ok());
+  REQUIRE(after->size() == 1);
+  CHECK((*after)[0].seq == 2);
+  auto limited = ob->read_messages("p1", 0, 1);
+  REQUIRE(limited.is_ok());
+  CHECK(limited->size() == 1);
+  CHECK(ob->read_messages("nope", 0, 10)->empty());
+  CHECK(*ob->last_seq("p1") == 2);
+  CHECK(*ob->last_seq("p2") == 1);
+  CHECK(*ob->last_seq("p") == 0);  // a prefix of another plan id is another plan
+  CHECK(*ob->first_seq("p1") == 1);
+
+  // Reopen: the next seq continues from what is on disk.
+  ob.reset();
+  ob = open_outbox(d.path);
+  CHECK(append_ok(*ob, message_request("p1", "m3")).seq == 3);
+  CHECK(append_ok(*ob, message_request("p2", "m2")).seq == 2);
+}
+
+TEST_CASE("a message_id already in the plan returns the stored seq and bytes") {
+  TempDir d;
+  auto ob = open_outbox(d.path, true);
+  auto first = append_ok(*ob, message_request("p1", "m1", "original"));
+  append_ok(*ob, message_request("p1", "m2"));
+  auto again = append_ok(*ob, message_request("p1", "m1", "different content"));
+  CHECK(again.duplicate);
+  CHECK(again.seq == first.seq);
+  CHECK(*again.bytes == *first.bytes);
+  CHECK(*ob->last_seq("p1") == 2);
+  // The same message_id in another plan is another message.
+  CHECK_FALSE(append_ok(*ob, message_request("p2", "m1")).duplicate);
+  // Nothing pending for the duplicate.
+  CHECK(ob->stats()->pending == 3);
+  // Also within one group commit: many concurrent posts of one id.
+  std::vector<std::thread> ts;
+  std::atomic<int> fresh{0};
+  for (int i = 0; i < 8; ++i) {
+    ts.emplace_back([&] {
+      auto r = ob->append_sync(message_request("p3", "same"));
+      if (r.is_ok() && !r->duplicate) ++fresh;
+    });
+  }
+  for (auto& t : ts) t.join();
+  CHECK(fresh == 1);
+  CHECK(*ob->last_seq("p3") == 1);
+}
+
+TEST_CASE("plan record versions and last_seq, list_plans newest first") {
+  TempDir d;
+  auto ob = open_outbox(d.path);
+  AppendRequest r;
+  r.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z");
+  r.message = test::make_message("p1", "m1");
+  auto a = append_ok(*ob, r);
+  CHECK(a.plan_version == 1);
+  CHECK(a.seq == 1);
+  AppendRequest only_plan;
+  only_plan.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z", PlanStatus::kCompleted);
+  auto b = append_ok(*ob, only_plan);
+  CHECK(b.plan_version == 2);
+  CHECK(b.seq == 0);
+  CHECK(b.bytes == nullptr);
+  auto p = ob->get_plan("p1");
+  REQUIRE(p.is_ok());
+  REQUIRE(p->has_value());
+  CHECK((*p)->version == 2);
+  CHECK((*p)->last_seq == 1);
+  CHECK((*p)->status == PlanStatus::kCompleted);
+  CHECK_FALSE(ob->get_plan("p9")->has_value());
+
+  AppendRequest later;
+  later.plan = make_plan("p2", "alice", "2026-11-26T03:00:00.000Z");
+  append_ok(*ob, later);
+  AppendRequest middle;
+  middle.plan = make_plan("p3", "alice", "2026-11-26T02:00:00.000Z");
+  append_ok(*ob, middle);
+  AppendRequest bob;
+  bob.plan = make_plan("p4", "bob", "2026-11-26T04:00:00.000Z");
+  append_ok(*ob, bob);
+  auto list = ob->list_plans("alice", 10);
+  REQUIRE(list.is_ok());
+  REQUIRE(list->size() == 3);
+  CHECK((*list)[0].plan_id == "p2");
+  CHECK((*list)[1].plan_id == "p3");
+  CHECK((*list)[2].plan_id == "p1");
+  CHECK(ob->list_plans("alice", 2)->size() == 2);
+  CHECK(ob->list_plans("bob", 10)->size() == 1);
+  CHECK(ob->list_plans("carol", 10)->empty());
+  auto unfinished = ob->list_unfinished_plans(10);
+  REQUIRE(unfinished.is_ok());
+  CHECK(unfinished->size() == 3);  // p1 is completed
+
+  // A mismatched plan id is refused and changes nothing.
+  AppendRequest bad;
+  bad.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z");
+  bad.message = test::make_message("p2", "mx");
+  auto br = ob->append_sync(bad);
+  CHECK(br.status().code() == Code::kInvalidArgument);
+  CHECK(*ob->last_seq("p2") == 0);
+  CHECK(ob->append_sync(AppendRequest{}).status().code() == Code::kInvalidArgument);
+}
+
+TEST_CASE("pending entries in append order, bounded reads, after_id, ack") {
+  TempDir d;
+  auto ob = open_outbox(d.path, true);
+  AppendRequest r;
+  r.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z");
+  r.message = test::make_message("p1", "m1");
+  append_ok(*ob, r);                                 // ids 1 (message), 2 (plan v1)
+  append_ok(*ob, message_request("p2", "m1"));       // 3
+  append_ok(*ob, message_request("p1", "m2", "x"));  // 4
+  auto all = ob->read_pending(100, 1 << 20);
+  REQUIRE(all.is_ok());
+  REQUIRE(all->size() == 4);
+  CHECK((*all)[0].id == 1);
+  CHECK((*all)[0].kind == PendingKind::kMessage);
+  CHECK((*all)[0].seq == 1);
+  CHECK((*all)[1].kind == PendingKind::kPlan);
+  CHECK((*all)[1].plan_version == 1);
+  CHECK(*(*all)[1].bytes == encode_plan(ob->get_plan("p1")->value()));
+  CHECK((*all)[2].plan_id == "p2");
+  CHECK((*all)[3].seq == 2);
+  CHECK(*(*all)[3].bytes == *(*ob->read_messages("p1", 1, 1))[0].bytes);
+  CHECK((*all)[3].appended_at_ms >= (*all)[0].appended_at_ms);
+
+  CHECK(ob->read_pending(2, 1 << 20)->size() == 2);
+  auto one = ob->read_pending(100, 1);  // at least one entry even over max_bytes
+  REQUIRE(one.is_ok());
+  CHECK(one->size() == 1);
+  auto after = ob->read_pending(100, 1 << 20, 2);
+  REQUIRE(after.is_ok());
+  REQUIRE(after->size() == 2);
+  CHECK((*after)[0].id == 3);
+
+  REQUIRE(ob->ack_sync({1, 3, 99}).is_ok());  // unknown ids are fine (replays)
+  auto left = ob->read_pending(100, 1 << 20);
+  REQUIRE(left->size() == 2);
+  CHECK((*left)[0].id == 2);
+  CHECK((*left)[1].id == 4);
+  auto st = ob->stats();
+  REQUIRE(st.is_ok());
+  CHECK(st->pending == 2);
+  CHECK(st->messages == 3);
+  CHECK(st->plans == 1);
+  CHECK(st->oldest_pending_ms > 0);
+  CHECK(st->used_bytes > 0);
+
+  std::promise<Status> p;
+  ob->ack({2, 4}, [&](Status s) { p.set_value(s); });
+  CHECK(p.get_future().get().is_ok());
+  CHECK(ob->read_pending(100, 1 << 20)->empty());
+  CHECK(ob->stats()->oldest_pending_ms == 0);
+
+  // Ids are never reused, also across reopen.
+  ob.reset();
+  ob = open_outbox(d.path, true);
+  append_ok(*ob, message_request("p1", "m3"));
+  auto fresh = ob->read_pending(100, 1 << 20);
+  REQUIRE(fresh->size() == 1);
+  CHECK(fresh->front().id == 5);
+}
+
+TEST_CASE("embedded default: nothing is pending") {
+  TempDir d;
+  auto ob = open_outbox(d.path, false);
+  AppendRequest r;
+  r.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z");
+  r.message = test::make_message("p1", "m1");
+  append_ok(*ob, r);
+  CHECK(ob->read_pending(100, 1 << 20)->empty());
+  CHECK(ob->stats()->pending == 0);
+}
+
+TEST_CASE("dead letters: move, list, retry with a new id, drop") {
+  TempDir d;
+  auto ob = open_outbox(d.path, true);
+  auto m1 = append_ok(*ob, message_request("p1", "m1"));  // id 1
+  append_ok(*ob, message_request("p1", "m2"));            // id 2
+  REQUIRE(ob->dead_letter_sync(1, "document too large").is_ok());
+  CHECK(ob->dead_letter_sync(1, "again").code() == Code::kNotFound);
+  auto dl = ob->list_dead_letters(10);
+  REQUIRE(dl.is_ok());
+  REQUIRE(dl->size() == 1);
+  CHECK((*dl)[0].entry.id == 1);
+  CHECK((*dl)[0].entry.seq == 1);
+  CHECK(*(*dl)[0].entry.bytes == *m1.bytes);
+  CHECK((*dl)[0].error == "document too large");
+  CHECK((*dl)[0].dead_at_ms > 0);
+  CHECK(ob->stats()->dead_letters == 1);
+  auto pend = ob->read_pending(10, 1 << 20);
+  REQUIRE(pend->size() == 1);
+  CHECK(pend->front().id == 2);
+
+  REQUIRE(ob->retry_dead_letter_sync(1).is_ok());
+  CHECK(ob->retry_dead_letter_sync(1).code() == Code::kNotFound);
+  pend = ob->read_pending(10, 1 << 20);
+  REQUIRE(pend->size() == 2);
+  CHECK(pend->back().id == 3);
+  CHECK(pend->back().seq == 1);
+  CHECK(*pend->back().bytes == *m1.bytes);
+  CHECK(ob->list_dead_letters(10)->empty());
+
+  REQUIRE(ob->dead_letter_sync(3, "still too large").is_ok());
+  REQUIRE(ob->drop_dead_letter_sync(3).is_ok());
+  CHECK(ob->drop_dead_letter_sync(3).code() == Code::kNotFound);
+  CHECK(ob->list_dead_letters(10)->empty());
+  CHECK(ob->read_pending(10, 1 << 20)->size() == 1);
+  // The message itself stays readable.
+  CHECK(ob->read_messages("p1", 0, 10)->size() == 2);
+}
+
+TEST_CASE("a second open of the same dir is refused with kLocked") {
+  TempDir d;
+  auto ob = open_outbox(d.path);
+  OutboxOptions o;
+  o.dir = d.path;
+  auto second = Outbox::open(o);
+  REQUIRE_FALSE(second.is_ok());
+  CHECK(second.status().code() == Code::kLocked);
+  CHECK(second.status().message().find(d.path) != std::string::npos);
+  ob.reset();
+  CHECK(Outbox::open(o).is_ok());  // released with the first owner
+}
+
+TEST_CASE("a newer on-disk format version is refused with kVersionMismatch") {
+  TempDir d;
+  open_outbox(d.path).reset();
+  {  // Rewrite the version with plain LMDB, as a future agentd would have.
+    MDB_env* env;
+    REQUIRE(mdb_env_create(&env) == 0);
+    REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
+    REQUIRE(mdb_env_open(env, d.path.c_str(), 0, 0644) == 0);
+    MDB_txn* txn;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi meta;
+    REQUIRE(mdb_dbi_open(txn, outbox_format::kMetaDb, 0, &meta) == 0);
+    std::string v;
+    outbox_format::put_be32(&v, outbox_format::kFormatVersion + 1);
+    std::string key(outbox_format::kFormatVersionKey);
+    MDB_val k{key.size(), key.data()}, val{v.size(), v.data()};
+    REQUIRE(mdb_put(txn, meta, &k, &val, 0) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  OutboxOptions o;
+  o.dir = d.path;
+  auto r = Outbox::open(o);
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().code() == Code::kVersionMismatch);
+  CHECK(r.status().message().find("version 2") != std::string::npos);
+}
+
+TEST_CASE("format decoders name what is corrupt") {
+  auto p = outbox_format::parse_pending_value(std::string("\x01\x00\x00", 3));
+  REQUIRE_FALSE(p.is_ok());
+  CHECK(p.status().code() == Code::kCorruption);
+  CHECK(p.status().message() == "corrupt pending value: truncated at byte 2 of 3 (reading appended_at_ms)");
+  CHECK(outbox_format::parse_pending_value(std::string("\x07", 1)).status().message() ==
+        "corrupt pending value: unknown kind 7");
+  auto m = outbox_format::parse_message_value(outbox_format::message_value(5, "mid", "{}"));
+  REQUIRE(m.is_ok());
+  CHECK(m->appended_at_ms == 5);
+  CHECK(m->message_id == "mid");
+  CHECK(m->envelope == "{}");
+  uint64_t seq = 0;
+  CHECK(outbox_format::parse_message_key(outbox_format::message_key("ab", 7), "ab", &seq));
+  CHECK(seq == 7);
+  CHECK_FALSE(outbox_format::parse_message_key(outbox_format::message_key("ab", 7), "a", &seq));
+}
