@@ -1,0 +1,222 @@
+#include "net/llm_client.h"
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
+
+#include "core/json.h"
+
+namespace agentd::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+struct Attempt {
+  Result<std::string> value;
+  bool retryable;
+};
+
+Attempt transient(std::string what) { return {unavailable("model endpoint: " + std::move(what)), true}; }
+
+template <typename Stream>
+asio::awaitable<Attempt> exchange(Stream& s, http::request<http::string_body>& req, bool streaming,
+                                  const ChunkFn& on_chunk, size_t max_bytes) {
+  auto [wec, wn] = co_await http::async_write(s, req, kTuple);
+  if (wec) co_return transient("write: " + wec.message());
+  beast::flat_buffer buf;
+  http::response_parser<http::string_body> p;
+  p.body_limit(max_bytes);
+  auto [hec, hn] = co_await http::async_read_header(s, buf, p, kTuple);
+  if (hec) co_return transient("read: " + hec.message());
+  unsigned status = p.get().result_int();
+  if (status >= 400) {
+    co_await http::async_read(s, buf, p, kTuple);  // best effort: the error text
+    std::string body = p.get().body().substr(0, 300);
+    std::string what = "HTTP " + std::to_string(status) + ": " + body;
+    if (status >= 500 || status == 429) co_return transient(what);
+    co_return Attempt{invalid_argument("model endpoint: " + what), false};
+  }
+  if (!streaming) {
+    auto [rec, rn] = co_await http::async_read(s, buf, p, kTuple);
+    if (rec) co_return transient("read: " + rec.message());
+    co_return Attempt{LlmClient::parse_reply(p.get().body()), false};
+  }
+  // Server-sent events: one "data: {...}" line per delta, "data: [DONE]" last.
+  std::string full;
+  size_t consumed = 0;
+  bool done = false;
+  while (!done) {
+    if (p.is_done()) break;
+    auto [rec, rn] = co_await http::async_read_some(s, buf, p, kTuple);
+    if (rec == http::error::end_of_stream || rec == asio::error::eof) break;
+    if (rec) co_return transient("read: " + rec.message());
+    const std::string& body = p.get().body();
+    for (;;) {
+      auto nl = body.find('\n', consumed);
+      if (nl == std::string::npos) break;
+      std::string_view line(body.data() + consumed, nl - consumed);
+      consumed = nl + 1;
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (line.substr(0, 5) != "data:") continue;
+      line.remove_prefix(5);
+      while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+      std::string delta;
+      auto more = LlmClient::parse_stream_event(line, &delta);
+      if (!more) co_return Attempt{more.status(), false};
+      if (!*more) {
+        done = true;
+        break;
+      }
+      if (!delta.empty()) {
+        full += delta;
+        if (on_chunk) on_chunk(delta);
+      }
+    }
+  }
+  co_return Attempt{full, false};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<LlmClient>> LlmClient::create(asio::any_io_executor ex, LlmOptions options) {
+  auto u = boost::urls::parse_uri(options.base_url);
+  if (!u) return invalid_argument("--llm-base-url: not a URL: " + options.base_url);
+  Target t;
+  std::string scheme(u->scheme());
+  if (scheme != "http" && scheme != "https") return invalid_argument("--llm-base-url: scheme must be http or https");
+  t.tls = scheme == "https";
+  t.host = std::string(u->host());
+  if (t.host.empty()) return invalid_argument("--llm-base-url: no host");
+  t.port = u->has_port() ? std::string(u->port()) : (t.tls ? "443" : "80");
+  t.path = std::string(u->encoded_path());
+  while (!t.path.empty() && t.path.back() == '/') t.path.pop_back();
+  t.path += "/chat/completions";
+  if (options.model.empty()) return invalid_argument("--llm-model: required with --llm-base-url");
+  return std::unique_ptr<LlmClient>(new LlmClient(std::move(ex), std::move(options), std::move(t)));
+}
+
+LlmClient::LlmClient(asio::any_io_executor ex, LlmOptions options, Target target)
+    : ex_(std::move(ex)), opts_(std::move(options)), target_(std::move(target)) {
+  if (target_.tls) {
+    tls_ = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+    tls_->set_default_verify_paths();
+    tls_->set_verify_mode(asio::ssl::verify_peer);
+  }
+}
+
+std::string LlmClient::request_body(const ChatRequest& req) const {
+  std::string msgs = "[";
+  for (size_t i = 0; i < req.messages.size(); ++i) {
+    if (i) msgs += ',';
+    msgs += JsonObject().str("role", req.messages[i].role).str("content", req.messages[i].content).done();
+  }
+  msgs += ']';
+  return JsonObject().str("model", opts_.model).raw("messages", msgs).boolean("stream", req.stream).done();
+}
+
+Result<std::string> LlmClient::parse_reply(std::string_view body) {
+  auto d = parse_strict(body, JsonLimits{16u << 20, 64});
+  if (!d) return invalid_argument("model reply: " + d.status().message());
+  const auto& v = *d;
+  if (!v.IsObject() || !v.HasMember("choices") || !v["choices"].IsArray() || v["choices"].Empty()) {
+    return invalid_argument("model reply: choices: missing or empty");
+  }
+  const auto& c = v["choices"][0];
+  if (!c.IsObject() || !c.HasMember("message") || !c["message"].IsObject() || !c["message"].HasMember("content") ||
+      !c["message"]["content"].IsString()) {
+    return invalid_argument("model reply: choices[0].message.content: missing or not a string");
+  }
+  return std::string(c["message"]["content"].GetString(), c["message"]["content"].GetStringLength());
+}
+
+Result<bool> LlmClient::parse_stream_event(std::string_view data, std::string* delta) {
+  if (data == "[DONE]") return false;
+  auto d = parse_strict(data);
+  if (!d) return invalid_argument("model stream event: " + d.status().message());
+  const auto& v = *d;
+  if (!v.IsObject() || !v.HasMember("choices") || !v["choices"].IsArray()) {
+    return invalid_argument("model stream event: choices: missing");
+  }
+  if (v["choices"].Empty()) return true;
+  const auto& c = v["choices"][0];
+  if (c.IsObject() && c.HasMember("delta") && c["delta"].IsObject() && c["delta"].HasMember("content") &&
+      c["delta"]["content"].IsString()) {
+    delta->assign(c["delta"]["content"].GetString(), c["delta"]["content"].GetStringLength());
+  }
+  return true;
+}
+
+void LlmClient::complete(ChatRequest req, ChunkFn on_chunk, std::function<void(Result<std::string>)> done) {
+  auto strand = asio::make_strand(ex_);
+  auto http_req = std::make_shared<http::request<http::string_body>>(http::verb::post, target_.path, 11);
+  http_req->set(http::field::host, target_.host);
+  http_req->set(http::field::user_agent, "agentd");
+  http_req->set(http::field::content_type, "application/json");
+  if (req.stream) http_req->set(http::field::accept, "text/event-stream");
+  if (!opts_.api_key.empty()) http_req->set(http::field::authorization, "Bearer " + opts_.api_key);
+  http_req->body() = request_body(req);
+  http_req->prepare_payload();
+
+  auto once = [this, http_req, stream = req.stream, timeout = req.timeout,
+               on_chunk](asio::any_io_executor ex) -> asio::awaitable<Attempt> {
+    tcp::resolver resolver(ex);
+    auto [rec, results] = co_await resolver.async_resolve(target_.host, target_.port, kTuple);
+    if (rec) co_return transient("resolve " + target_.host + ": " + rec.message());
+    if (!target_.tls) {
+      beast::tcp_stream s(ex);
+      s.expires_after(timeout);
+      auto [cec, ep] = co_await s.async_connect(results, kTuple);
+      if (cec) co_return transient("connect: " + cec.message());
+      Attempt a = co_await exchange(s, *http_req, stream, on_chunk, opts_.max_reply_bytes);
+      beast::error_code ignored;
+      s.socket().shutdown(tcp::socket::shutdown_both, ignored);
+      co_return a;
+    }
+    beast::ssl_stream<beast::tcp_stream> s(ex, *tls_);
+    if (!SSL_set_tlsext_host_name(s.native_handle(), target_.host.c_str())) {
+      co_return Attempt{invalid_argument("TLS: cannot set SNI host name"), false};
+    }
+    s.set_verify_callback(asio::ssl::host_name_verification(target_.host));
+    beast::get_lowest_layer(s).expires_after(timeout);
+    auto [cec, ep] = co_await beast::get_lowest_layer(s).async_connect(results, kTuple);
+    if (cec) co_return transient("connect: " + cec.message());
+    auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::client, kTuple);
+    if (hec) co_return Attempt{unavailable("model endpoint: TLS handshake: " + hec.message()), true};
+    co_return co_await exchange(s, *http_req, stream, on_chunk, opts_.max_reply_bytes);
+  };
+
+  asio::co_spawn(
+      strand,
+      [strand, once, retries = opts_.retries, done = std::move(done)]() -> asio::awaitable<void> {
+        auto backoff = std::chrono::milliseconds(250);
+        for (int attempt = 0;; ++attempt) {
+          Attempt a = co_await once(strand);
+          if (a.value.is_ok() || !a.retryable || attempt >= retries) {
+            done(std::move(a.value));
+            co_return;
+          }
+          asio::steady_timer t(strand, backoff);
+          co_await t.async_wait(kTuple);
+          backoff *= 2;
+        }
+      },
+      asio::detached);
+}
+
+}  // namespace agentd::net
