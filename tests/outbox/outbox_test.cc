@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
 #include <filesystem>
@@ -338,4 +339,218 @@ TEST_CASE("format decoders name what is corrupt") {
   CHECK(outbox_format::parse_message_key(outbox_format::message_key("ab", 7), "ab", &seq));
   CHECK(seq == 7);
   CHECK_FALSE(outbox_format::parse_message_key(outbox_format::message_key("ab", 7), "a", &seq));
+}
+
+TEST_CASE("seq is contiguous per plan under many concurrent producers; the observer sees commit order") {
+  TempDir d;
+  auto ob = open_outbox(d.path, true);
+  constexpr int kThreads = 24, kPlans = 12, kPerThread = 120;
+  std::mutex mu;
+  std::map<std::string, std::vector<uint64_t>> observed;  // plan -> seqs in observer order
+  std::map<std::string, std::map<uint64_t, std::string>> returned;
+  std::atomic<int> observer_calls{0};
+  ob->set_observer([&](const std::vector<CommittedMessage>& batch) {
+    ++observer_calls;
+    std::lock_guard l(mu);
+    for (const auto& m : batch) observed[m.plan_id].push_back(m.seq);
+  });
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string plan = "plan-" + std::to_string((t * 7 + i) % kPlans);
+        auto r = ob->append_sync(message_request(plan, "t" + std::to_string(t) + "-" + std::to_string(i)));
+        REQUIRE(r.is_ok());
+        std::lock_guard l(mu);
+        bool inserted = returned[plan].emplace(r->seq, *r->bytes).second;
+        CHECK(inserted);  // no seq handed out twice
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  size_t total = 0;
+  for (auto& [plan, seqs] : returned) {
+    total += seqs.size();
+    CHECK(seqs.begin()->first == 1);
+    CHECK(seqs.rbegin()->first == seqs.size());  // 1..N without gap
+    auto stored = ob->read_messages(plan, 0, 100000);
+    REQUIRE(stored.is_ok());
+    REQUIRE(stored->size() == seqs.size());
+    for (const auto& m : *stored) CHECK(*m.bytes == seqs[m.seq]);
+    // The observer saw each seq once, ascending.
+    const auto& obs = observed[plan];
+    REQUIRE(obs.size() == seqs.size());
+    for (size_t i = 0; i < obs.size(); ++i) CHECK(obs[i] == i + 1);
+  }
+  CHECK(total == size_t{kThreads} * kPerThread);
+  CHECK(ob->stats()->pending == total);
+  // Group commit happened: fewer commits than appends.
+  MESSAGE("observer calls (commits): " << observer_calls.load() << " for " << total << " appends");
+  CHECK(observer_calls.load() < static_cast<int>(total));
+}
+
+TEST_CASE("async_append completes through a strand") {
+  TempDir d;
+  auto ob = open_outbox(d.path);
+  boost::asio::io_context io;
+  auto strand = boost::asio::make_strand(io);
+  auto guard = boost::asio::make_work_guard(io);
+  std::thread t1([&] { io.run(); }), t2([&] { io.run(); });
+  std::atomic<int> done{0}, on_strand{0};
+  uint64_t max_seq = 0;  // touched only on the strand
+  for (int i = 0; i < 50; ++i) {
+    ob->async_append(message_request("p1", "m" + std::to_string(i)),
+                     boost::asio::bind_executor(strand, [&](Result<AppendResult> r) {
+                       REQUIRE(r.is_ok());
+                       if (strand.running_in_this_thread()) ++on_strand;
+                       max_seq = std::max(max_seq, r->seq);
+                       ++done;
+                     }));
+  }
+  while (done < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  guard.reset();
+  t1.join();
+  t2.join();
+  CHECK(on_strand == 50);
+  CHECK(max_seq == 50);
+}
+
+TEST_CASE("retention with track_pending prunes flushed messages only, keeping each plan's last") {
+  TempDir d;
+  OutboxOptions o;
+  o.dir = d.path;
+  o.track_pending = true;
+  o.flushed_retention = std::chrono::seconds(0);
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  auto& ob = *r;
+  for (int i = 1; i <= 10; ++i) append_ok(*ob, message_request("p1", "m" + std::to_string(i)));
+  // Pending ids 1..10 are seqs 1..10.
+  REQUIRE(ob->ack_sync({1, 2, 3, 4, 5, 7}).is_ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK(*ob->first_seq("p1") == 6);  // 6 is pending: it and everything after stays
+  CHECK(ob->read_messages("p1", 0, 100)->size() == 5);
+  CHECK(ob->read_pending(100, 1 << 20)->size() == 4);  // pending entries still resolve their bytes
+  REQUIRE(ob->ack_sync({6, 8, 9, 10}).is_ok());
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK(*ob->first_seq("p1") == 10);
+  CHECK(*ob->last_seq("p1") == 10);
+  // Seq continues after pruning and after reopen.
+  CHECK(append_ok(*ob, message_request("p1", "m11")).seq == 11);
+  ob.reset();
+  r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  CHECK(append_ok(**r, message_request("p1", "m12")).seq == 12);
+}
+
+TEST_CASE("the writer applies retention periodically") {
+  TempDir d;
+  OutboxOptions o;
+  o.dir = d.path;
+  o.track_pending = true;
+  o.flushed_retention = std::chrono::seconds(0);
+  o.prune_interval = std::chrono::milliseconds(20);
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  for (int i = 1; i <= 5; ++i) append_ok(**r, message_request("p1", "m" + std::to_string(i)));
+  REQUIRE((*r)->ack_sync({1, 2, 3, 4, 5}).is_ok());
+  for (int i = 0; i < 200 && *(*r)->first_seq("p1") != 5; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(*(*r)->first_seq("p1") == 5);
+}
+
+TEST_CASE("embedded retention removes only finished plans older than the cutoff") {
+  TempDir d;
+  OutboxOptions o;
+  o.dir = d.path;
+  o.finished_plan_retention = std::chrono::seconds(60);
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  auto& ob = *r;
+  std::string old_time = format_rfc3339_ms(now_unix_ms() - 3600 * 1000);
+  std::string now_time = now_rfc3339();
+  auto add = [&](const std::string& id, PlanStatus s, const std::string& at) {
+    AppendRequest a;
+    a.plan = make_plan(id, "alice", at, s);
+    a.message = test::make_message(id, "m1");
+    append_ok(*ob, a);
+    append_ok(*ob, message_request(id, "m2"));
+  };
+  add("old-done", PlanStatus::kCompleted, old_time);
+  add("old-running", PlanStatus::kRunning, old_time);
+  add("new-done", PlanStatus::kFailed, now_time);
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK_FALSE(ob->get_plan("old-done")->has_value());
+  CHECK(ob->read_messages("old-done", 0, 10)->empty());
+  CHECK(ob->get_plan("old-running")->has_value());
+  CHECK(ob->read_messages("old-running", 0, 10)->size() == 2);
+  CHECK(ob->read_messages("new-done", 0, 10)->size() == 2);
+  auto list = ob->list_plans("alice", 10);
+  REQUIRE(list.is_ok());
+  CHECK(list->size() == 2);
+  CHECK(ob->stats()->messages == 4);
+}
+
+TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and recovers after ack and prune") {
+  TempDir d;
+  OutboxOptions o;
+  o.dir = d.path;
+  o.track_pending = true;
+  o.max_bytes = 1 << 20;
+  o.flushed_retention = std::chrono::seconds(0);
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  auto& ob = *r;
+  std::string big(900, 'x');
+  std::vector<std::string> stored;
+  Status full;
+  for (int i = 0; i < 5000; ++i) {
+    auto a = ob->append_sync(message_request("p1", "m" + std::to_string(i), big));
+    if (!a.is_ok()) {
+      full = a.status();
+      break;
+    }
+    stored.push_back(*a->bytes);
+  }
+  REQUIRE(full.code() == Code::kOutboxFull);
+  CHECK(full.message().find("outbox full") != std::string::npos);
+  MESSAGE("full after " << stored.size() << " messages of ~1 KiB in a 1 MiB map");
+  CHECK(stored.size() > 100);
+  // Full is not sticky, and nothing acknowledged was lost.
+  CHECK(ob->append_sync(message_request("p1", "again", big)).status().code() == Code::kOutboxFull);
+  auto msgs = ob->read_messages("p1", 0, 100000);
+  REQUIRE(msgs.is_ok());
+  REQUIRE(msgs->size() == stored.size());
+  for (size_t i = 0; i < stored.size(); ++i) CHECK(*(*msgs)[i].bytes == stored[i]);
+  // The flusher acks, retention prunes: appends work again, seq continues.
+  std::vector<uint64_t> ids;
+  for (auto& e : *ob->read_pending(100000, 1u << 30)) ids.push_back(e.id);
+  REQUIRE(ob->ack_sync(ids).is_ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(ob->prune_sync().is_ok());
+  auto after = ob->append_sync(message_request("p1", "after", big));
+  REQUIRE_MESSAGE(after.is_ok(), after.status().to_string());
+  CHECK(after->seq == stored.size() + 1);
+}
+
+TEST_CASE("the append queue is bounded") {
+  TempDir d;
+  OutboxOptions o;
+  o.dir = d.path;
+  o.max_queue = 4;
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  std::atomic<int> ok{0}, unavailable{0}, done{0};
+  for (int i = 0; i < 200; ++i) {
+    (*r)->append(message_request("p1", "m" + std::to_string(i)), [&](Result<AppendResult> a) {
+      if (a.is_ok()) ++ok;
+      if (a.status().code() == Code::kUnavailable) ++unavailable;
+      ++done;
+    });
+  }
+  while (done < 200) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(ok + unavailable == 200);
+  CHECK(unavailable > 0);
+  CHECK(*(*r)->last_seq("p1") == static_cast<uint64_t>(ok.load()));
 }
