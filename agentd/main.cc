@@ -7,18 +7,24 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
-#include <boost/asio/signal_set.hpp>
 
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "net/listener.h"
-#include "net/router.h"
+#include "core/metrics.h"
+#include "net/mongo_history.h"
+#include "net/server.h"
+#include "outbox/outbox.h"
+#include "store/message_store.h"
+#include "store/mongo.h"
 
 namespace {
 
@@ -36,7 +42,34 @@ struct Config {
   std::string mongo_uri;
   unsigned threads = 2;
   std::string log_level = "info";
+  // ---- net (HTTP/WebSocket) ----
+  std::string auth = "dev";
+  std::string auth_token_file;
+  std::string cors_origins;
+  size_t max_body_bytes = 1 << 20;
+  size_t max_connections = 10000;
+  size_t ws_max_per_plan = 2000;
+  size_t ws_queue_frames = 4096;
+  unsigned header_timeout_ms = 10000;
+  unsigned ws_idle_timeout_ms = 60000;
+  unsigned shutdown_timeout_ms = 10000;
+  uint64_t outbox_max_bytes = 8ull << 30;
 };
+
+std::vector<std::string> split_csv(const std::string& s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i <= s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    std::string item = s.substr(i, j - i);
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    if (!item.empty()) out.push_back(item);
+    i = j + 1;
+  }
+  return out;
+}
 
 bool split_host_port(const std::string& s, std::string* host, unsigned short* port) {
   auto colon = s.rfind(':');
@@ -78,6 +111,51 @@ int main(int argc, char** argv) {
       ->envname("AGENTD_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
+  // ---- net flags ----
+  app.add_option("--auth", cfg.auth,
+                 "identity: dev (x-ms-client-principal-id if sent, else the zero-UUID user; local runs only), "
+                 "header (x-ms-client-principal-id required and trusted: only behind an authenticating proxy), "
+                 "token (Authorization: Bearer checked against --auth-token-file)")
+      ->envname("AGENTD_AUTH")
+      ->check(CLI::IsMember({"dev", "header", "token"}))
+      ->capture_default_str();
+  app.add_option("--auth-token-file", cfg.auth_token_file, "file of '<token> <user_id>' lines for --auth=token")
+      ->envname("AGENTD_AUTH_TOKEN_FILE");
+  app.add_option("--cors-origins", cfg.cors_origins, "comma-separated allowed browser origins ('*' = any)")
+      ->envname("AGENTD_CORS_ORIGINS");
+  app.add_option("--max-body-bytes", cfg.max_body_bytes, "largest request body; larger -> 413")
+      ->envname("AGENTD_MAX_BODY_BYTES")
+      ->check(CLI::Range(size_t{1024}, size_t{64} << 20))
+      ->capture_default_str();
+  app.add_option("--max-connections", cfg.max_connections, "open TCP connections (HTTP + WebSocket) at most")
+      ->envname("AGENTD_MAX_CONNECTIONS")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--ws-max-per-plan", cfg.ws_max_per_plan, "WebSockets per plan at most")
+      ->envname("AGENTD_WS_MAX_PER_PLAN")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--ws-queue-frames", cfg.ws_queue_frames,
+                 "per-WebSocket send queue; a client that lets it fill is closed as a slow consumer")
+      ->envname("AGENTD_WS_QUEUE_FRAMES")
+      ->check(CLI::Range(size_t{2}, size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--header-timeout-ms", cfg.header_timeout_ms, "idle keep-alive / request header read timeout")
+      ->envname("AGENTD_HEADER_TIMEOUT_MS")
+      ->check(CLI::Range(10u, 3600000u))
+      ->capture_default_str();
+  app.add_option("--ws-idle-timeout-ms", cfg.ws_idle_timeout_ms,
+                 "WebSocket idle timeout (pings are sent at half of it; no answer -> closed)")
+      ->envname("AGENTD_WS_IDLE_TIMEOUT_MS")
+      ->check(CLI::Range(100u, 3600000u))
+      ->capture_default_str();
+  app.add_option("--shutdown-timeout-ms", cfg.shutdown_timeout_ms,
+                 "on SIGTERM/SIGINT: time for in-flight requests and WebSocket closes")
+      ->envname("AGENTD_SHUTDOWN_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--outbox-max-bytes", cfg.outbox_max_bytes, "outbox size limit; appends beyond it get 503")
+      ->envname("AGENTD_OUTBOX_MAX_BYTES")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -110,29 +188,111 @@ int main(int argc, char** argv) {
     return kExitDataDir;
   }
 
-  boost::asio::io_context ioc(static_cast<int>(cfg.threads));
-  agentd::net::Router router;
-  auto listener = agentd::net::Listener::create(ioc, {addr, port}, router);
-  if (!listener) {
-    spdlog::error("{}", listener.status().message());
-    return kExitListen;
+  // ==== net: outbox, MongoDB reads, HTTP/WebSocket server (begin) ====
+  // Block SIGINT/SIGTERM in every thread (they inherit the mask); this thread
+  // waits for them with sigwait() below.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  agentd::OutboxOptions oopts;
+  oopts.dir = cfg.data_dir;
+  oopts.track_pending = !cfg.mongo_uri.empty();
+  oopts.max_bytes = cfg.outbox_max_bytes;
+  auto outbox = agentd::Outbox::open(oopts);
+  if (!outbox) {
+    spdlog::error("--data-dir {}: {}", cfg.data_dir, outbox.status().to_string());
+    return kExitDataDir;
   }
-  (*listener)->run();
-  auto ep = (*listener)->local_endpoint();
-  spdlog::info("agentd listening on http://{}:{} (data {}, {})", ep.address().to_string(), ep.port(), cfg.data_dir,
-               cfg.mongo_uri.empty() ? "embedded default: no MongoDB" : "MongoDB configured");
+  std::unique_ptr<agentd::MongoPool> mongo_pool;
+  std::unique_ptr<agentd::MessageStore> message_store;
+  std::unique_ptr<agentd::net::StoreHistoryReader> history;
+  if (!cfg.mongo_uri.empty()) {
+    auto pool = agentd::MongoPool::open(cfg.mongo_uri);
+    if (!pool) {
+      spdlog::error("--mongo-uri: {}", pool.status().to_string());
+      return kExitUsage;
+    }
+    mongo_pool = std::move(*pool);
+    message_store = std::make_unique<agentd::MessageStore>(mongo_pool.get());
+    history = std::make_unique<agentd::net::StoreHistoryReader>(message_store.get());
+  }
+  // MongoDB's state for /readyz, pinged off the network threads.
+  std::mutex mongo_mu;
+  agentd::Status mongo_state = agentd::unavailable("not pinged yet");  // guarded by mongo_mu
+  std::jthread mongo_pinger;
+  if (mongo_pool) {
+    mongo_pinger = std::jthread([&](std::stop_token st) {
+      while (!st.stop_requested()) {
+        agentd::Status s = mongo_pool->ping();
+        {
+          std::lock_guard lock(mongo_mu);
+          mongo_state = s;
+        }
+        std::mutex m;
+        std::unique_lock lk(m);
+        std::condition_variable_any cv;
+        cv.wait_for(lk, st, std::chrono::seconds(2), [] { return false; });
+      }
+    });
+  }
 
-  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code&, int sig) {
-    spdlog::info("signal {}: stopping", sig);
-    (*listener)->stop();
-    ioc.stop();
-  });
+  agentd::MetricsRegistry metrics;
+  agentd::net::ServerConfig scfg;
+  scfg.listen = {addr, port};
+  scfg.threads = cfg.threads;
+  scfg.auth = *agentd::net::parse_auth_mode(cfg.auth);
+  scfg.auth_token_file = cfg.auth_token_file;
+  scfg.cors_origins = split_csv(cfg.cors_origins);
+  scfg.max_body_bytes = cfg.max_body_bytes;
+  scfg.max_connections = cfg.max_connections;
+  scfg.ws_max_per_plan = cfg.ws_max_per_plan;
+  scfg.ws_queue_frames = cfg.ws_queue_frames;
+  scfg.header_timeout = std::chrono::milliseconds(cfg.header_timeout_ms);
+  scfg.ws_idle_timeout = std::chrono::milliseconds(cfg.ws_idle_timeout_ms);
+  agentd::Outbox* ob = outbox->get();
+  agentd::net::ServerDeps deps;
+  deps.log = ob;
+  deps.first_seq = [ob](std::string_view plan_id) { return ob->first_seq(plan_id); };
+  deps.history = history.get();
+  deps.plans = nullptr;  // the runtime's PlanService, when wired
+  deps.metrics = &metrics;
+  deps.outbox_ready = [ob]() -> agentd::Status {
+    auto st = ob->stats();
+    if (!st) return st.status();
+    if (st->max_bytes && st->used_bytes * 100 >= st->max_bytes * 98) {
+      return {agentd::Code::kOutboxFull,
+              "outbox is full (" + std::to_string(st->used_bytes) + " of " + std::to_string(st->max_bytes) + " bytes)"};
+    }
+    return agentd::Status::ok();
+  };
+  if (mongo_pool) {
+    deps.mongo_ready = [&]() {
+      std::lock_guard lock(mongo_mu);
+      return mongo_state;
+    };
+  }
+  auto server = agentd::net::Server::create(scfg, std::move(deps));
+  if (!server) {
+    spdlog::error("{}", server.status().to_string());
+    return server.status().code() == agentd::Code::kUnavailable ? kExitListen : kExitUsage;
+  }
+  ob->set_observer((*server)->commit_observer());
+  (*server)->start();
+  auto ep = (*server)->local_endpoint();
+  spdlog::info("agentd listening on http://{}:{} (data {}, {}, auth {})", ep.address().to_string(), ep.port(),
+               cfg.data_dir, cfg.mongo_uri.empty() ? "embedded default: no MongoDB" : "MongoDB configured", cfg.auth);
 
-  std::vector<std::thread> threads;
-  for (unsigned i = 1; i < cfg.threads; ++i) threads.emplace_back([&] { ioc.run(); });
-  ioc.run();
-  for (auto& t : threads) t.join();
+  // Wait for SIGTERM/SIGINT on this thread, then stop gracefully.
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  spdlog::info("signal {}: stopping (in-flight requests finish, WebSockets close with 1001)", sig);
+  (*server)->stop(std::chrono::milliseconds(cfg.shutdown_timeout_ms));
+  server->reset();
+  mongo_pinger = {};
+  outbox->reset();
+  // ==== net (end) ====
   spdlog::info("agentd stopped");
   return kExitOk;
 }

@@ -2,47 +2,204 @@
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
 
-#include <chrono>
+#include <algorithm>
+
+#include "net/body.h"
+#include "net/websocket_session.h"
 
 namespace agentd::net {
 
 namespace beast = boost::beast;
+namespace asio = boost::asio;
+
+HttpSession::HttpSession(asio::ip::tcp::socket&& socket, ServerState& st)
+    : st_(st), router_(st), stream_(std::move(socket)) {
+  st_.metrics.open_connections.add(1);
+}
+
+HttpSession::~HttpSession() {
+  st_.sessions.remove(this);
+  st_.metrics.open_connections.add(-1);
+  // The connection count follows the socket into a WebsocketSession.
+  if (!upgraded_) st_.connections.fetch_sub(1);
+}
 
 void HttpSession::run() {
-  boost::asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
+  st_.sessions.add(shared_from_this());
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
+}
+
+void HttpSession::shutdown() {
+  asio::post(stream_.get_executor(), [self = shared_from_this()] {
+    self->closing_ = true;
+    // Idle (waiting for a request): closing the socket ends the pending read.
+    if (!self->busy_) self->stream_.close();
+  });
 }
 
 void HttpSession::do_read() {
+  if (closing_) return do_close();
+  busy_ = false;
   parser_.emplace();
-  parser_->body_limit(1 << 20);
-  parser_->header_limit(16 * 1024);
-  stream_.expires_after(std::chrono::seconds(30));
+  parser_->body_limit(st_.cfg.max_body_bytes);
+  parser_->header_limit(static_cast<std::uint32_t>(st_.cfg.max_header_bytes));
+  stream_.expires_after(st_.cfg.header_timeout);
+  http::async_read_header(stream_, buffer_, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_header(ec, n); });
+}
+
+void HttpSession::on_header(beast::error_code ec, std::size_t) {
+  if (ec) return do_close();  // end of stream, timeout, malformed header
+  busy_ = true;
+  start_ = std::chrono::steady_clock::now();
+  const auto& h = parser_->get();
+  method_ = std::string(h.method_string());
+  target_ = std::string(h.target());
+  version_ = h.version();
+  origin_.clear();
+  if (auto it = h.find(http::field::origin); it != h.end()) origin_ = std::string(it->value());
+  route_ = "unmatched";
+  if (auto len = parser_->content_length(); len && *len > st_.cfg.max_body_bytes) {
+    closing_ = true;  // the body stays unread
+    return send(json_response(http::status::payload_too_large,
+                              "{\"detail\":\"request body of " + std::to_string(*len) + " bytes is over the limit of " +
+                                  std::to_string(st_.cfg.max_body_bytes) + " bytes\"}"),
+                false);
+  }
+  stream_.expires_after(st_.cfg.read_timeout);
   http::async_read(stream_, buffer_, *parser_,
                    [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_read(ec, n); });
 }
 
 void HttpSession::on_read(beast::error_code ec, std::size_t) {
-  if (ec == http::error::end_of_stream) return do_close();
+  if (ec == http::error::body_limit) {
+    closing_ = true;
+    return send(
+        json_response(http::status::payload_too_large, "{\"detail\":\"request body is over the limit of " +
+                                                           std::to_string(st_.cfg.max_body_bytes) + " bytes\"}"),
+        false);
+  }
   if (ec) return do_close();
-  const Request& req = parser_->get();
-  res_ = std::make_shared<Response>(router_.handle(req));
-  bool keep_alive = res_->keep_alive();
+  stream_.expires_never();
+  handle(parser_->release());
+}
+
+void HttpSession::handle(Request req) {
+  auto t = parse_target(req.target());
+  if (!t) {
+    route_ = "unmatched";
+    return send(error_response(t.status(), st_.cfg.retry_after_seconds), req.keep_alive());
+  }
+  RouteMatch m = match_route(req.method(), t->path);
+  route_ = std::string(m.name);
+  if (m.id == RouteId::kSocket && beast::websocket::is_upgrade(req)) return upgrade(std::move(req), m, *t);
+  bool keep_alive = req.keep_alive();
+  auto self = shared_from_this();
+  router_.dispatch(m, req, *t, [self, keep_alive](Response res) {
+    asio::post(self->stream_.get_executor(),
+               [self, keep_alive, res = std::move(res)]() mutable { self->send(std::move(res), keep_alive); });
+  });
+}
+
+void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
+  auto id = st_.auth.identify(req, true, t.get("user_id").value_or(""), t.get("token").value_or(""));
+  if (!id) return send(error_response(id.status(), st_.cfg.retry_after_seconds), false);
+  auto after = t.get_u64("after_seq", 0);
+  if (!after) {
+    return send(
+        json_response(http::status::unprocessable_entity,
+                      validation_detail({{{"query", "after_seq"}, after.status().message(), "type_error.integer"}})),
+        false);
+  }
+  std::string plan_id = m.param;
+  auto self = shared_from_this();
+  st_.run_read(
+      [this, plan_id] { return st_.reader.get_plan(plan_id); },
+      [self, plan_id, ident = std::move(*id), after_seq = *after,
+       req = std::make_shared<Request>(std::move(req))](Result<std::optional<PlanRecord>> p) mutable {
+        asio::post(self->stream_.get_executor(), [self, plan_id, ident = std::move(ident), after_seq, req,
+                                                  p = std::move(p)]() mutable {
+          if (!p) return self->send(error_response(p.status(), self->st_.cfg.retry_after_seconds), false);
+          if (!p->has_value() || (*p)->user_id != ident.user_id) {
+            return self->send(json_response(http::status::not_found, R"({"detail":"Plan not found"})"), false);
+          }
+          if (self->closing_) {
+            return self->send(json_response(http::status::service_unavailable, R"({"detail":"server shutting down"})"),
+                              false);
+          }
+          self->upgraded_ = true;
+          auto ws = std::make_shared<WebsocketSession>(self->stream_.release_socket(), self->st_, plan_id,
+                                                       ident.user_id, after_seq, ident.ws_protocol);
+          spdlog::info(
+              "{} {} 101 user={} {:.1f}ms", self->method_, self->target_, ident.user_id,
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - self->start_).count());
+          self->st_.metrics.record_request(
+              self->route_, 101,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - self->start_).count());
+          ws->run(std::move(*req));
+        });
+      });
+}
+
+void HttpSession::send(Response res, bool keep_alive) {
+  if (!origin_.empty()) {
+    const auto& allowed = st_.cfg.cors_origins;
+    bool any = std::find(allowed.begin(), allowed.end(), "*") != allowed.end();
+    if (any || std::find(allowed.begin(), allowed.end(), origin_) != allowed.end()) {
+      res.set(http::field::access_control_allow_origin, origin_);
+      res.set(http::field::vary, "Origin");
+      res.set(http::field::access_control_allow_credentials, "true");
+      if (res.result() == http::status::no_content) {
+        res.set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
+        res.set(http::field::access_control_allow_headers, "Content-Type, Authorization, x-ms-client-principal-id");
+        res.set(http::field::access_control_max_age, "600");
+      }
+    }
+  }
+  if (closing_ || st_.stopping.load()) keep_alive = false;
+  res.version(version_);
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  unsigned code = res.result_int();
+  st_.metrics.record_request(route_, code, secs);
+  spdlog::info("{} {} {} {}B {:.1f}ms", method_, target_, code, res.body().size(), secs * 1000);
+  res_ = std::make_shared<Response>(std::move(res));
+  stream_.expires_after(st_.cfg.read_timeout);
   http::async_write(stream_, *res_, [self = shared_from_this(), keep_alive](beast::error_code e, std::size_t n) {
     self->on_write(keep_alive, e, n);
   });
 }
 
 void HttpSession::on_write(bool keep_alive, beast::error_code ec, std::size_t) {
-  if (ec) return do_close();
   res_.reset();
-  if (!keep_alive) return do_close();
+  if (ec || !keep_alive) return do_close();
   do_read();
 }
 
 void HttpSession::do_close() {
+  busy_ = false;
+  closing_ = true;
+  if (draining_) return;
+  draining_ = true;
   beast::error_code ec;
-  stream_.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ec);
+  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  // Drain what the client still sends (e.g. the body of a 413) for a moment:
+  // closing with unread data would reset the connection and could destroy
+  // the response before the client read it.
+  stream_.expires_after(std::chrono::seconds(1));
+  do_drain();
+}
+
+void HttpSession::do_drain() {
+  buffer_.clear();
+  stream_.async_read_some(buffer_.prepare(16 * 1024), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    if (ec) return self->stream_.close();
+    self->do_drain();
+  });
 }
 
 }  // namespace agentd::net

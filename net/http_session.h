@@ -1,34 +1,54 @@
-// HttpSession: one HTTP/1.1 connection, on its own strand; reads a request,
-// asks the router, writes the response, repeats while keep-alive.
+// HttpSession: one HTTP/1.1 connection on its own strand. Reads a request
+// (header timeout, then body timeout and limit), routes it, writes the
+// response, repeats while keep-alive; hands WebSocket upgrades of
+// /api/v3/socket/{plan_id} to a WebsocketSession. One request in flight.
 #pragma once
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 
 #include "net/router.h"
+#include "net/state.h"
 
 namespace agentd::net {
 
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+class HttpSession : public std::enable_shared_from_this<HttpSession>, public Closable {
  public:
-  HttpSession(boost::asio::ip::tcp::socket&& socket, const Router& router)
-      : stream_(std::move(socket)), router_(router) {}
+  HttpSession(boost::asio::ip::tcp::socket&& socket, ServerState& st);
+  ~HttpSession() override;
   void run();
+  void shutdown() override;
 
  private:
   void do_read();
+  void on_header(boost::beast::error_code ec, std::size_t);
   void on_read(boost::beast::error_code ec, std::size_t);
+  void handle(Request req);
+  void upgrade(Request req, const RouteMatch& m, const Target& t);
+  // On the strand: finishes the response (CORS, keep-alive, log) and writes it.
+  void send(Response res, bool keep_alive);
   void on_write(bool keep_alive, boost::beast::error_code ec, std::size_t);
   void do_close();
+  void do_drain();
 
+  ServerState& st_;
+  Router router_;
   boost::beast::tcp_stream stream_;
   boost::beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<Response> res_;
-  const Router& router_;
+  // The request being answered (for the access log and CORS).
+  std::string method_, target_, origin_, route_;
+  unsigned version_ = 11;
+  std::chrono::steady_clock::time_point start_;
+  bool busy_ = false;      // a request is being handled or written
+  bool closing_ = false;   // close after the in-flight response
+  bool upgraded_ = false;  // the socket went to a WebsocketSession
+  bool draining_ = false;  // do_close ran
 };
 
 }  // namespace agentd::net

@@ -1,10 +1,19 @@
-// Router: maps an HTTP request to a handler and produces the response.
-// Handlers run on the connection's strand and must not block on I/O.
+// Router: maps a request to a handler (the REST API of the contract's
+// decisions, plus /healthz, /readyz, /metrics). Handlers run on the
+// connection's strand, never block on I/O (MongoDB reads go through
+// ServerState::run_read) and answer through `respond`, exactly once, from any
+// thread: the session posts the response back to its strand.
 #pragma once
 
 #include <boost/beast/http.hpp>
 
+#include <functional>
 #include <string>
+#include <string_view>
+
+#include "core/plan_record.h"
+#include "core/status.h"
+#include "net/query.h"
 
 namespace agentd::net {
 
@@ -12,12 +21,74 @@ namespace http = boost::beast::http;
 using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 
-class Router {
- public:
-  Response handle(const Request& req) const;
+struct ServerState;
+
+enum class RouteId {
+  kNotFound,
+  kMethodNotAllowed,
+  kPreflight,
+  kHealth,
+  kReady,
+  kMetrics,
+  kProcessRequest,
+  kPlans,
+  kPlan,
+  kPlanMessages,
+  kCancel,
+  kPlanApproval,
+  kUserClarification,
+  kAgentMessage,
+  kInitTeam,
+  kTeamConfigs,
+  kTeamConfig,
+  kSelectTeam,
+  kSocket,
 };
 
-// A JSON response with the request's version and keep-alive.
-Response json_response(const Request& req, http::status status, std::string body);
+struct RouteMatch {
+  RouteId id = RouteId::kNotFound;
+  std::string_view name = "unmatched";  // the route pattern, for metrics and logs
+  std::string param;                    // {plan_id} / {team_id}
+};
+
+RouteMatch match_route(http::verb method, std::string_view path);
+
+// A JSON response (version and keep-alive are set by the session).
+Response json_response(http::status status, std::string body);
+// Status -> HTTP (see plan_service.h): 422 with a FastAPI detail list, 404,
+// 409, 401, 413, 503 + Retry-After, else 500.
+Response error_response(const Status& s, int retry_after_seconds);
+// The plan record as REST returns it: encode_plan plus "id" and "timestamp".
+std::string plan_json(const PlanRecord& p);
+
+class Router {
+ public:
+  using Respond = std::function<void(Response)>;
+  explicit Router(ServerState& st) : st_(st) {}
+
+  void dispatch(const RouteMatch& m, const Request& req, const Target& t, Respond respond);
+
+ private:
+  void health(Respond respond);
+  void ready(Respond respond);
+  void metrics(Respond respond);
+  void process_request(const std::string& user, const Request& req, Respond respond);
+  void plans(const std::string& user, const Target& t, Respond respond);
+  void plan(const std::string& user, const Target& t, Respond respond);
+  void plan_messages(const std::string& user, const std::string& plan_id, const Target& t, Respond respond);
+  void cancel(const std::string& user, const std::string& plan_id, Respond respond);
+  void plan_approval(const std::string& user, const Request& req, Respond respond);
+  void user_clarification(const std::string& user, const Request& req, Respond respond);
+  void agent_message(const std::string& user, const Request& req, Respond respond);
+  void init_team(const std::string& user, Respond respond);
+  void team_configs(Respond respond);
+  void team_config(const std::string& team_id, Respond respond);
+  void select_team(const std::string& user, const Request& req, Respond respond);
+
+  // The user's plan; kNotFound for a missing plan and for another user's.
+  Result<PlanRecord> owned_plan(const std::string& user, std::string_view plan_id);
+
+  ServerState& st_;
+};
 
 }  // namespace agentd::net

@@ -1,0 +1,379 @@
+// The REST handlers (Router's members): contract decisions 1, 2, 6.
+#include <rapidjson/document.h>
+
+#include "core/clock.h"
+#include "core/envelope.h"
+#include "core/json.h"
+#include "net/body.h"
+#include "net/router.h"
+#include "net/state.h"
+
+namespace agentd::net {
+
+namespace {
+
+std::string jstr(std::string_view s) {
+  std::string out;
+  append_json_string(&out, s);
+  return out;
+}
+
+Response unprocessable(const Body& b) { return json_response(http::status::unprocessable_entity, b.detail()); }
+
+Response no_runtime() {
+  auto res = json_response(http::status::service_unavailable, R"({"detail":"runtime not configured"})");
+  res.set(http::field::retry_after, "5");
+  return res;
+}
+
+}  // namespace
+
+void Router::health(Respond respond) { respond(json_response(http::status::ok, R"({"status":"ok"})")); }
+
+void Router::ready(Respond respond) {
+  Status outbox = st_.deps.outbox_ready ? st_.deps.outbox_ready() : Status::ok();
+  std::string mongo = "not configured";
+  if (st_.deps.mongo_ready) {
+    Status m = st_.deps.mongo_ready();
+    mongo = m.is_ok() ? "ok" : "unreachable: " + m.message();
+  }
+  bool ok = outbox.is_ok() && !st_.stopping.load();
+  std::string body = "{\"status\":" + jstr(ok ? "ready" : "not ready") +
+                     ",\"outbox\":" + jstr(outbox.is_ok() ? "ok" : outbox.to_string()) + ",\"mongodb\":" + jstr(mongo) +
+                     ",\"runtime\":" + jstr(st_.deps.plans ? "ok" : "not configured") +
+                     ",\"stopping\":" + (st_.stopping.load() ? "true" : "false") + "}";
+  auto res = json_response(ok ? http::status::ok : http::status::service_unavailable, std::move(body));
+  if (!ok) res.set(http::field::retry_after, std::to_string(st_.cfg.retry_after_seconds));
+  respond(std::move(res));
+}
+
+void Router::metrics(Respond respond) {
+  Response res{http::status::ok, 11};
+  res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  res.body() = st_.deps.metrics->render();
+  respond(std::move(res));
+}
+
+void Router::process_request(const std::string& user, const Request& req, Respond respond) {
+  Body b(req.body(), st_.cfg.max_body_bytes);
+  SubmitRequest s;
+  s.user_id = user;
+  auto description = b.string("description", true);
+  auto session_id = b.string("session_id", false);
+  auto team_id = b.string("team_id", false);
+  s.auto_approve = b.boolean("auto_approve", false);
+  if (!b.ok()) return respond(unprocessable(b));
+  if (!st_.deps.plans) return respond(no_runtime());
+  s.description = std::move(*description);
+  if (session_id) s.session_id = std::move(*session_id);
+  if (team_id) s.team_id = std::move(*team_id);
+  int retry = st_.cfg.retry_after_seconds;
+  st_.deps.plans->submit(std::move(s), [respond = std::move(respond), retry](Result<SubmitResult> r) {
+    if (!r) return respond(error_response(r.status(), retry));
+    respond(json_response(http::status::ok, "{\"status\":\"Request started successfully\",\"session_id\":" +
+                                                jstr(r->session_id) + ",\"plan_id\":" + jstr(r->plan_id) + "}"));
+  });
+}
+
+void Router::plans(const std::string& user, const Target& t, Respond respond) {
+  std::optional<std::string> status = t.get("status");
+  int retry = st_.cfg.retry_after_seconds;
+  st_.run_read([this, user] { return st_.reader.list_plans(user, 10000); },
+               [respond = std::move(respond), status, retry](Result<std::vector<PlanRecord>> r) {
+                 if (!r) return respond(error_response(r.status(), retry));
+                 std::string out = "[";
+                 bool first = true;
+                 for (const auto& p : *r) {
+                   if (status && *status != plan_status_name(p.status) && *status != overall_status(p.status)) {
+                     continue;
+                   }
+                   if (!first) out += ',';
+                   first = false;
+                   out += plan_json(p);
+                 }
+                 out += ']';
+                 respond(json_response(http::status::ok, std::move(out)));
+               });
+}
+
+void Router::plan(const std::string& user, const Target& t, Respond respond) {
+  auto plan_id = t.get("plan_id");
+  if (!plan_id || plan_id->empty()) {
+    return respond(json_response(http::status::unprocessable_entity,
+                                 validation_detail({{{"query", "plan_id"}, "field required", "value_error.missing"}})));
+  }
+  struct Out {
+    Status status;
+    PlanRecord plan;
+    std::vector<StoredMessage> messages;
+  };
+  size_t cap = st_.cfg.plan_messages_cap;
+  st_.run_read(
+      [this, user, id = *plan_id, cap] {
+        Out o;
+        auto p = owned_plan(user, id);
+        if (!p) {
+          o.status = p.status();
+          return o;
+        }
+        o.plan = std::move(*p);
+        auto m = st_.reader.read_messages(id, 0, cap + 1);
+        if (!m) {
+          o.status = m.status();
+          return o;
+        }
+        o.messages = std::move(*m);
+        return o;
+      },
+      [this, respond = std::move(respond), cap](Out o) {
+        if (!o.status.is_ok()) return respond(error_response(o.status, st_.cfg.retry_after_seconds));
+        bool truncated = o.messages.size() > cap;
+        if (truncated) o.messages.resize(cap);
+        size_t bytes = 256 + o.plan.m_plan.size() * 2;
+        for (const auto& m : o.messages) bytes += m.bytes->size() + 1;
+        std::string out;
+        out.reserve(bytes);
+        out += "{\"plan\":";
+        out += plan_json(o.plan);
+        out += ",\"messages\":[";
+        for (size_t i = 0; i < o.messages.size(); ++i) {
+          if (i) out += ',';
+          out += *o.messages[i].bytes;  // the stored envelope, verbatim
+        }
+        out += "],\"m_plan\":";
+        out += o.plan.m_plan;
+        out += ",\"team\":";
+        std::optional<std::string> team, streaming;
+        if (st_.deps.plans) {
+          if (!o.plan.team_id.empty()) team = st_.deps.plans->team_config(o.plan.team_id);
+          streaming = st_.deps.plans->streaming_message(o.plan.plan_id);
+        }
+        out += team ? *team : "null";
+        out += ",\"streaming_message\":";
+        out += streaming ? jstr(*streaming) : "null";
+        out += ",\"truncated\":";
+        out += truncated ? "true" : "false";
+        if (truncated) out += ",\"next_after_seq\":" + std::to_string(o.messages.back().seq);
+        out += '}';
+        respond(json_response(http::status::ok, std::move(out)));
+      });
+}
+
+void Router::plan_messages(const std::string& user, const std::string& plan_id, const Target& t, Respond respond) {
+  auto after = t.get_u64("after_seq", 0);
+  auto limit = t.get_u64("limit", 1000);
+  if (!after || !limit) {
+    const Status& s = !after ? after.status() : limit.status();
+    std::string field = !after ? "after_seq" : "limit";
+    return respond(json_response(http::status::unprocessable_entity,
+                                 validation_detail({{{"query", field}, s.message(), "type_error.integer"}})));
+  }
+  size_t lim = static_cast<size_t>(std::min<uint64_t>(std::max<uint64_t>(*limit, 1), st_.cfg.page_max));
+  uint64_t after_seq = *after;
+  st_.run_read(
+      [this, user, plan_id, after_seq, lim]() -> Result<std::vector<StoredMessage>> {
+        auto p = owned_plan(user, plan_id);
+        if (!p) return p.status();
+        return st_.reader.read_messages(plan_id, after_seq, lim + 1);
+      },
+      [this, respond = std::move(respond), plan_id, after_seq, lim](Result<std::vector<StoredMessage>> r) {
+        if (!r) return respond(error_response(r.status(), st_.cfg.retry_after_seconds));
+        bool more = r->size() > lim;
+        if (more) r->resize(lim);
+        std::string out = "{\"plan_id\":" + jstr(plan_id) + ",\"messages\":[";
+        for (size_t i = 0; i < r->size(); ++i) {
+          if (i) out += ',';
+          out += *(*r)[i].bytes;
+        }
+        uint64_t next = r->empty() ? after_seq : r->back().seq;
+        out += "],\"next_after_seq\":" + std::to_string(next) + ",\"has_more\":" + (more ? "true" : "false") + "}";
+        respond(json_response(http::status::ok, std::move(out)));
+      });
+}
+
+void Router::cancel(const std::string& user, const std::string& plan_id, Respond respond) {
+  if (!st_.deps.plans) return respond(no_runtime());
+  int retry = st_.cfg.retry_after_seconds;
+  st_.deps.plans->cancel(user, plan_id, [respond = std::move(respond), retry, plan_id](Status s) {
+    if (!s.is_ok()) return respond(error_response(s, retry));
+    respond(json_response(http::status::ok, "{\"status\":\"canceled\",\"plan_id\":" + jstr(plan_id) + "}"));
+  });
+}
+
+void Router::plan_approval(const std::string& user, const Request& req, Respond respond) {
+  Body b(req.body(), st_.cfg.max_body_bytes);
+  ApprovalRequest a;
+  a.user_id = user;
+  auto m_plan_id = b.string("m_plan_id", true);
+  auto approved = b.boolean("approved", true);
+  auto feedback = b.string("feedback", false);
+  auto plan_id = b.string("plan_id", false);
+  if (!b.ok()) return respond(unprocessable(b));
+  if (!st_.deps.plans) return respond(no_runtime());
+  a.m_plan_id = std::move(*m_plan_id);
+  a.approved = *approved;
+  if (feedback) a.feedback = std::move(*feedback);
+  if (plan_id) a.plan_id = std::move(*plan_id);
+  int retry = st_.cfg.retry_after_seconds;
+  st_.deps.plans->approve(std::move(a), [respond = std::move(respond), retry](Result<std::string> r) {
+    if (!r) return respond(error_response(r.status(), retry));
+    respond(json_response(http::status::ok, "{\"status\":" + jstr(*r) + "}"));
+  });
+}
+
+void Router::user_clarification(const std::string& user, const Request& req, Respond respond) {
+  Body b(req.body(), st_.cfg.max_body_bytes);
+  ClarificationRequest c;
+  c.user_id = user;
+  auto request_id = b.string("request_id", true);
+  auto answer = b.string("answer", false);
+  auto plan_id = b.string("plan_id", false);
+  b.string("m_plan_id", false);  // accepted, unused (UP sends it)
+  if (!b.ok()) return respond(unprocessable(b));
+  if (!st_.deps.plans) return respond(no_runtime());
+  c.request_id = std::move(*request_id);
+  if (answer) c.answer = std::move(*answer);
+  if (plan_id) c.plan_id = std::move(*plan_id);
+  int retry = st_.cfg.retry_after_seconds;
+  st_.deps.plans->clarify(std::move(c), [respond = std::move(respond), retry](Status s) {
+    if (!s.is_ok()) return respond(error_response(s, retry));
+    respond(json_response(http::status::ok, R"({"status":"clarification recorded"})"));
+  });
+}
+
+// Body: plan_id, content (required); agent | agent_name, agent_type,
+// is_final, raw_data (string or object), streaming_message, message_id,
+// metadata (object). Appended as an `agent_message` envelope with
+// data = {agent_name, agent_type, content[, is_final][, raw_data][, streaming_message]}.
+// Idempotent on message_id; without one, the message_id of a frame echoed in
+// raw_data (what the UP frontend does) is used, so echoes are not duplicated.
+void Router::agent_message(const std::string& user, const Request& req, Respond respond) {
+  Body b(req.body(), st_.cfg.max_body_bytes);
+  auto plan_id = b.string("plan_id", true);
+  auto content = b.string("content", true);
+  auto agent = b.string("agent", false);
+  auto agent_name = b.string("agent_name", false);
+  auto agent_type = b.string("agent_type", false);
+  auto is_final = b.boolean("is_final", false);
+  auto streaming = b.string("streaming_message", false);
+  auto message_id = b.string("message_id", false);
+  auto metadata = b.object("metadata", false);
+  const rapidjson::Value* raw = b.raw("raw_data");
+  if (raw && !raw->IsString() && !raw->IsObject()) {
+    // Recorded through the accessor so the detail names the field.
+    b.string("raw_data", false);
+  }
+  if (!b.ok()) return respond(unprocessable(b));
+
+  auto plan = owned_plan(user, *plan_id);
+  if (!plan) return respond(error_response(plan.status(), st_.cfg.retry_after_seconds));
+
+  std::string raw_text;
+  if (raw) raw_text = raw->IsString() ? std::string(raw->GetString(), raw->GetStringLength()) : write_canonical(*raw);
+  if (!message_id && !raw_text.empty()) {
+    auto echoed = parse_strict(raw_text);
+    if (echoed && echoed->IsObject()) {
+      auto it = echoed->FindMember("message_id");
+      auto pid = echoed->FindMember("plan_id");
+      if (it != echoed->MemberEnd() && it->value.IsString() && it->value.GetStringLength() > 0 &&
+          (pid == echoed->MemberEnd() || (pid->value.IsString() && *plan_id == pid->value.GetString()))) {
+        message_id = std::string(it->value.GetString(), it->value.GetStringLength());
+      }
+    }
+  }
+
+  std::string data = "{\"agent_name\":" +
+                     jstr(agent_name ? *agent_name
+                          : agent    ? *agent
+                                     : "") +
+                     ",\"agent_type\":" + jstr(agent_type ? *agent_type : "AI_Agent") +
+                     ",\"content\":" + jstr(*content);
+  if (is_final) data += std::string(",\"is_final\":") + (*is_final ? "true" : "false");
+  if (raw) data += ",\"raw_data\":" + jstr(raw_text);
+  if (streaming) data += ",\"streaming_message\":" + jstr(*streaming);
+  data += '}';
+
+  MessageDraft d;
+  d.type = std::string(msgtype::kAgentMessage);
+  d.plan_id = *plan_id;
+  if (message_id) d.message_id = *message_id;
+  d.user_id = plan->user_id;
+  d.session_id = plan->session_id;
+  d.data = std::move(data);
+  d.metadata = metadata ? *metadata : R"({"source":"rest"})";
+  AppendRequest ar;
+  ar.message = prepare(std::move(d));
+  std::string mid = ar.message->message_id;
+  int retry = st_.cfg.retry_after_seconds;
+  st_.deps.log->append(std::move(ar), [respond = std::move(respond), retry, pid = *plan_id,
+                                       mid](Result<AppendResult> r) {
+    if (!r) return respond(error_response(r.status(), retry));
+    respond(json_response(http::status::ok, "{\"status\":\"message recorded\",\"plan_id\":" + jstr(pid) +
+                                                ",\"message_id\":" + jstr(mid) + ",\"seq\":" + std::to_string(r->seq) +
+                                                ",\"duplicate\":" + (r->duplicate ? "true" : "false") + "}"));
+  });
+}
+
+void Router::init_team(const std::string& user, Respond respond) {
+  if (!st_.deps.plans) return respond(no_runtime());
+  auto team = st_.deps.plans->current_team(user);
+  if (!team) return respond(json_response(http::status::not_found, R"({"detail":"No team configured"})"));
+  std::string team_id;
+  if (auto d = parse_strict(*team); d && d->IsObject()) {
+    for (const char* k : {"team_id", "id"}) {
+      auto it = d->FindMember(k);
+      if (it != d->MemberEnd() && it->value.IsString()) {
+        team_id = it->value.GetString();
+        break;
+      }
+    }
+  }
+  respond(json_response(http::status::ok, "{\"status\":\"Request started successfully\",\"team_id\":" + jstr(team_id) +
+                                              ",\"team\":" + *team + "}"));
+}
+
+void Router::team_configs(Respond respond) {
+  if (!st_.deps.plans) return respond(no_runtime());
+  std::string out = "[";
+  auto teams = st_.deps.plans->team_configs();
+  for (size_t i = 0; i < teams.size(); ++i) {
+    if (i) out += ',';
+    out += teams[i];
+  }
+  out += ']';
+  respond(json_response(http::status::ok, std::move(out)));
+}
+
+void Router::team_config(const std::string& team_id, Respond respond) {
+  if (!st_.deps.plans) return respond(no_runtime());
+  auto team = st_.deps.plans->team_config(team_id);
+  if (!team) return respond(json_response(http::status::not_found, R"({"detail":"Team configuration not found"})"));
+  respond(json_response(http::status::ok, std::move(*team)));
+}
+
+void Router::select_team(const std::string& user, const Request& req, Respond respond) {
+  Body b(req.body(), st_.cfg.max_body_bytes);
+  auto team_id = b.string("team_id", true);
+  if (!b.ok()) return respond(unprocessable(b));
+  if (!st_.deps.plans) return respond(no_runtime());
+  Status s = st_.deps.plans->select_team(user, *team_id);
+  if (!s.is_ok()) return respond(error_response(s, st_.cfg.retry_after_seconds));
+  std::string name, description;
+  size_t agents = 0;
+  if (auto team = st_.deps.plans->team_config(*team_id)) {
+    if (auto d = parse_strict(*team); d && d->IsObject()) {
+      if (auto it = d->FindMember("name"); it != d->MemberEnd() && it->value.IsString()) name = it->value.GetString();
+      if (auto it = d->FindMember("description"); it != d->MemberEnd() && it->value.IsString()) {
+        description = it->value.GetString();
+      }
+      if (auto it = d->FindMember("agents"); it != d->MemberEnd() && it->value.IsArray()) agents = it->value.Size();
+    }
+  }
+  respond(json_response(http::status::ok,
+                        "{\"status\":\"success\",\"message\":\"Team selected successfully\","
+                        "\"team_id\":" +
+                            jstr(*team_id) + ",\"team_name\":" + jstr(name) + ",\"agents_count\":" +
+                            std::to_string(agents) + ",\"team_description\":" + jstr(description) + "}"));
+}
+
+}  // namespace agentd::net

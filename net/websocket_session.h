@@ -1,0 +1,105 @@
+// WebsocketSession: GET /api/v3/socket/{plan_id}?after_seq=N (contract
+// decision 5; architecture.md invariant 5).
+//
+// Delivery: the session subscribes to the hub first, then replays persisted
+// messages with seq > after_seq from the merged read, page by page, and
+// keeps `last_seq_`, the highest persisted seq queued. A persisted frame is
+// queued only if its seq is last_seq_ + 1; an older one is skipped (already
+// sent) and a newer one means a gap, which starts (or continues) a replay
+// from last_seq_. So whichever of live and replay brings a message first,
+// each seq is sent once and in order. Live-only frames (seq 0: streaming
+// chunks, pongs, replies) are sent as they come and never replayed.
+//
+// Bounds: one write in flight; the send queue holds at most
+// cfg.ws_queue_frames frames. Replay fills it only to half, then waits for
+// writes; live frames that would overflow it mark the client a slow
+// consumer: the queue is freed, the hub forgets it, and it is closed with
+// 1013 and a reason telling it to reconnect with after_seq = the last seq it
+// was sent. Shutdown closes with 1001 and the same hint.
+//
+// Client frames (JSON text): {"type":"ping"} -> pong; {"type":"resume",
+// "after_seq":N}; {"type":"plan_approval_response","data":{approved,
+// feedback, m_plan_id?}} and {"type":"user_clarification_response",
+// "data":{request_id, answer}} -> the PlanService, like their REST twins.
+#pragma once
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "net/router.h"
+#include "net/state.h"
+
+namespace agentd::net {
+
+class WebsocketSession : public Subscriber, public Closable, public std::enable_shared_from_this<WebsocketSession> {
+ public:
+  WebsocketSession(boost::asio::ip::tcp::socket&& socket, ServerState& st, std::string plan_id, std::string user_id,
+                   uint64_t after_seq, std::string protocol);
+  ~WebsocketSession() override;
+
+  // Accepts the upgrade request (on the socket's strand).
+  void run(Request req);
+  // Subscriber: any thread.
+  void deliver(const Frame& frame) override;
+  // Closable: any thread; closes with 1001.
+  void shutdown() override;
+
+ private:
+  void on_accept(boost::beast::error_code ec);
+  void do_read();
+  void on_read(boost::beast::error_code ec, std::size_t);
+  void on_client_frame(std::string_view text);
+
+  void on_frame(const Frame& f);  // on the strand
+  void push(Frame f);
+  void start_replay(uint64_t after_seq);
+  void do_replay();
+  void on_replay(uint64_t from, Result<std::vector<StoredMessage>> r);
+
+  void do_write();
+  void on_write(boost::beast::error_code ec, std::size_t);
+  // Frees the queue, leaves the hub, closes with `code` and `reason`.
+  void close_with(boost::beast::websocket::close_code code, std::string reason);
+  void do_close();
+  void finish();  // the connection is over
+
+  void reply(std::string type, std::string data_json);  // a live-only frame
+
+  ServerState& st_;
+  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  boost::beast::flat_buffer rbuf_;
+  boost::asio::steady_timer close_timer_;
+  const std::string plan_id_, user_id_, protocol_;
+  const uint64_t after_seq_;
+
+  // Strand-only state.
+  std::deque<Frame> queue_;  // front is being written while writing_
+  bool writing_ = false;
+  bool accepted_ = false;
+  bool subscribed_ = false;
+  bool closing_ = false;
+  bool close_started_ = false;
+  bool finished_ = false;
+  boost::beast::websocket::close_reason close_reason_;
+  uint64_t last_seq_ = 0;     // highest persisted seq queued
+  uint64_t written_seq_ = 0;  // highest persisted seq written to the socket
+  bool replaying_ = false;
+  bool replay_reading_ = false;
+  size_t replay_asked_ = 0;    // page size of the read in flight
+  uint64_t skipped_live_ = 0;  // highest live seq dropped as a gap
+
+  // Cross-thread: frames handed to the strand but not yet queued, and the
+  // queue's size, for the slow-consumer check in deliver().
+  std::atomic<size_t> posted_{0};
+  std::atomic<size_t> queued_{0};
+  std::atomic<bool> slow_{false};
+  std::atomic<bool> dead_{false};
+};
+
+}  // namespace agentd::net
