@@ -127,10 +127,12 @@ bool parse_message_key(std::string_view key, std::string_view plan_id, uint64_t*
   return r.be64(seq);
 }
 
-std::string message_value(int64_t appended_at_ms, std::string_view message_id, std::string_view envelope) {
+std::string message_value(int64_t appended_at_ms, uint64_t pending_id, std::string_view message_id,
+                          std::string_view envelope) {
   std::string v;
-  v.reserve(8 + 2 + message_id.size() + envelope.size());
+  v.reserve(8 + 8 + 2 + message_id.size() + envelope.size());
   put_be64(&v, static_cast<uint64_t>(appended_at_ms));
+  put_be64(&v, pending_id);
   put_str16(&v, message_id);
   v.append(envelope);
   return v;
@@ -142,6 +144,7 @@ Result<MessageValue> parse_message_value(std::string_view value) {
   uint64_t at;
   if (!r.be64(&at)) return r.error("appended_at_ms");
   m.appended_at_ms = static_cast<int64_t>(at);
+  if (!r.be64(&m.pending_id)) return r.error("pending_id");
   if (!r.str16(&m.message_id)) return r.error("message_id");
   m.envelope = r.rest();
   if (m.envelope.empty()) return r.error("envelope");

@@ -12,8 +12,9 @@
 //   "meta"       key := "format_version"        value := be32 (kFormatVersion)
 //                key := "next_pending_id"       value := be64 (next id to hand out)
 //   "messages"   key := plan_id:str16 seq:be64
-//                value := appended_at_ms:be64 message_id:str16 envelope
-//                (envelope = core/envelope.h bytes, never changed after commit)
+//                value := appended_at_ms:be64 pending_id:be64 message_id:str16 envelope
+//                (envelope = core/envelope.h bytes, never changed after commit;
+//                pending_id = the id of its pending entry, 0 when none was made)
 //   "msgids"     key := plan_id:str16 message_id:bytes   value := seq:be64
 //   "pending"    key := id:be64 (global append counter, the flush order)
 //                value := pending
@@ -38,8 +39,9 @@
 //    prefix and always keeps the plan's highest seq, so N survives pruning;
 //  - msgids holds exactly one entry per stored message;
 //  - pending ids are handed out in increasing order from next_pending_id and
-//    never reused; a fresh message entry's appended_at_ms equals its
-//    message's, and appended_at_ms is non-decreasing in id order for them.
+//    never reused; so a message whose pending_id is below the smallest
+//    pending id of a fresh (non-inline) message entry is not pending: this is
+//    how retention knows what was flushed without scanning the pending table.
 #pragma once
 
 #include <cstdint>
@@ -105,9 +107,11 @@ std::string message_key(std::string_view plan_id, uint64_t seq);
 std::string message_prefix(std::string_view plan_id);  // plan_id:str16
 // Returns false when `key` is not a message key of `plan_id`.
 bool parse_message_key(std::string_view key, std::string_view plan_id, uint64_t* seq);
-std::string message_value(int64_t appended_at_ms, std::string_view message_id, std::string_view envelope);
+std::string message_value(int64_t appended_at_ms, uint64_t pending_id, std::string_view message_id,
+                          std::string_view envelope);
 struct MessageValue {
   int64_t appended_at_ms = 0;
+  uint64_t pending_id = 0;
   std::string_view message_id;
   std::string_view envelope;
 };

@@ -187,8 +187,8 @@ struct Outbox::Impl {
   Status apply_dead_letter(MDB_txn* txn, Op& op, TxnState* st);
   Status apply_retry(MDB_txn* txn, Op& op, TxnState* st);
   Status apply_prune(MDB_txn* txn, Op& op, TxnState* st);
-  Status prune_plan_messages(MDB_txn* txn, std::string_view plan_id, int64_t cutoff_ms, bool keep_last, size_t* budget,
-                             bool* all_gone);
+  Status prune_plan_messages(MDB_txn* txn, std::string_view plan_id, int64_t cutoff_ms, uint64_t below_pending_id,
+                             bool keep_last, size_t* budget, bool* all_gone);
   Result<uint64_t> stored_last_seq(MDB_txn* txn, std::string_view plan_id);
   Result<uint64_t> next_seq(MDB_txn* txn, const std::string& plan_id, TxnState* st);
   Status put_pending(MDB_txn* txn, TxnState* st, std::string_view value);
@@ -490,7 +490,7 @@ Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_
   MDB_txn* txn;
   int rc = mdb_txn_begin(env, nullptr, 0, &txn);
   if (rc != 0) return lmdb_error(rc, "begin write transaction");
-  // Invariant: appended_at_ms never decreases in pending-id order.
+  // appended_at_ms never goes backwards, even if the clock steps back.
   st->now_ms = std::max(now_unix_ms(), last_appended_ms);
   st->next_pending_id = next_pending_id;
   for (auto& op : batch) {
@@ -638,7 +638,8 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
     res.seq = *seq;
     auto bytes = std::make_shared<const std::string>(finalize(res.seq, m.tail));
     std::string key = of::message_key(m.plan_id, res.seq);
-    std::string val = of::message_value(st->now_ms, m.message_id, *bytes);
+    uint64_t pending_id = options.track_pending ? st->next_pending_id : 0;
+    std::string val = of::message_value(st->now_ms, pending_id, m.message_id, *bytes);
     MDB_val mk = mval(key), mv = mval(val);
     rc = mdb_put(txn, messages, &mk, &mv, MDB_NOOVERWRITE);
     // Invariant: a seq is never reused (the cache matches the last key).
@@ -756,10 +757,11 @@ Status Outbox::Impl::apply_retry(MDB_txn* txn, Op& op, TxnState* st) {
 }
 
 // Deletes messages of one plan from its first seq on while appended_at_ms <
-// cutoff_ms, within *budget; keep_last keeps the plan's highest seq (so that
-// the next seq survives). Sets *all_gone when the plan has no message left.
-Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id, int64_t cutoff_ms, bool keep_last,
-                                         size_t* budget, bool* all_gone) {
+// cutoff_ms and pending_id < below_pending_id, within *budget; keep_last
+// keeps the plan's highest seq (so that the next seq survives). Sets
+// *all_gone when the plan has no message left.
+Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id, int64_t cutoff_ms,
+                                         uint64_t below_pending_id, bool keep_last, size_t* budget, bool* all_gone) {
   std::vector<std::pair<std::string, std::string>> doomed;  // message key, msgids key
   *all_gone = false;
   {
@@ -772,7 +774,7 @@ Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id,
     while (rc == 0 && doomed.size() < *budget && of::parse_message_key(sv(k), plan_id, &seq)) {
       auto m = of::parse_message_value(sv(v));
       if (!m.is_ok()) return m.status();
-      if (m->appended_at_ms >= cutoff_ms) break;
+      if (m->appended_at_ms >= cutoff_ms || m->pending_id >= below_pending_id) break;
       std::string key(sv(k));
       std::string idkey = of::msgid_key(plan_id, m->message_id);
       rc = c.get(&k, &v, MDB_NEXT);
@@ -799,18 +801,19 @@ Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id,
   return Status::ok();
 }
 
-// Retention. With track_pending: messages appended before both the retention
-// cutoff and the oldest pending message are flushed and old; they go, except
-// each plan's last one. Embedded: finished plans not updated since the cutoff
+// Retention. With track_pending: messages older than the retention cutoff
+// and appended before the oldest pending message are flushed and old; they
+// go, except each plan's last one. Embedded: finished plans not updated since the cutoff
 // go entirely (messages, index entries, plan record).
 Status Outbox::Impl::apply_prune(MDB_txn* txn, Op& op, TxnState* st) {
   size_t budget = kPruneBudget;
   op.status = Status::ok();
   if (options.track_pending) {
     int64_t cutoff = st->now_ms - static_cast<int64_t>(options.flushed_retention.count()) * 1000;
+    // A message whose pending id is below the first fresh message entry's is
+    // not pending any more (flushed, or dead-lettered with its bytes inline).
+    uint64_t first_pending = std::numeric_limits<uint64_t>::max();
     {
-      // Fresh message entries are in appended_at order, so no message
-      // appended before the first of them is pending.
       Cursor c(txn, pending);
       AGENTD_RETURN_IF_ERROR(c.status());
       MDB_val k, v;
@@ -819,7 +822,9 @@ Status Outbox::Impl::apply_prune(MDB_txn* txn, Op& op, TxnState* st) {
         auto p = of::parse_pending_value(sv(v));
         if (!p.is_ok()) return p.status();
         if (p->kind == PendingKind::kMessage && !(p->flags & of::kInline)) {
-          cutoff = std::min(cutoff, p->appended_at_ms);
+          auto id = of::parse_id_key(sv(k), "pending");
+          if (!id.is_ok()) return id.status();
+          first_pending = *id;
           break;
         }
       }
@@ -846,7 +851,7 @@ Status Outbox::Impl::apply_prune(MDB_txn* txn, Op& op, TxnState* st) {
         break;
       }
       bool gone;
-      AGENTD_RETURN_IF_ERROR(prune_plan_messages(txn, plan, cutoff, true, &budget, &gone));
+      AGENTD_RETURN_IF_ERROR(prune_plan_messages(txn, plan, cutoff, first_pending, true, &budget, &gone));
     }
     return Status::ok();
   }
@@ -874,8 +879,8 @@ Status Outbox::Impl::apply_prune(MDB_txn* txn, Op& op, TxnState* st) {
       break;
     }
     bool gone = false;
-    AGENTD_RETURN_IF_ERROR(
-        prune_plan_messages(txn, p.plan_id, std::numeric_limits<int64_t>::max(), false, &budget, &gone));
+    AGENTD_RETURN_IF_ERROR(prune_plan_messages(txn, p.plan_id, std::numeric_limits<int64_t>::max(),
+                                               std::numeric_limits<uint64_t>::max(), false, &budget, &gone));
     st->erased_plans.insert(p.plan_id);
     st->last_seq.erase(p.plan_id);
     if (!gone) {

@@ -330,9 +330,11 @@ TEST_CASE("format decoders name what is corrupt") {
   CHECK(p.status().message() == "corrupt pending value: truncated at byte 2 of 3 (reading appended_at_ms)");
   CHECK(outbox_format::parse_pending_value(std::string("\x07", 1)).status().message() ==
         "corrupt pending value: unknown kind 7");
-  auto m = outbox_format::parse_message_value(outbox_format::message_value(5, "mid", "{}"));
+  std::string value = outbox_format::message_value(5, 9, "mid", "{}");
+  auto m = outbox_format::parse_message_value(value);
   REQUIRE(m.is_ok());
   CHECK(m->appended_at_ms == 5);
+  CHECK(m->pending_id == 9);
   CHECK(m->message_id == "mid");
   CHECK(m->envelope == "{}");
   uint64_t seq = 0;
@@ -525,7 +527,9 @@ TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and 
   for (size_t i = 0; i < stored.size(); ++i) CHECK(*(*msgs)[i].bytes == stored[i]);
   // The flusher acks, retention prunes: appends work again, seq continues.
   std::vector<uint64_t> ids;
-  for (auto& e : *ob->read_pending(100000, 1u << 30)) ids.push_back(e.id);
+  auto pending = ob->read_pending(100000, 1u << 30);
+  REQUIRE(pending.is_ok());
+  for (auto& e : *pending) ids.push_back(e.id);
   REQUIRE(ob->ack_sync(ids).is_ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
   REQUIRE(ob->prune_sync().is_ok());
