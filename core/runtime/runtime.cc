@@ -24,35 +24,44 @@ namespace {
 constexpr size_t kTranscriptMax = 50;
 constexpr auto kForever = std::chrono::milliseconds(std::chrono::hours(24 * 365));
 
-// Turns a callback API `start(cb)` into an awaitable; the result is posted
+// Turns a callback API `start(cb)` into an awaitable whose result is posted
 // back to the awaiting coroutine's executor (its strand).
+//
+// GCC 12 miscompiles class-type temporaries that live across a suspension
+// point (they are relocated bitwise into the frame: SSO strings and
+// shared_ptr counts break). So in this file no co_await full-expression
+// creates a class-type temporary: arguments are named locals passed by
+// reference, and no coroutine is a lambda.
 template <typename T, typename Start>
-asio::awaitable<T> await_callback(Start start) {
-  std::optional<T> out;
-  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
-      [&out, start = std::move(start)](auto handler) mutable {
+auto async_callback(Start&& start) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(
+      [](auto handler, std::decay_t<Start> start) {
         auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        start([h, &out](T v) mutable {
+        start([h](T v) {
           auto ex = asio::get_associated_executor(*h);
-          asio::post(ex, [h, &out, v = std::move(v)]() mutable {
-            out.emplace(std::move(v));
-            std::move (*h)();
-          });
+          asio::post(ex, [h, v = std::move(v)]() mutable { std::move (*h)(std::move(v)); });
         });
       },
-      asio::use_awaitable);
-  co_return std::move(*out);
+      asio::use_awaitable, std::forward<Start>(start));
 }
 
-AppendRequest make_message(const PlanRecord& rec, std::string_view type, std::string data) {
+// A message of `type` for the plan, with the plan record moved to `status`
+// when one is given (both commit in one transaction).
+AppendRequest make_request(const PlanRecord& rec, std::string_view type, const std::string& data,
+                           std::optional<PlanStatus> status) {
   MessageDraft d;
   d.type = std::string(type);
   d.plan_id = rec.plan_id;
   d.user_id = rec.user_id;
   d.session_id = rec.session_id;
-  d.data = std::move(data);
+  d.data = data;
   AppendRequest req;
   req.message = prepare(std::move(d));
+  if (status) {
+    req.plan = rec;
+    req.plan->status = *status;
+    req.plan->updated_at = now_rfc3339();
+  }
   return req;
 }
 
@@ -62,7 +71,7 @@ std::string status_data(std::string_view content, std::string_view status) {
 
 }  // namespace
 
-struct Runtime::PlanRun {
+struct Runtime::PlanRun : std::enable_shared_from_this<PlanRun> {
   PlanRun(asio::any_io_executor ex, PlanRecord rec, const TeamConfig* t, bool auto_ok)
       : strand(asio::make_strand(ex)),
         wake(strand),
@@ -129,14 +138,9 @@ Status Runtime::recover() {
   if (!plans) return plans.status();
   for (PlanRecord rec : *plans) {
     std::string was(plan_status_name(rec.status));
-    AppendRequest req = make_message(
-        rec, msgtype::kSystemMessage,
-        status_data("Plan interrupted: agentd stopped while the plan was " + was + ". Submit it again to retry.",
-                    "interrupted"));
-    rec.status = PlanStatus::kInterrupted;
-    rec.updated_at = now_rfc3339();
-    req.plan = rec;
-    auto r = log_.append_sync(std::move(req));
+    std::string note = status_data(
+        "Plan interrupted: agentd stopped while the plan was " + was + ". Submit it again to retry.", "interrupted");
+    auto r = log_.append_sync(make_request(rec, msgtype::kSystemMessage, note, PlanStatus::kInterrupted));
     if (!r) return r.status();
     spdlog::info("plan {} marked interrupted (was {})", rec.plan_id, was);
   }
@@ -183,12 +187,27 @@ void Runtime::forget(const PlanRun& run) {
   plans_active_.set(static_cast<double>(runs_.size()));
 }
 
-Status Runtime::check_inactive_plan(const std::string& user_id, const std::string& plan_id, const char* what) {
-  auto p = log_.get_plan(plan_id);
+Status Runtime::check_inactive_plan(const std::string& user_id, const std::string& id, const char* what) {
+  // `id` is a plan id, or (approvals) an m_plan id: those are found among
+  // the user's plans, a rare path that only answers 409 or 404.
+  auto p = log_.get_plan(id);
   if (!p) return p.status();
-  if (!*p || (*p)->user_id != user_id) return not_found("Plan not found");
+  std::optional<PlanRecord> found;
+  if (*p && (*p)->user_id == user_id) found = **p;
+  if (!found) {
+    auto mine = log_.list_plans(user_id, 100000);
+    if (!mine) return mine.status();
+    for (const PlanRecord& rec : *mine) {
+      auto m = parse_strict(rec.m_plan);
+      if (m && m->IsObject() && m->HasMember("id") && (*m)["id"].IsString() && id == (*m)["id"].GetString()) {
+        found = rec;
+        break;
+      }
+    }
+  }
+  if (!found) return not_found("Plan not found");
   return failed_precondition(std::string("plan is not ") + what +
-                             " (status: " + std::string(plan_status_name((*p)->status)) + ")");
+                             " (status: " + std::string(plan_status_name(found->status)) + ")");
 }
 
 // --- submit ------------------------------------------------------------------
@@ -234,7 +253,7 @@ void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)
     }
     run->record.version = r->plan_version;
     done(SubmitResult{run->plan_id, run->record.session_id});
-    asio::co_spawn(run->strand, run_plan(run), [run](std::exception_ptr e) {
+    asio::co_spawn(run->strand, run_plan(run), [run](std::exception_ptr e) {  // not a coroutine: safe
       if (!e) return;
       try {
         std::rethrow_exception(e);
@@ -247,22 +266,16 @@ void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)
 
 // --- emit / finish -------------------------------------------------------------
 
-asio::awaitable<Result<AppendResult>> Runtime::emit(PlanRun& run, std::string_view type, std::string data,
+asio::awaitable<Result<AppendResult>> Runtime::emit(PlanRun& run, std::string_view type, const std::string& data,
                                                     std::optional<PlanStatus> status) {
-  AppendRequest base = make_message(run.record, type, std::move(data));
-  if (status) {
-    base.plan = run.record;
-    base.plan->status = *status;
-    base.plan->updated_at = now_rfc3339();
-  }
+  auto base = std::make_shared<const AppendRequest>(make_request(run.record, type, data, status));
   auto backoff = 50ms;
   for (;;) {
-    AppendRequest req = base;
-    Result<AppendResult> r = co_await await_callback<Result<AppendResult>>(
-        [this, req = std::move(req)](AppendCallback cb) mutable { log_.append(std::move(req), std::move(cb)); });
+    auto start = [this, base](AppendCallback cb) { log_.append(AppendRequest(*base), std::move(cb)); };
+    Result<AppendResult> r = co_await async_callback<Result<AppendResult>>(std::move(start));
     if (r.is_ok()) {
-      if (base.plan) {
-        run.record = *base.plan;
+      if (base->plan) {
+        run.record = *base->plan;
         run.record.version = r->plan_version;
         run.record.last_seq = r->seq;
       }
@@ -282,40 +295,53 @@ asio::awaitable<Result<AppendResult>> Runtime::emit(PlanRun& run, std::string_vi
   }
 }
 
-asio::awaitable<void> Runtime::finish(std::shared_ptr<PlanRun> run, std::string_view type, std::string data,
-                                      PlanStatus status) {
-  auto r = co_await emit(*run, type, std::move(data), status);
+asio::awaitable<void> Runtime::finish(PlanRun& run, std::string_view type, const std::string& data, PlanStatus status) {
+  Result<AppendResult> r = co_await emit(run, type, data, status);
   Status st = r.status();
-  if (run->approval_done) std::exchange(run->approval_done, nullptr)(st.is_ok() ? Result<std::string>("rejected") : st);
-  if (run->clarify_done) std::exchange(run->clarify_done, nullptr)(st);
-  for (auto& cb : std::exchange(run->cancel_done, {})) cb(st);
-  if (run->holds_slot) release_slot();
-  run->holds_slot = false;
-  forget(*run);
+  if (run.approval_done) std::exchange(run.approval_done, nullptr)(st.is_ok() ? Result<std::string>("rejected") : st);
+  if (run.clarify_done) std::exchange(run.clarify_done, nullptr)(st);
+  for (auto& cb : std::exchange(run.cancel_done, {})) cb(st);
+  abandon(run);
   plans_finished_.inc();
 }
 
-// Ends a plan whose wait was interrupted: canceled by the user, or left as it
-// is on shutdown (the next start marks it interrupted).
-#define AGENTD_END_IF_INTERRUPTED(run)                                                                      \
-  do {                                                                                                      \
-    if (stopping_) {                                                                                        \
-      if ((run)->holds_slot) release_slot();                                                                \
-      (run)->holds_slot = false;                                                                            \
-      forget(*(run));                                                                                       \
-      co_return StepOutcome::kEnded;                                                                        \
-    }                                                                                                       \
-    if ((run)->cancel_requested) {                                                                          \
-      co_await finish((run), msgtype::kSystemMessage, status_data("Plan canceled by the user", "canceled"), \
-                      PlanStatus::kCanceled);                                                               \
-      co_return StepOutcome::kEnded;                                                                        \
-    }                                                                                                       \
+void Runtime::abandon(PlanRun& run) {
+  if (run.holds_slot) release_slot();
+  run.holds_slot = false;
+  forget(run);
+}
+
+// After a wait: a requested cancel ends the plan (announced); a shutdown
+// leaves it as it is (the next start marks it interrupted).
+#define AGENTD_END_IF_INTERRUPTED(run)                                                   \
+  do {                                                                                   \
+    if (stopping_) {                                                                     \
+      abandon(run);                                                                      \
+      co_return StepOutcome::kEnded;                                                     \
+    }                                                                                    \
+    if ((run).cancel_requested) {                                                        \
+      const std::string canceled = status_data("Plan canceled by the user", "canceled"); \
+      co_await finish((run), msgtype::kSystemMessage, canceled, PlanStatus::kCanceled);  \
+      co_return StepOutcome::kEnded;                                                     \
+    }                                                                                    \
   } while (0)
 
-template <typename Pred>
-asio::awaitable<bool> Runtime::wait_until(PlanRun& run, std::chrono::milliseconds timeout, Pred ready) {
+bool Runtime::ready(PlanRun& run, Await what) {
+  switch (what) {
+    case Await::kApproval: return run.approved.has_value();
+    case Await::kAnswer: return run.answer.has_value();
+    case Await::kSlot: {
+      std::lock_guard l(mu_);
+      return run.slot_granted;
+    }
+    case Await::kTime: return false;
+  }
+  return false;
+}
+
+asio::awaitable<bool> Runtime::wait_until(PlanRun& run, std::chrono::milliseconds timeout, Await what) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!ready() && !interrupted(run)) {
+  while (!ready(run, what) && !interrupted(run)) {
     if (std::chrono::steady_clock::now() >= deadline) co_return false;
     run.wake.expires_at(deadline);
     boost::system::error_code ec;
@@ -327,126 +353,131 @@ asio::awaitable<bool> Runtime::wait_until(PlanRun& run, std::chrono::millisecond
 // --- the plan ------------------------------------------------------------------
 
 asio::awaitable<void> Runtime::run_plan(std::shared_ptr<PlanRun> run) {
-  // Everything after planning is a step-like sequence; reuse the step
-  // outcome protocol so interruption handling is written once.
-  auto body = [this, run]() -> asio::awaitable<StepOutcome> {
-    Result<MPlan> mp = co_await await_callback<Result<MPlan>>([this, run](std::function<void(Result<MPlan>)> cb) {
-      planner_->plan(*run->team, run->record.initial_goal, cb);
-    });
-    AGENTD_END_IF_INTERRUPTED(run);
-    if (!mp) {
-      co_await finish(run, msgtype::kErrorMessage, status_data("Planning failed: " + mp.status().message(), "error"),
-                      PlanStatus::kFailed);
-      co_return StepOutcome::kEnded;
-    }
-    run->m_plan_id = mp->id;
-    {
-      std::lock_guard l(mu_);
-      m_plan_index_[mp->id] = run->plan_id;
-    }
-    run->record.m_plan = mp->to_json();
-    std::string request = JsonObject()
-                              .str("plan_id", run->plan_id)
-                              .str("m_plan_id", mp->id)
-                              .str("status", "PENDING_APPROVAL")
-                              .raw("m_plan", run->record.m_plan)
-                              .done();
-    if (!co_await emit(*run, msgtype::kPlanApprovalRequest, request, PlanStatus::kAwaitingApproval)) {
-      forget(*run);
-      co_return StepOutcome::kEnded;
-    }
-
-    if (run->auto_approve) {
-      run->approved = true;
-      run->feedback = "auto-approved";
-    } else {
-      run->awaiting_approval = true;
-      bool answered = co_await wait_until(*run, opts_.approval_timeout, [&] { return run->approved.has_value(); });
-      run->awaiting_approval = false;
-      if (!run->approved) AGENTD_END_IF_INTERRUPTED(run);
-      if (!answered) {
-        auto secs = std::chrono::duration_cast<std::chrono::seconds>(opts_.approval_timeout).count();
-        co_await finish(run, msgtype::kTimeoutNotification,
-                        JsonObject()
-                            .str("timeout_type", "approval")
-                            .str("request_id", run->m_plan_id)
-                            .str("message", "No approval within " + std::to_string(secs) + " s; the plan is canceled")
-                            .num("timeout_duration", secs)
-                            .done(),
-                        PlanStatus::kCanceled);
-        co_return StepOutcome::kEnded;
-      }
-    }
-    std::string response = JsonObject()
-                               .str("plan_id", run->plan_id)
-                               .str("m_plan_id", run->m_plan_id)
-                               .boolean("approved", *run->approved)
-                               .str("feedback", run->feedback)
-                               .done();
-    if (!*run->approved) {
-      co_await finish(run, msgtype::kPlanApprovalResponse, response, PlanStatus::kRejected);
-      co_return StepOutcome::kEnded;
-    }
-    auto ok = co_await emit(*run, msgtype::kPlanApprovalResponse, response, PlanStatus::kRunning);
-    if (run->approval_done) {
-      std::exchange(run->approval_done, nullptr)(ok ? Result<std::string>("approval recorded") : ok.status());
-    }
-    if (!ok) {
-      forget(*run);
-      co_return StepOutcome::kEnded;
-    }
-
-    co_await acquire_slot(run);
-    for (const MPlanStep& step : mp->steps) {
-      AGENTD_END_IF_INTERRUPTED(run);
-      const AgentConfig* agent = nullptr;
-      for (const auto& a : run->team->agents)
-        if (a.name == step.agent) agent = &a;
-      std::string error;
-      StepOutcome out = StepOutcome::kFailed;
-      if (!agent) {
-        error = "step " + step.id + ": agent '" + step.agent + "' is not in team " + run->team->team_id;
-      } else {
-        out = co_await run_step(run, step, *agent, &error);
-      }
-      if (out == StepOutcome::kEnded) co_return out;
-      if (out == StepOutcome::kFailed) {
-        co_await finish(run, msgtype::kErrorMessage,
-                        JsonObject().str("content", error).str("status", "error").str("agent_name", step.agent).done(),
-                        PlanStatus::kFailed);
-        co_return StepOutcome::kEnded;
-      }
-    }
-    AGENTD_END_IF_INTERRUPTED(run);
-    std::string summary = "Completed " + std::to_string(mp->steps.size()) + " steps for: " + run->record.initial_goal;
-    co_await finish(run, msgtype::kFinalResultMessage,
-                    JsonObject().str("content", summary).str("status", "completed").str("summary", summary).done(),
-                    PlanStatus::kCompleted);
-    co_return StepOutcome::kEnded;
-  };
-  co_await body();
+  // `run` (this frame's parameter) keeps the plan alive; everything below
+  // takes it by reference.
+  PlanRun& r = *run;
+  co_await plan_body(r);
 }
 
-asio::awaitable<bool> Runtime::acquire_slot(std::shared_ptr<PlanRun> run) {
+// The whole plan after submit. Returns kEnded when the plan reached a final
+// status (or was left for the next start to mark interrupted).
+asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
+  auto start_planning = [this, &run](std::function<void(Result<MPlan>)> cb) {
+    planner_->plan(*run.team, run.record.initial_goal, std::move(cb));
+  };
+  Result<MPlan> mp = co_await async_callback<Result<MPlan>>(std::move(start_planning));
+  AGENTD_END_IF_INTERRUPTED(run);
+  if (!mp) {
+    const std::string err = status_data("Planning failed: " + mp.status().message(), "error");
+    co_await finish(run, msgtype::kErrorMessage, err, PlanStatus::kFailed);
+    co_return StepOutcome::kEnded;
+  }
+  run.m_plan_id = mp->id;
+  {
+    std::lock_guard l(mu_);
+    m_plan_index_[mp->id] = run.plan_id;
+  }
+  run.record.m_plan = mp->to_json();
+  const std::string request = JsonObject()
+                                  .str("plan_id", run.plan_id)
+                                  .str("m_plan_id", mp->id)
+                                  .str("status", "PENDING_APPROVAL")
+                                  .raw("m_plan", run.record.m_plan)
+                                  .done();
+  Result<AppendResult> asked =
+      co_await emit(run, msgtype::kPlanApprovalRequest, request, PlanStatus::kAwaitingApproval);
+  if (!asked) {
+    abandon(run);
+    co_return StepOutcome::kEnded;
+  }
+
+  if (run.auto_approve) {
+    run.approved = true;
+    run.feedback = "auto-approved";
+  } else {
+    run.awaiting_approval = true;
+    bool answered = co_await wait_until(run, opts_.approval_timeout, Await::kApproval);
+    run.awaiting_approval = false;
+    if (!run.approved) AGENTD_END_IF_INTERRUPTED(run);
+    if (!answered) {
+      auto secs = std::chrono::duration_cast<std::chrono::seconds>(opts_.approval_timeout).count();
+      const std::string note =
+          JsonObject()
+              .str("timeout_type", "approval")
+              .str("request_id", run.m_plan_id)
+              .str("message", "No approval within " + std::to_string(secs) + " s; the plan is canceled")
+              .num("timeout_duration", secs)
+              .done();
+      co_await finish(run, msgtype::kTimeoutNotification, note, PlanStatus::kCanceled);
+      co_return StepOutcome::kEnded;
+    }
+  }
+  const std::string response = JsonObject()
+                                   .str("plan_id", run.plan_id)
+                                   .str("m_plan_id", run.m_plan_id)
+                                   .boolean("approved", *run.approved)
+                                   .str("feedback", run.feedback)
+                                   .done();
+  if (!*run.approved) {
+    co_await finish(run, msgtype::kPlanApprovalResponse, response, PlanStatus::kRejected);
+    co_return StepOutcome::kEnded;
+  }
+  Result<AppendResult> ok = co_await emit(run, msgtype::kPlanApprovalResponse, response, PlanStatus::kRunning);
+  if (run.approval_done) {
+    std::exchange(run.approval_done, nullptr)(ok ? Result<std::string>("approval recorded") : ok.status());
+  }
+  if (!ok) {
+    abandon(run);
+    co_return StepOutcome::kEnded;
+  }
+
+  co_await acquire_slot(run);
+  for (const MPlanStep& step : mp->steps) {
+    AGENTD_END_IF_INTERRUPTED(run);
+    const AgentConfig* agent = nullptr;
+    for (const auto& a : run.team->agents)
+      if (a.name == step.agent) agent = &a;
+    std::string error;
+    StepOutcome out = StepOutcome::kFailed;
+    if (!agent) {
+      error = "step " + step.id + ": agent '" + step.agent + "' is not in team " + run.team->team_id;
+    } else {
+      out = co_await run_step(run, step, *agent, &error);
+    }
+    if (out == StepOutcome::kEnded) co_return out;
+    if (out == StepOutcome::kFailed) {
+      const std::string err =
+          JsonObject().str("content", error).str("status", "error").str("agent_name", step.agent).done();
+      co_await finish(run, msgtype::kErrorMessage, err, PlanStatus::kFailed);
+      co_return StepOutcome::kEnded;
+    }
+  }
+  AGENTD_END_IF_INTERRUPTED(run);
+  const std::string summary =
+      "Completed " + std::to_string(mp->steps.size()) + " steps for: " + run.record.initial_goal;
+  const std::string final_data =
+      JsonObject().str("content", summary).str("status", "completed").str("summary", summary).done();
+  co_await finish(run, msgtype::kFinalResultMessage, final_data, PlanStatus::kCompleted);
+  co_return StepOutcome::kEnded;
+}
+
+asio::awaitable<bool> Runtime::acquire_slot(PlanRun& run) {
   {
     std::lock_guard l(mu_);
     if (executing_ < opts_.max_concurrent_plans) {
       ++executing_;
-      run->holds_slot = true;
+      run.holds_slot = true;
       co_return true;
     }
-    slot_waiters_.push_back(run);
+    slot_waiters_.push_back(&run);
   }
-  co_await wait_until(*run, kForever, [&] {
-    std::lock_guard l(mu_);
-    return run->slot_granted;
-  });
+  co_await wait_until(run, kForever, Await::kSlot);
   std::lock_guard l(mu_);
-  if (run->slot_granted) {
-    run->holds_slot = true;
+  if (run.slot_granted) {
+    run.holds_slot = true;
     co_return true;
   }
-  slot_waiters_.erase(std::remove(slot_waiters_.begin(), slot_waiters_.end(), run), slot_waiters_.end());
+  slot_waiters_.erase(std::remove(slot_waiters_.begin(), slot_waiters_.end(), &run), slot_waiters_.end());
   co_return false;
 }
 
@@ -454,7 +485,8 @@ void Runtime::release_slot() {
   std::lock_guard l(mu_);
   if (!slot_waiters_.empty()) {
     // Hand the slot straight to the next waiter (executing_ is unchanged).
-    auto w = slot_waiters_.front();
+    // A waiter stays alive while queued: it is removed before its plan ends.
+    PlanRun* w = slot_waiters_.front();
     slot_waiters_.pop_front();
     w->slot_granted = true;
     asio::post(w->strand, [w] { w->wake.cancel(); });
@@ -465,72 +497,22 @@ void Runtime::release_slot() {
 
 // --- steps -------------------------------------------------------------------
 
-asio::awaitable<Runtime::StepOutcome> Runtime::run_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
-                                                        const AgentConfig& agent, std::string* error) {
+asio::awaitable<Runtime::StepOutcome> Runtime::run_step(PlanRun& run, const MPlanStep& step, const AgentConfig& agent,
+                                                        std::string* error) {
   if (agent.type == "script") co_return co_await script_step(run, step, agent, error);
   if (agent.type == "llm" || model_) co_return co_await llm_step(run, step, agent, error);
   co_return co_await script_step(run, step, agent, error);
 }
 
-asio::awaitable<Runtime::StepOutcome> Runtime::script_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
+asio::awaitable<Runtime::StepOutcome> Runtime::script_step(PlanRun& run, const MPlanStep& step,
                                                            const AgentConfig& agent, std::string* error) {
   const ScriptParams& sp = agent.script;
   for (int i = 0; i < sp.messages; ++i) {
-    if (sp.delay_ms > 0) co_await wait_until(*run, std::chrono::milliseconds(sp.delay_ms), [] { return false; });
+    if (sp.delay_ms > 0) co_await wait_until(run, std::chrono::milliseconds(sp.delay_ms), Await::kTime);
     AGENTD_END_IF_INTERRUPTED(run);
     if (i == 0 && !sp.clarify.empty()) {
-      std::string rid = new_uuid();
-      {
-        std::lock_guard l(mu_);
-        request_index_[rid] = run->plan_id;
-      }
-      run->clarify_request_id = rid;
-      run->answer.reset();
-      auto asked = co_await emit(*run, msgtype::kUserClarificationRequest,
-                                 JsonObject()
-                                     .str("question", sp.clarify)
-                                     .str("request_id", rid)
-                                     .str("plan_id", run->plan_id)
-                                     .str("agent_name", agent.name)
-                                     .done(),
-                                 PlanStatus::kAwaitingClarification);
-      if (!asked) {
-        forget(*run);
-        co_return StepOutcome::kEnded;
-      }
-      bool answered = co_await wait_until(*run, opts_.clarification_timeout, [&] { return run->answer.has_value(); });
-      {
-        std::lock_guard l(mu_);
-        request_index_.erase(rid);
-      }
-      run->clarify_request_id.clear();
-      if (!run->answer) AGENTD_END_IF_INTERRUPTED(run);
-      if (!answered) {
-        auto secs = std::chrono::duration_cast<std::chrono::seconds>(opts_.clarification_timeout).count();
-        co_await finish(run, msgtype::kTimeoutNotification,
-                        JsonObject()
-                            .str("timeout_type", "clarification")
-                            .str("request_id", rid)
-                            .str("message", "No answer within " + std::to_string(secs) + " s; the plan is canceled")
-                            .num("timeout_duration", secs)
-                            .done(),
-                        PlanStatus::kCanceled);
-        co_return StepOutcome::kEnded;
-      }
-      auto got = co_await emit(*run, msgtype::kUserClarificationResponse,
-                               JsonObject()
-                                   .str("request_id", rid)
-                                   .str("answer", *run->answer)
-                                   .str("agent_name", "Human_Agent")
-                                   .str("agent_type", "Human_Agent")
-                                   .done(),
-                               PlanStatus::kRunning);
-      if (run->clarify_done) std::exchange(run->clarify_done, nullptr)(got.status());
-      if (!got) {
-        forget(*run);
-        co_return StepOutcome::kEnded;
-      }
-      run->transcript.push_back("Human_Agent: " + *run->answer);
+      StepOutcome out = co_await ask_clarification(run, agent, sp.clarify);
+      if (out != StepOutcome::kOk) co_return out;
     }
     if (sp.fail) {
       *error = "agent " + agent.name + " failed on step " + step.id + " (script.fail is set)";
@@ -538,28 +520,81 @@ asio::awaitable<Runtime::StepOutcome> Runtime::script_step(std::shared_ptr<PlanR
     }
     std::string content = agent.name + ": " + step.action;
     if (sp.messages > 1) content += " (" + std::to_string(i + 1) + "/" + std::to_string(sp.messages) + ")";
-    if (sp.size > 0) {
-      content.resize(static_cast<size_t>(sp.size), '.');
-    }
-    auto r = co_await emit(*run, msgtype::kAgentMessage,
-                           JsonObject()
-                               .str("agent_name", agent.name)
-                               .str("agent_type", "AI_Agent")
-                               .str("content", content)
-                               .str("step_id", step.id)
-                               .done(),
-                           std::nullopt);
+    if (sp.size > 0) content.resize(static_cast<size_t>(sp.size), '.');
+    const std::string data = JsonObject()
+                                 .str("agent_name", agent.name)
+                                 .str("agent_type", "AI_Agent")
+                                 .str("content", content)
+                                 .str("step_id", step.id)
+                                 .done();
+    Result<AppendResult> r = co_await emit(run, msgtype::kAgentMessage, data, std::nullopt);
     if (!r) {
-      forget(*run);
+      abandon(run);
       co_return StepOutcome::kEnded;
     }
-    if (run->transcript.size() < kTranscriptMax) run->transcript.push_back(agent.name + ": " + content);
+    if (run.transcript.size() < kTranscriptMax) run.transcript.push_back(agent.name + ": " + content);
   }
   co_return StepOutcome::kOk;
 }
 
-asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
-                                                        const AgentConfig& agent, std::string* error) {
+asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, const AgentConfig& agent,
+                                                                 const std::string& question) {
+  const std::string rid = new_uuid();
+  {
+    std::lock_guard l(mu_);
+    request_index_[rid] = run.plan_id;
+  }
+  run.clarify_request_id = rid;
+  run.answer.reset();
+  const std::string ask = JsonObject()
+                              .str("question", question)
+                              .str("request_id", rid)
+                              .str("plan_id", run.plan_id)
+                              .str("agent_name", agent.name)
+                              .done();
+  Result<AppendResult> asked =
+      co_await emit(run, msgtype::kUserClarificationRequest, ask, PlanStatus::kAwaitingClarification);
+  if (!asked) {
+    abandon(run);
+    co_return StepOutcome::kEnded;
+  }
+  bool answered = co_await wait_until(run, opts_.clarification_timeout, Await::kAnswer);
+  {
+    std::lock_guard l(mu_);
+    request_index_.erase(rid);
+  }
+  run.clarify_request_id.clear();
+  if (!run.answer) AGENTD_END_IF_INTERRUPTED(run);
+  if (!answered) {
+    auto secs = std::chrono::duration_cast<std::chrono::seconds>(opts_.clarification_timeout).count();
+    const std::string note =
+        JsonObject()
+            .str("timeout_type", "clarification")
+            .str("request_id", rid)
+            .str("message", "No answer within " + std::to_string(secs) + " s; the plan is canceled")
+            .num("timeout_duration", secs)
+            .done();
+    co_await finish(run, msgtype::kTimeoutNotification, note, PlanStatus::kCanceled);
+    co_return StepOutcome::kEnded;
+  }
+  const std::string reply = JsonObject()
+                                .str("request_id", rid)
+                                .str("answer", *run.answer)
+                                .str("agent_name", "Human_Agent")
+                                .str("agent_type", "Human_Agent")
+                                .done();
+  Result<AppendResult> got = co_await emit(run, msgtype::kUserClarificationResponse, reply, PlanStatus::kRunning);
+  if (run.clarify_done) std::exchange(run.clarify_done, nullptr)(got.status());
+  if (!got) {
+    abandon(run);
+    co_return StepOutcome::kEnded;
+  }
+  run.transcript.push_back("Human_Agent: " + *run.answer);
+  co_return StepOutcome::kOk;
+}
+
+asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(PlanRun& run, const MPlanStep& step, const AgentConfig& agent,
+                                                        std::string* error) {
   if (!model_) {
     *error = "agent " + agent.name + " is an LLM agent but no model is configured (--llm-base-url)";
     co_return StepOutcome::kFailed;
@@ -568,52 +603,52 @@ asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(std::shared_ptr<PlanRun>
   req.stream = true;
   req.messages.push_back({"system", agent.system_message.empty() ? "You are " + agent.name + ". " + agent.description
                                                                  : agent.system_message});
-  std::string user = "Task: " + run->record.initial_goal + "\nYour step: " + step.action;
-  if (!run->transcript.empty()) {
+  std::string user = "Task: " + run.record.initial_goal + "\nYour step: " + step.action;
+  if (!run.transcript.empty()) {
     user += "\nWhat the team said so far:";
-    for (const auto& t : run->transcript) user += "\n- " + t;
+    for (const auto& t : run.transcript) user += "\n- " + t;
   }
   req.messages.push_back({"user", user});
-  ChunkFn on_chunk = [this, run, name = agent.name](std::string_view delta) {
+  auto self = run.shared_from_this();
+  ChunkFn on_chunk = [this, self, name = agent.name](std::string_view delta) {
     {
       std::lock_guard l(mu_);
-      run->streaming.append(delta);
+      self->streaming.append(delta);
     }
-    std::string frame =
-        JsonObject()
-            .str("type", msgtype::kAgentMessageStreaming)
-            .raw("data", JsonObject().str("agent_name", name).str("content", delta).boolean("is_final", false).done())
-            .str("plan_id", run->plan_id)
-            .boolean("live", true)
-            .done();
-    publish_live(*run, frame);
+    std::string data = JsonObject().str("agent_name", name).str("content", delta).boolean("is_final", false).done();
+    std::string frame = JsonObject()
+                            .str("type", msgtype::kAgentMessageStreaming)
+                            .raw("data", data)
+                            .str("plan_id", self->plan_id)
+                            .boolean("live", true)
+                            .done();
+    publish_live(*self, frame);
   };
-  Result<std::string> reply = co_await await_callback<Result<std::string>>(
-      [this, req = std::move(req), on_chunk](std::function<void(Result<std::string>)> cb) mutable {
-        model_->complete(std::move(req), on_chunk, std::move(cb));
-      });
+  auto start = [this, &req, &on_chunk](std::function<void(Result<std::string>)> cb) {
+    model_->complete(std::move(req), on_chunk, std::move(cb));
+  };
+  Result<std::string> reply = co_await async_callback<Result<std::string>>(std::move(start));
   {
     std::lock_guard l(mu_);
-    run->streaming.clear();
+    run.streaming.clear();
   }
   AGENTD_END_IF_INTERRUPTED(run);
   if (!reply) {
     *error = "agent " + agent.name + ": model error: " + reply.status().message();
     co_return StepOutcome::kFailed;
   }
-  auto r = co_await emit(*run, msgtype::kAgentMessage,
-                         JsonObject()
-                             .str("agent_name", agent.name)
-                             .str("agent_type", "AI_Agent")
-                             .str("content", *reply)
-                             .str("step_id", step.id)
-                             .done(),
-                         std::nullopt);
+  const std::string data = JsonObject()
+                               .str("agent_name", agent.name)
+                               .str("agent_type", "AI_Agent")
+                               .str("content", *reply)
+                               .str("step_id", step.id)
+                               .done();
+  Result<AppendResult> r = co_await emit(run, msgtype::kAgentMessage, data, std::nullopt);
   if (!r) {
-    forget(*run);
+    abandon(run);
     co_return StepOutcome::kEnded;
   }
-  if (run->transcript.size() < kTranscriptMax) run->transcript.push_back(agent.name + ": " + *reply);
+  if (run.transcript.size() < kTranscriptMax) run.transcript.push_back(agent.name + ": " + *reply);
   co_return StepOutcome::kOk;
 }
 

@@ -79,24 +79,29 @@ class Runtime final : public PlanService {
   enum class StepOutcome { kOk, kFailed, kEnded };
 
   boost::asio::awaitable<void> run_plan(std::shared_ptr<PlanRun> run);
-  boost::asio::awaitable<StepOutcome> run_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
-                                               const AgentConfig& agent, std::string* error);
-  boost::asio::awaitable<StepOutcome> script_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
-                                                  const AgentConfig& agent, std::string* error);
-  boost::asio::awaitable<StepOutcome> llm_step(std::shared_ptr<PlanRun> run, const MPlanStep& step,
-                                               const AgentConfig& agent, std::string* error);
-  // Appends a message (and the plan record with `status`, when given),
+  boost::asio::awaitable<StepOutcome> plan_body(PlanRun& run);
+  boost::asio::awaitable<StepOutcome> run_step(PlanRun& run, const MPlanStep& step, const AgentConfig& agent,
+                                               std::string* error);
+  boost::asio::awaitable<StepOutcome> script_step(PlanRun& run, const MPlanStep& step, const AgentConfig& agent,
+                                                  std::string* error);
+  boost::asio::awaitable<StepOutcome> ask_clarification(PlanRun& run, const AgentConfig& agent,
+                                                        const std::string& question);
+  boost::asio::awaitable<StepOutcome> llm_step(PlanRun& run, const MPlanStep& step, const AgentConfig& agent,
+                                               std::string* error);
+  // Appends a message (and the plan record moved to `status`, when given),
   // retrying with backoff while the outbox is full.
-  boost::asio::awaitable<Result<AppendResult>> emit(PlanRun& run, std::string_view type, std::string data,
+  boost::asio::awaitable<Result<AppendResult>> emit(PlanRun& run, std::string_view type, const std::string& data,
                                                     std::optional<PlanStatus> status);
   // Ends the plan with `status` announced by a message of `type`.
-  boost::asio::awaitable<void> finish(std::shared_ptr<PlanRun> run, std::string_view type, std::string data,
-                                      PlanStatus status);
-  // Waits on the run's wake timer until `ready()` or the timeout; false on
+  boost::asio::awaitable<void> finish(PlanRun& run, std::string_view type, const std::string& data, PlanStatus status);
+  // Drops the plan from memory (releasing its slot) without announcing more.
+  void abandon(PlanRun& run);
+  // Waits on the run's wake timer until ready(what) or the timeout; false on
   // timeout. Returns early (true) when cancel or shutdown is requested.
-  template <typename Pred>
-  boost::asio::awaitable<bool> wait_until(PlanRun& run, std::chrono::milliseconds timeout, Pred ready);
-  boost::asio::awaitable<bool> acquire_slot(std::shared_ptr<PlanRun> run);
+  enum class Await { kApproval, kAnswer, kSlot, kTime };
+  bool ready(PlanRun& run, Await what);
+  boost::asio::awaitable<bool> wait_until(PlanRun& run, std::chrono::milliseconds timeout, Await what);
+  boost::asio::awaitable<bool> acquire_slot(PlanRun& run);
   void release_slot();
   void forget(const PlanRun& run);
   bool interrupted(const PlanRun& run) const;
@@ -124,7 +129,7 @@ class Runtime final : public PlanService {
   std::map<std::string, std::string> request_index_;      // clarification request_id -> plan_id; guarded by mu_
   std::map<std::string, std::string> selected_team_;      // user_id -> team_id; guarded by mu_
   int executing_ = 0;                                     // slots in use; guarded by mu_
-  std::deque<std::shared_ptr<PlanRun>> slot_waiters_;     // guarded by mu_
+  std::deque<PlanRun*> slot_waiters_;                     // guarded by mu_
   LiveSink live_sink_;                                    // guarded by mu_
 };
 

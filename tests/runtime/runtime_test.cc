@@ -1,0 +1,492 @@
+// The agent runtime against a real Outbox (LMDB in a temp folder): the plan
+// life cycle, approvals, clarifications, timeouts, cancel, failures, restart
+// recovery, concurrency, and the LLM planner/agent against a local
+// OpenAI-compatible test server.
+#include <doctest/doctest.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "core/json.h"
+#include "core/runtime/runtime.h"
+#include "net/llm_client.h"
+#include "outbox/outbox.h"
+#include "tests/support/process.h"
+
+using namespace agentd;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+
+namespace {
+
+const char* kUser = "user-a";
+
+TeamConfig team_from(const std::string& json) {
+  auto t = parse_team(json, "test-team.json");
+  REQUIRE_MESSAGE(t.is_ok(), t.status().to_string());
+  return *t;
+}
+
+std::string script_team(const std::string& id, const std::string& script_b = "{}") {
+  return R"({"team_id":")" + id +
+         R"(","name":"T","description":"test team","agents":[
+      {"name":"A","type":"script","description":"does a"},
+      {"name":"B","type":"script","description":"does b","script":)" +
+         script_b + R"(}]})";
+}
+
+// An io_context with two threads, an outbox and a runtime, torn down in order.
+struct Harness {
+  explicit Harness(std::vector<TeamConfig> teams, RuntimeOptions opts = {}, ModelClient* model = nullptr,
+                   std::string dir = test::make_temp_dir("agentd-runtime"))
+      : dir_(std::move(dir)), work_(asio::make_work_guard(ioc_)) {
+    OutboxOptions o;
+    o.dir = dir_;
+    auto ob = Outbox::open(o);
+    REQUIRE_MESSAGE(ob.is_ok(), ob.status().to_string());
+    outbox = std::move(ob).value();
+    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    runtime = std::make_unique<Runtime>(ioc_.get_executor(), *outbox, std::move(teams), opts, model, metrics);
+  }
+  ~Harness() {
+    runtime->shutdown(2000ms);
+    work_.reset();
+    ioc_.stop();
+    for (auto& t : threads_) t.join();
+    runtime.reset();
+    outbox.reset();
+    if (!keep_dir) std::filesystem::remove_all(dir_);
+  }
+
+  SubmitResult submit(const std::string& task, std::optional<bool> auto_approve = std::nullopt,
+                      const std::string& team = "") {
+    std::promise<Result<SubmitResult>> p;
+    runtime->submit(SubmitRequest{kUser, task, "", team, auto_approve},
+                    [&](Result<SubmitResult> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+    return *r;
+  }
+  Result<std::string> approve(ApprovalRequest req) {
+    std::promise<Result<std::string>> p;
+    runtime->approve(std::move(req), [&](Result<std::string> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  }
+  Status clarify(ClarificationRequest req) {
+    std::promise<Status> p;
+    runtime->clarify(std::move(req), [&](Status s) { p.set_value(std::move(s)); });
+    return p.get_future().get();
+  }
+  Status cancel(const std::string& user, const std::string& plan_id) {
+    std::promise<Status> p;
+    runtime->cancel(user, plan_id, [&](Status s) { p.set_value(std::move(s)); });
+    return p.get_future().get();
+  }
+  PlanRecord plan(const std::string& id) {
+    auto p = outbox->get_plan(id);
+    REQUIRE(p.is_ok());
+    REQUIRE(p->has_value());
+    return **p;
+  }
+  PlanRecord wait_status(const std::string& id, PlanStatus want, std::chrono::milliseconds timeout = 10s) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      auto p = outbox->get_plan(id);
+      if (p.is_ok() && p->has_value() && (*p)->status == want) return **p;
+      std::this_thread::sleep_for(5ms);
+    }
+    FAIL("plan " << id << " did not reach " << plan_status_name(want) << "; it is "
+                 << plan_status_name(plan(id).status));
+    return {};
+  }
+  std::vector<Envelope> messages(const std::string& id) {
+    auto m = outbox->read_messages(id, 0, 100000);
+    REQUIRE(m.is_ok());
+    std::vector<Envelope> out;
+    uint64_t expect = 1;
+    for (const auto& s : *m) {
+      CHECK(s.seq == expect++);
+      auto e = decode_envelope(*s.bytes);
+      REQUIRE_MESSAGE(e.is_ok(), e.status().to_string());
+      out.push_back(*e);
+    }
+    return out;
+  }
+  std::vector<std::string> types(const std::string& id) {
+    std::vector<std::string> t;
+    for (const auto& e : messages(id)) t.push_back(e.type);
+    return t;
+  }
+  std::string field(const Envelope& e, const char* name) {
+    auto d = parse_strict(e.data);
+    REQUIRE(d.is_ok());
+    auto it = d->FindMember(name);
+    if (it == d->MemberEnd()) return "<missing>";
+    return it->value.IsString() ? it->value.GetString() : write_canonical(it->value);
+  }
+
+  MetricsRegistry metrics;
+  std::unique_ptr<Outbox> outbox;
+  std::unique_ptr<Runtime> runtime;
+  bool keep_dir = false;
+
+ private:
+  std::string dir_;
+  asio::io_context ioc_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+TEST_CASE("auto-approved plan runs every step and closes with a final result") {
+  Harness h({team_from(script_team("t1", R"({"messages":3})"))});
+  auto s = h.submit("close the books", true);
+  PlanRecord done = h.wait_status(s.plan_id, PlanStatus::kCompleted);
+  CHECK(done.user_id == kUser);
+  CHECK(done.team_id == "t1");
+  CHECK(done.initial_goal == "close the books");
+  CHECK(done.session_id == s.session_id);
+  std::vector<std::string> want = {"plan_approval_request", "plan_approval_response", "agent_message",
+                                   "agent_message",         "agent_message",          "agent_message",
+                                   "final_result_message"};
+  CHECK(h.types(s.plan_id) == want);
+  auto msgs = h.messages(s.plan_id);
+  CHECK(done.last_seq == msgs.size());
+  // created(planning), awaiting_approval, running, completed: four versions.
+  CHECK(done.version == 4);
+  CHECK(h.field(msgs[0], "status") == "PENDING_APPROVAL");
+  CHECK(h.field(msgs[1], "approved") == "true");
+  CHECK(h.field(msgs[2], "agent_name") == "A");
+  CHECK(h.field(msgs[6], "status") == "completed");
+  for (const auto& e : msgs) {
+    CHECK(e.user_id == kUser);
+    CHECK(e.session_id == s.session_id);
+  }
+  auto mp = parse_strict(done.m_plan);
+  REQUIRE(mp.is_ok());
+  CHECK((*mp)["steps"].Size() == 2);
+  CHECK(std::string((*mp)["steps"][1]["agent"].GetString()) == "B");
+  CHECK(h.metrics.counter("agentd_plans_finished_total", "").value() == 1);
+}
+
+TEST_CASE("approval by m_plan_id or plan id; wrong, repeated, foreign and unknown approvals") {
+  Harness h({team_from(script_team("t1"))});
+  auto s = h.submit("task one", false);
+  h.wait_status(s.plan_id, PlanStatus::kAwaitingApproval);
+  auto msgs = h.messages(s.plan_id);
+  std::string m_plan_id = h.field(msgs[0], "m_plan_id");
+  CHECK(m_plan_id.size() == 36);
+
+  auto other = h.submit("task two", false);
+  h.wait_status(other.plan_id, PlanStatus::kAwaitingApproval);
+
+  auto mismatch = h.approve({kUser, m_plan_id, other.plan_id, true, ""});
+  CHECK(mismatch.status().code() == Code::kInvalidArgument);
+  auto foreign = h.approve({"user-b", m_plan_id, "", true, ""});
+  CHECK(foreign.status().code() == Code::kNotFound);
+  auto unknown = h.approve({kUser, "no-such-plan", "", true, ""});
+  CHECK(unknown.status().code() == Code::kNotFound);
+
+  auto ok = h.approve({kUser, m_plan_id, s.plan_id, true, "Plan approved by user"});
+  REQUIRE_MESSAGE(ok.is_ok(), ok.status().to_string());
+  CHECK(*ok == "approval recorded");
+  h.wait_status(s.plan_id, PlanStatus::kCompleted);
+  auto again = h.approve({kUser, m_plan_id, "", true, ""});
+  CHECK(again.status().code() == Code::kFailedPrecondition);
+  auto again_by_plan = h.approve({kUser, s.plan_id, "", true, ""});
+  CHECK(again_by_plan.status().code() == Code::kFailedPrecondition);
+
+  // The plan id works as m_plan_id too (contract decision 2).
+  auto ok2 = h.approve({kUser, other.plan_id, "", true, ""});
+  REQUIRE(ok2.is_ok());
+  h.wait_status(other.plan_id, PlanStatus::kCompleted);
+}
+
+TEST_CASE("a rejected plan is kept, marked rejected, with the response message") {
+  Harness h({team_from(script_team("t1"))});
+  auto s = h.submit("do not do it", false);
+  h.wait_status(s.plan_id, PlanStatus::kAwaitingApproval);
+  auto r = h.approve({kUser, s.plan_id, "", false, "no thanks"});
+  REQUIRE(r.is_ok());
+  CHECK(*r == "rejected");
+  PlanRecord p = h.plan(s.plan_id);
+  CHECK(p.status == PlanStatus::kRejected);
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(msgs.size() == 2);
+  CHECK(msgs[1].type == "plan_approval_response");
+  CHECK(h.field(msgs[1], "approved") == "false");
+  CHECK(h.field(msgs[1], "feedback") == "no thanks");
+}
+
+TEST_CASE("approval timeout cancels the plan with a timeout_notification") {
+  RuntimeOptions o;
+  o.approval_timeout = 200ms;
+  Harness h({team_from(script_team("t1"))}, o);
+  auto s = h.submit("nobody answers", false);
+  h.wait_status(s.plan_id, PlanStatus::kCanceled);
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(msgs.size() == 2);
+  CHECK(msgs[1].type == "timeout_notification");
+  CHECK(h.field(msgs[1], "timeout_type") == "approval");
+  CHECK(h.runtime->active_plans() == 0);
+}
+
+TEST_CASE("clarification pauses the step until answered") {
+  Harness h({team_from(script_team("t1", R"({"clarify":"Which month?"})"))});
+  auto s = h.submit("close a month", true);
+  h.wait_status(s.plan_id, PlanStatus::kAwaitingClarification);
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(msgs.back().type == "user_clarification_request");
+  CHECK(h.field(msgs.back(), "question") == "Which month?");
+  std::string rid = h.field(msgs.back(), "request_id");
+
+  CHECK(h.clarify({kUser, "unknown-request", "x", ""}).code() == Code::kNotFound);
+  CHECK(h.clarify({"user-b", rid, "x", ""}).code() == Code::kNotFound);
+  Status st = h.clarify({kUser, rid, "March", s.plan_id});
+  REQUIRE_MESSAGE(st.is_ok(), st.to_string());
+  h.wait_status(s.plan_id, PlanStatus::kCompleted);
+  CHECK(h.clarify({kUser, rid, "again", ""}).code() == Code::kNotFound);
+  auto all = h.messages(s.plan_id);
+  bool found = false;
+  for (const auto& e : all) {
+    if (e.type == "user_clarification_response") {
+      found = true;
+      CHECK(h.field(e, "answer") == "March");
+      CHECK(h.field(e, "agent_type") == "Human_Agent");
+    }
+  }
+  CHECK(found);
+}
+
+TEST_CASE("clarification timeout cancels the plan") {
+  RuntimeOptions o;
+  o.clarification_timeout = 150ms;
+  Harness h({team_from(script_team("t1", R"({"clarify":"Which?"})"))}, o);
+  auto s = h.submit("x", true);
+  h.wait_status(s.plan_id, PlanStatus::kCanceled);
+  auto t = h.types(s.plan_id);
+  CHECK(t.back() == "timeout_notification");
+}
+
+TEST_CASE("a user cancels a running plan; cancel of a finished or foreign plan") {
+  Harness h({team_from(script_team("t1", R"({"messages":1000,"delay_ms":20})"))});
+  auto s = h.submit("long", true);
+  h.wait_status(s.plan_id, PlanStatus::kRunning);
+  CHECK(h.cancel("user-b", s.plan_id).code() == Code::kNotFound);
+  Status st = h.cancel(kUser, s.plan_id);
+  REQUIRE_MESSAGE(st.is_ok(), st.to_string());
+  CHECK(h.plan(s.plan_id).status == PlanStatus::kCanceled);  // durable before the callback
+  CHECK(h.types(s.plan_id).back() == "system_message");
+  CHECK(h.cancel(kUser, s.plan_id).code() == Code::kFailedPrecondition);
+  CHECK(h.cancel(kUser, "nope").code() == Code::kNotFound);
+}
+
+TEST_CASE("an agent error becomes an error message and a failed plan") {
+  Harness h({team_from(script_team("t1", R"({"fail":true})"))});
+  auto s = h.submit("will fail", true);
+  h.wait_status(s.plan_id, PlanStatus::kFailed);
+  auto msgs = h.messages(s.plan_id);
+  CHECK(msgs.back().type == "error_message");
+  CHECK(h.field(msgs.back(), "agent_name") == "B");
+  CHECK(h.field(msgs.back(), "content").find("failed on step 2") != std::string::npos);
+}
+
+TEST_CASE("unknown team and empty description are rejected") {
+  Harness h({team_from(script_team("t1"))});
+  std::promise<Result<SubmitResult>> p1, p2;
+  h.runtime->submit({kUser, "x", "", "nope", true}, [&](Result<SubmitResult> r) { p1.set_value(std::move(r)); });
+  CHECK(p1.get_future().get().status().code() == Code::kInvalidArgument);
+  h.runtime->submit({kUser, "", "", "", true}, [&](Result<SubmitResult> r) { p2.set_value(std::move(r)); });
+  CHECK(p2.get_future().get().status().code() == Code::kInvalidArgument);
+}
+
+TEST_CASE("teams: list, get, select") {
+  Harness h({team_from(script_team("t1")), team_from(script_team("t2"))});
+  CHECK(h.runtime->team_configs().size() == 2);
+  CHECK(h.runtime->team_config("t2").has_value());
+  CHECK_FALSE(h.runtime->team_config("zz").has_value());
+  CHECK(h.runtime->current_team(kUser)->find("\"t1\"") != std::string::npos);
+  CHECK(h.runtime->select_team(kUser, "zz").code() == Code::kNotFound);
+  REQUIRE(h.runtime->select_team(kUser, "t2").is_ok());
+  CHECK(h.runtime->current_team(kUser)->find("\"t2\"") != std::string::npos);
+  auto s = h.submit("on t2", true);
+  CHECK(h.wait_status(s.plan_id, PlanStatus::kCompleted).team_id == "t2");
+}
+
+TEST_CASE("50 concurrent plans with a concurrency bound of 4 all complete") {
+  RuntimeOptions o;
+  o.max_concurrent_plans = 4;
+  Harness h({team_from(script_team("t1", R"({"messages":5,"delay_ms":2})"))}, o);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 50; ++i) ids.push_back(h.submit("plan " + std::to_string(i), true).plan_id);
+  for (const auto& id : ids) {
+    h.wait_status(id, PlanStatus::kCompleted, 60s);
+    CHECK(h.messages(id).size() == 9);  // request, response, 1 + 5 agent messages, final
+  }
+  CHECK(h.runtime->active_plans() == 0);
+}
+
+TEST_CASE("restart: unfinished plans are marked interrupted with a system message") {
+  std::string dir = test::make_temp_dir("agentd-runtime-restart");
+  std::string waiting, running;
+  {
+    Harness h({team_from(script_team("t1", R"({"messages":1000,"delay_ms":20})"))}, {}, nullptr, dir);
+    h.keep_dir = true;
+    waiting = h.submit("waits", false).plan_id;
+    running = h.submit("runs", true).plan_id;
+    h.wait_status(waiting, PlanStatus::kAwaitingApproval);
+    h.wait_status(running, PlanStatus::kRunning);
+  }  // shutdown: nothing more is announced
+  Harness h({team_from(script_team("t1"))}, {}, nullptr, dir);
+  CHECK(h.plan(running).status == PlanStatus::kRunning);
+  REQUIRE(h.runtime->recover().is_ok());
+  for (const auto& id : {waiting, running}) {
+    PlanRecord p = h.plan(id);
+    CHECK(p.status == PlanStatus::kInterrupted);
+    auto msgs = h.messages(id);
+    CHECK(msgs.back().type == "system_message");
+    CHECK(h.field(msgs.back(), "status") == "interrupted");
+  }
+  REQUIRE(h.runtime->recover().is_ok());  // idempotent: nothing left to mark
+  CHECK(h.messages(running).back().type == "system_message");
+}
+
+// --- LLM planner and agent against the local test server -------------------------
+
+namespace {
+
+struct FakeLlm {
+  FakeLlm() : port(test::free_port()), dir(test::make_temp_dir("agentd-fakellm")) {
+    log = dir + "/requests.jsonl";
+    std::string script = std::string(std::getenv("AGENTD_SOURCE_DIR")) + "/tests/support/fake_llm.py";
+    proc =
+        test::ChildProcess::spawn({"/usr/bin/env", "python3", script, std::to_string(port), log}, dir + "/server.log");
+    // Wait until it accepts connections.
+    for (int i = 0; i < 200; ++i) {
+      if (test::read_file(dir + "/server.log").find("listening") != std::string::npos) return;
+      std::this_thread::sleep_for(20ms);
+    }
+    FAIL("fake LLM server did not start");
+  }
+  ~FakeLlm() { std::filesystem::remove_all(dir); }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port) + "/v1"; }
+  int port;
+  std::string dir, log;
+  test::ChildProcess proc;
+};
+
+std::string llm_team() {
+  return R"({"team_id":"llm","name":"L","description":"d","agents":[
+    {"name":"Writer","type":"llm","description":"writes","system_message":"You write."},
+    {"name":"Checker","type":"llm","description":"checks"}]})";
+}
+
+}  // namespace
+
+TEST_CASE("LLM planner and agents: request shape, streaming chunks live-only, full reply persisted") {
+  FakeLlm llm;
+  asio::io_context client_io;
+  auto guard = asio::make_work_guard(client_io);
+  std::thread client_thread([&] { client_io.run(); });
+  auto client = net::LlmClient::create(client_io.get_executor(), {llm.url(), "test-model", "sk-test", 1});
+  REQUIRE(client.is_ok());
+  {
+    Harness h({team_from(llm_team())}, {}, client->get());
+    std::mutex mu;
+    std::vector<std::string> live;
+    h.runtime->set_live_sink([&](const std::string&, std::shared_ptr<const std::string> f) {
+      std::lock_guard l(mu);
+      live.push_back(*f);
+    });
+    auto s = h.submit("write a haiku", true);
+    h.wait_status(s.plan_id, PlanStatus::kCompleted);
+    auto msgs = h.messages(s.plan_id);
+    auto mp = parse_strict(h.plan(s.plan_id).m_plan);
+    REQUIRE(mp.is_ok());
+    CHECK(std::string((*mp)["steps"][0]["action"].GetString()) == "LLM step for Writer");
+    REQUIRE(msgs.size() == 5);
+    CHECK(msgs[2].type == "agent_message");
+    CHECK(h.field(msgs[2], "content").rfind("Reply to: Task: write a haiku", 0) == 0);
+    {
+      std::lock_guard l(mu);
+      REQUIRE(live.size() >= 2);
+      CHECK(live[0].find("\"type\":\"agent_message_streaming\"") != std::string::npos);
+      CHECK(live[0].find("\"live\":true") != std::string::npos);
+    }
+    for (const auto& e : msgs) CHECK(e.type != "agent_message_streaming");  // never persisted
+    std::string reqs = test::read_file(llm.log);
+    CHECK(reqs.find("\"path\": \"/v1/chat/completions\"") != std::string::npos);
+    CHECK(reqs.find("\"auth\": \"Bearer sk-test\"") != std::string::npos);
+    CHECK(reqs.find("\"model\": \"test-model\"") != std::string::npos);
+    CHECK(reqs.find("\"stream\": true") != std::string::npos);
+    CHECK(reqs.find("You write.") != std::string::npos);
+
+    // A 500 from the model (after retries) fails the plan with an error message.
+    auto bad = h.submit("FAIL500 please", true);
+    h.wait_status(bad.plan_id, PlanStatus::kFailed);
+    CHECK(h.types(bad.plan_id).back() == "error_message");
+  }
+  guard.reset();
+  client_io.stop();
+  client_thread.join();
+}
+
+TEST_CASE("LLM client: timeout and reply parsing") {
+  FakeLlm llm;
+  asio::io_context io;
+  auto client = net::LlmClient::create(io.get_executor(), {llm.url(), "m", "", 0});
+  REQUIRE(client.is_ok());
+  std::optional<Result<std::string>> got;
+  ChatRequest req;
+  req.messages.push_back({"user", "SLOW"});
+  req.timeout = 300ms;
+  (*client)->complete(req, nullptr, [&](Result<std::string> r) { got.emplace(std::move(r)); });
+  io.run();
+  REQUIRE(got.has_value());
+  CHECK(got->status().code() == Code::kUnavailable);
+
+  CHECK(net::LlmClient::parse_reply(R"({"choices":[{"message":{"content":"hi"}}]})").value() == "hi");
+  CHECK_FALSE(net::LlmClient::parse_reply(R"({"choices":[]})").is_ok());
+  std::string delta;
+  CHECK(net::LlmClient::parse_stream_event(R"({"choices":[{"delta":{"content":"x"}}]})", &delta).value());
+  CHECK(delta == "x");
+  CHECK_FALSE(net::LlmClient::parse_stream_event("[DONE]", &delta).value());
+  CHECK_FALSE(net::LlmClient::create(io.get_executor(), {"ftp://x", "m"}).is_ok());
+  CHECK_FALSE(net::LlmClient::create(io.get_executor(), {"http://x/v1", ""}).is_ok());
+}
+
+TEST_CASE("the LLM planner rejects a plan naming agents outside the team") {
+  TeamConfig t = team_from(llm_team());
+  auto bad = LlmPlanner::parse_reply(t, "x", R"(sure: {"steps":[{"agent":"Ghost","action":"a"}]})");
+  REQUIRE_FALSE(bad.is_ok());
+  CHECK(bad.status().message().find("'Ghost' is not in team llm") != std::string::npos);
+  auto ok = LlmPlanner::parse_reply(t, "x", R"(```{"steps":[{"agent":"Checker","action":"check"}]}```)");
+  REQUIRE(ok.is_ok());
+  CHECK(ok->steps.size() == 1);
+  CHECK_FALSE(LlmPlanner::parse_reply(t, "x", "no json here").is_ok());
+}
+
+TEST_CASE("team files: errors name the file and the field") {
+  auto e1 = parse_team(R"({"team_id":"x","name":"n","agents":[]})", "a.json");
+  CHECK(e1.status().message() == "a.json: agents: missing, not an array, or empty");
+  auto e2 = parse_team(R"({"team_id":"x","name":"n","agents":[{"name":"A"}]})", "b.json");
+  CHECK(e2.status().message() == "b.json: agents[0].type: missing");
+  auto e3 = parse_team(R"({"team_id":"x","name":"n","agents":[{"name":"A","type":"script","script":{"messages":0}}]})",
+                       "c.json");
+  CHECK(e3.status().message().rfind("c.json: agents[0].script.messages: not an integer", 0) == 0);
+  auto e4 = parse_team(R"({"name":"n"})", "d.json");
+  CHECK(e4.status().message() == "d.json: team_id: missing");
+  auto e5 = parse_team("{", "e.json");
+  CHECK(e5.status().message().rfind("e.json: invalid JSON", 0) == 0);
+  std::string src = std::getenv("AGENTD_SOURCE_DIR");
+  auto shipped = load_teams(src + "/agentd/teams");
+  REQUIRE_MESSAGE(shipped.is_ok(), shipped.status().to_string());
+  CHECK(shipped->size() == 2);
+  CHECK_FALSE(load_teams(src + "/no-such-dir").is_ok());
+}
