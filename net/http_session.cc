@@ -52,7 +52,10 @@ void HttpSession::do_read() {
 }
 
 void HttpSession::on_header(beast::error_code ec, std::size_t) {
-  if (ec) return do_close();  // end of stream, timeout, malformed header
+  // The parser rejects a Content-Length over body_limit while reading the
+  // header: answer 413 for that; close on anything else (end of stream,
+  // timeout, malformed header).
+  if (ec && ec != http::error::body_limit) return do_close();
   busy_ = true;
   start_ = std::chrono::steady_clock::now();
   const auto& h = parser_->get();
@@ -61,13 +64,14 @@ void HttpSession::on_header(beast::error_code ec, std::size_t) {
   version_ = h.version();
   origin_.clear();
   if (auto it = h.find(http::field::origin); it != h.end()) origin_ = std::string(it->value());
-  route_ = "unmatched";
-  if (auto len = parser_->content_length(); len && *len > st_.cfg.max_body_bytes) {
+  std::string_view path = target_;
+  route_ = std::string(match_route(h.method(), path.substr(0, path.find('?'))).name);
+  if (ec || (parser_->content_length() && *parser_->content_length() > st_.cfg.max_body_bytes)) {
     closing_ = true;  // the body stays unread
-    return send(json_response(http::status::payload_too_large,
-                              "{\"detail\":\"request body of " + std::to_string(*len) + " bytes is over the limit of " +
-                                  std::to_string(st_.cfg.max_body_bytes) + " bytes\"}"),
-                false);
+    return send(
+        json_response(http::status::payload_too_large, "{\"detail\":\"request body is over the limit of " +
+                                                           std::to_string(st_.cfg.max_body_bytes) + " bytes\"}"),
+        false);
   }
   stream_.expires_after(st_.cfg.read_timeout);
   http::async_read(stream_, buffer_, *parser_,

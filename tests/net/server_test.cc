@@ -1,0 +1,327 @@
+// In-process tests of the HTTP/WebSocket server over a real Outbox.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "core/json.h"
+#include "tests/net/fixture.h"
+
+using namespace agentd;
+using namespace agentd::test;
+
+namespace {
+
+rapidjson::Document json(const std::string& s) {
+  auto d = parse_strict(s, JsonLimits{64 << 20, 64});
+  REQUIRE_MESSAGE(d.is_ok(), s.substr(0, 300));
+  return std::move(*d);
+}
+
+// The "messages" array of a GET /plan body, element by element, as raw text.
+std::vector<std::string> raw_messages(const std::string& body) {
+  auto d = json(body);
+  std::vector<std::string> out;
+  for (auto& m : d["messages"].GetArray()) out.push_back(write_canonical(m));
+  return out;
+}
+
+const Headers kAlice{{"x-ms-client-principal-id", "alice"}};
+const Headers kBob{{"x-ms-client-principal-id", "bob"}};
+
+}  // namespace
+
+TEST_CASE("REST only: process_request, agent_message, GET /plan returns every message in seq order") {
+  ServerFixture f;
+  auto r = http_post(f.port, "/api/v3/process_request", R"({"description":"hire someone","session_id":"s1"})", kAlice);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  auto d = json(r.body);
+  std::string plan_id = d["plan_id"].GetString();
+  CHECK(std::string(d["status"].GetString()) == "Request started successfully");
+  CHECK(std::string(d["session_id"].GetString()) == "s1");
+
+  for (int i = 0; i < 5; ++i) {
+    auto m = http_post(f.port, "/api/v3/agent_message",
+                       R"({"plan_id":")" + plan_id + R"(","agent":"HR","agent_type":"AI_Agent","content":"c)" +
+                           std::to_string(i) + R"("})",
+                       kAlice);
+    REQUIRE_MESSAGE(m.status == 200, m.body);
+    CHECK(json(m.body)["seq"].GetUint64() == static_cast<uint64_t>(i + 2));
+  }
+  auto p = http_get(f.port, "/api/v3/plan?plan_id=" + plan_id, kAlice);
+  REQUIRE_MESSAGE(p.status == 200, p.body);
+  auto pd = json(p.body);
+  CHECK(std::string(pd["plan"]["id"].GetString()) == plan_id);
+  CHECK(std::string(pd["plan"]["plan_id"].GetString()) == plan_id);
+  CHECK(pd["team"].IsObject());
+  CHECK(pd["truncated"].GetBool() == false);
+  auto msgs = raw_messages(p.body);
+  REQUIRE(msgs.size() == 6);
+  // Byte-equal to what the outbox stores.
+  auto stored = f.outbox->read_messages(plan_id, 0, 100);
+  REQUIRE(stored.is_ok());
+  REQUIRE(stored->size() == 6);
+  for (size_t i = 0; i < 6; ++i) {
+    CHECK(msgs[i] == *(*stored)[i].bytes);
+    CHECK(p.body.find(*(*stored)[i].bytes) != std::string::npos);  // embedded verbatim
+  }
+
+  auto list = http_get(f.port, "/api/v3/plans", kAlice);
+  REQUIRE(list.status == 200);
+  auto ld = json(list.body);
+  REQUIRE(ld.GetArray().Size() == 1);
+  CHECK(std::string(ld[0]["id"].GetString()) == plan_id);
+  CHECK(json(http_get(f.port, "/api/v3/plans?status=completed", kAlice).body).GetArray().Size() == 0);
+  CHECK(json(http_get(f.port, "/api/v3/plans?status=awaiting_approval", kAlice).body).GetArray().Size() == 1);
+
+  auto page = http_get(f.port, "/api/v3/plan/" + plan_id + "/messages?after_seq=2&limit=3", kAlice);
+  REQUIRE(page.status == 200);
+  auto pg = json(page.body);
+  REQUIRE(pg["messages"].GetArray().Size() == 3);
+  CHECK(pg["messages"][0]["seq"].GetUint64() == 3);
+  CHECK(pg["next_after_seq"].GetUint64() == 5);
+  CHECK(pg["has_more"].GetBool() == true);
+  CHECK(http_get(f.port, "/api/v3/plan/" + plan_id + "/messages?after_seq=x", kAlice).status == 422);
+}
+
+TEST_CASE("agent_message is idempotent on message_id and on echoed frames") {
+  ServerFixture f;
+  PlanRecord p = make_plan("p1", "alice");
+  f.append(p, "first", true);
+  std::string body = R"({"plan_id":"p1","agent":"X","content":"hi","message_id":"m-42"})";
+  auto a = http_post(f.port, "/api/v3/agent_message", body, kAlice);
+  auto b = http_post(f.port, "/api/v3/agent_message", body, kAlice);
+  REQUIRE(a.status == 200);
+  REQUIRE(b.status == 200);
+  CHECK(json(a.body)["seq"].GetUint64() == 2);
+  CHECK(json(b.body)["seq"].GetUint64() == 2);
+  CHECK(json(b.body)["duplicate"].GetBool());
+  // The UP frontend echoes a received frame back with raw_data = the frame.
+  auto stored = f.outbox->read_messages("p1", 0, 1);
+  REQUIRE(stored.is_ok());
+  std::string echo = R"({"plan_id":"p1","agent":"X","content":"first","raw_data":)";
+  append_json_string(&echo, *(*stored)[0].bytes);
+  echo += '}';
+  auto e = http_post(f.port, "/api/v3/agent_message", echo, kAlice);
+  REQUIRE_MESSAGE(e.status == 200, e.body);
+  CHECK(json(e.body)["seq"].GetUint64() == 1);
+  CHECK(json(e.body)["duplicate"].GetBool());
+  CHECK(*f.outbox->last_seq("p1") == 2);
+}
+
+TEST_CASE("errors: 401 404 405 413 422 409 503, FastAPI-style details") {
+  net::ServerConfig cfg;
+  cfg.max_body_bytes = 4096;
+  ServerFixture f(cfg);
+  PlanRecord p = make_plan("pa", "alice");
+  f.append(p, "x", true);
+
+  CHECK(http_get(f.port, "/api/v3/nothing").status == 404);
+  CHECK(http_request(f.port, "DELETE", "/api/v3/plans").status == 405);
+  auto miss = http_get(f.port, "/api/v3/plan?plan_id=nope", kAlice);
+  CHECK(miss.status == 404);
+  CHECK(miss.body == R"({"detail":"Plan not found"})");
+  CHECK(http_get(f.port, "/api/v3/plan", kAlice).status == 422);
+  // Isolation: another user's plan is "not found", for reads and writes.
+  CHECK(http_get(f.port, "/api/v3/plan?plan_id=pa", kBob).status == 404);
+  CHECK(http_get(f.port, "/api/v3/plan/pa/messages", kBob).status == 404);
+  CHECK(http_post(f.port, "/api/v3/agent_message", R"({"plan_id":"pa","content":"x"})", kBob).status == 404);
+  CHECK(http_post(f.port, "/api/v3/plans/pa/cancel", "", kBob).status == 404);
+  CHECK(http_post(f.port, "/api/v3/plans/pa/cancel", "", kAlice).status == 200);
+  CHECK(json(http_get(f.port, "/api/v3/plans", kBob).body).GetArray().Size() == 0);
+
+  auto big = http_post(f.port, "/api/v3/agent_message",
+                       R"({"plan_id":"pa","content":")" + std::string(5000, 'x') + R"("})", kAlice);
+  CHECK_MESSAGE(big.status == 413, big.error);
+  auto bad = http_post(f.port, "/api/v3/agent_message", R"({"plan_id":"pa","content":7})", kAlice);
+  CHECK(bad.status == 422);
+  CHECK(bad.body == R"({"detail":[{"loc":["body","content"],"msg":"str type expected","type":"type_error.str"}]})");
+  auto malformed = http_post(f.port, "/api/v3/process_request", "{", kAlice);
+  CHECK(malformed.status == 422);
+  CHECK(malformed.body.find("\"detail\":[{\"loc\":[\"body\"") != std::string::npos);
+  auto approval = http_post(f.port, "/api/v3/plan_approval", R"({"m_plan_id":"pa"})", kAlice);
+  CHECK(approval.status == 422);
+  CHECK(approval.body.find(R"("loc":["body","approved"])") != std::string::npos);
+  auto full = http_post(f.port, "/api/v3/process_request", R"({"description":"full"})", kAlice);
+  CHECK(full.status == 503);
+  CHECK(full.header("retry-after") == "2");
+  CHECK(http_post(f.port, "/api/v3/user_clarification", R"({"request_id":"unknown"})", kAlice).status == 404);
+  CHECK(http_post(f.port, "/api/v3/user_clarification", R"({"request_id":"r1","answer":"yes"})", kAlice).status == 200);
+  auto ok = http_post(f.port, "/api/v3/plan_approval", R"({"m_plan_id":"pa","approved":true})", kAlice);
+  CHECK(ok.body == R"({"status":"approval recorded"})");
+
+  CHECK(http_get(f.port, "/api/v3/team_configs/nope").status == 404);
+  CHECK(http_get(f.port, "/api/v3/team_configs/team-1").status == 200);
+  auto sel = http_post(f.port, "/api/v3/select_team", R"({"team_id":"team-1"})");
+  CHECK(json(sel.body)["agents_count"].GetInt() == 1);
+  CHECK(json(http_get(f.port, "/api/v3/init_team").body)["team_id"].GetString() == std::string("team-1"));
+
+  auto metrics = http_get(f.port, "/metrics");
+  CHECK(metrics.body.find(R"(agentd_http_requests_total{route="/api/v3/agent_message",status="413"} 1)") !=
+        std::string::npos);
+  CHECK(http_get(f.port, "/readyz").status == 200);
+}
+
+TEST_CASE("token auth: 401 without a valid token; WebSocket token by query or subprotocol") {
+  std::string dir = make_temp_dir("agentd-net-tokens");
+  {
+    std::ofstream out(dir + "/tokens");
+    out << "secret-a alice\nsecret-b bob\n";
+  }
+  net::ServerConfig cfg;
+  cfg.auth = net::AuthMode::kToken;
+  cfg.auth_token_file = dir + "/tokens";
+  ServerFixture f(cfg);
+  f.append(make_plan("pt", "alice"), "x", true);
+  auto none = http_get(f.port, "/api/v3/plans");
+  CHECK(none.status == 401);
+  CHECK(none.header("www-authenticate") == "Bearer");
+  CHECK(http_get(f.port, "/api/v3/plans", {{"x-ms-client-principal-id", "alice"}}).status == 401);
+  CHECK(http_get(f.port, "/api/v3/plan?plan_id=pt", {{"Authorization", "Bearer secret-a"}}).status == 200);
+  CHECK(http_get(f.port, "/api/v3/plan?plan_id=pt", {{"Authorization", "Bearer secret-b"}}).status == 404);
+  CHECK(http_get(f.port, "/healthz").status == 200);
+
+  WsClient w0;
+  CHECK(!w0.connect(f.port, "/api/v3/socket/pt"));
+  CHECK(w0.upgrade_status() == 401);
+  WsClient w1;
+  REQUIRE_MESSAGE(w1.connect(f.port, "/api/v3/socket/pt?token=secret-a"), w1.error());
+  CHECK(seq_of(w1.read().text) == 1);
+  WsClient w2;
+  REQUIRE_MESSAGE(w2.connect(f.port, "/api/v3/socket/pt", {{"Sec-WebSocket-Protocol", "bearer.secret-a"}}), w2.error());
+  CHECK(w2.selected_protocol() == "bearer.secret-a");
+  CHECK(seq_of(w2.read().text) == 1);
+  WsClient w3;
+  CHECK(!w3.connect(f.port, "/api/v3/socket/pt?token=secret-b"));
+  CHECK(w3.upgrade_status() == 404);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("WebSocket: replay then live with no gap and no duplicate, frames equal REST bytes") {
+  ServerFixture f;
+  PlanRecord p = make_plan("pw", "alice");
+  f.append(p, "m", true);
+  for (int i = 0; i < 200; ++i) f.append(p, "m" + std::to_string(i));
+  constexpr uint64_t kTotal = 1001;
+  std::thread producer([&] {
+    for (uint64_t i = 202; i <= kTotal; ++i) f.append(p, "live" + std::to_string(i));
+  });
+  WsClient ws;
+  REQUIRE_MESSAGE(ws.connect(f.port, "/api/v3/socket/pw?user_id=alice&after_seq=10"), ws.error());
+  std::vector<std::string> frames;
+  while (frames.size() < kTotal - 10) {
+    auto r = ws.read(5000);
+    if (r.kind != WsClient::Read::kFrame) break;
+    frames.push_back(r.text);
+  }
+  producer.join();
+  REQUIRE(frames.size() == kTotal - 10);
+  for (size_t i = 0; i < frames.size(); ++i) CHECK(seq_of(frames[i]) == 11 + i);
+  auto rest = http_get(f.port, "/api/v3/plan?plan_id=pw", {{"x-ms-client-principal-id", "alice"}});
+  auto msgs = raw_messages(rest.body);
+  REQUIRE(msgs.size() == kTotal);
+  for (size_t i = 0; i < frames.size(); ++i) CHECK(frames[i] == msgs[i + 10]);
+
+  // Live-only frames (streaming chunks) are sent, never replayed.
+  f.plans->live("pw", std::make_shared<const std::string>(R"({"type":"agent_message_streaming","data":{}})"));
+  auto chunk = ws.read();
+  CHECK(chunk.text.find("agent_message_streaming") != std::string::npos);
+  // ping -> pong; resume re-sends from the given seq.
+  REQUIRE(ws.write(R"({"type":"ping"})"));
+  CHECK(ws.read().text.find("\"type\":\"pong\"") != std::string::npos);
+  REQUIRE(ws.write(R"({"type":"resume","after_seq":998})"));
+  CHECK(seq_of(ws.read().text) == 999);
+  CHECK(seq_of(ws.read().text) == 1000);
+  CHECK(seq_of(ws.read().text) == 1001);
+  // Client approval frames reach the PlanService like the REST twin.
+  REQUIRE(ws.write(R"({"type":"plan_approval_response","data":{"approved":true,"feedback":"ok"}})"));
+  auto ack = ws.read();
+  CHECK(ack.text.find("approval_processed") != std::string::npos);
+  CHECK(ack.text.find("approval recorded") != std::string::npos);
+  {
+    std::lock_guard lock(f.plans->mu);
+    REQUIRE(f.plans->approvals.size() == 1);
+    CHECK(f.plans->approvals[0].m_plan_id == "pw");
+    CHECK(f.plans->approvals[0].user_id == "alice");
+  }
+  REQUIRE(ws.write(R"({"type":"bogus"})"));
+  CHECK(ws.read().text.find("unknown_message_type") != std::string::npos);
+}
+
+TEST_CASE("WebSocket: isolation, per-plan cap, shutdown closes with 1001") {
+  net::ServerConfig cfg;
+  cfg.ws_max_per_plan = 2;
+  auto f = std::make_unique<ServerFixture>(cfg);
+  f->append(make_plan("pc", "alice"), "x", true);
+  WsClient other;
+  CHECK(!other.connect(f->port, "/api/v3/socket/pc?user_id=bob"));
+  CHECK(other.upgrade_status() == 404);
+  WsClient missing;
+  CHECK(!missing.connect(f->port, "/api/v3/socket/nope?user_id=alice"));
+  CHECK(missing.upgrade_status() == 404);
+
+  WsClient a, b, c;
+  REQUIRE(a.connect(f->port, "/api/v3/socket/pc?user_id=alice"));
+  REQUIRE(b.connect(f->port, "/api/v3/socket/pc?user_id=alice"));
+  CHECK(seq_of(a.read().text) == 1);
+  CHECK(seq_of(b.read().text) == 1);
+  REQUIRE(c.connect(f->port, "/api/v3/socket/pc?user_id=alice"));
+  auto over = c.read();
+  REQUIRE(over.kind == WsClient::Read::kClosed);
+  CHECK(over.close_code == 1008);
+
+  std::thread stopper([&] { f->server->stop(std::chrono::milliseconds(3000)); });
+  auto bye = a.read();
+  CHECK(bye.kind == WsClient::Read::kClosed);
+  CHECK(bye.close_code == 1001);
+  CHECK(bye.close_reason.find("after_seq=1") != std::string::npos);
+  auto bye2 = b.read();
+  CHECK(bye2.close_code == 1001);
+  stopper.join();
+}
+
+TEST_CASE("WebSocket: a slow consumer is closed with a resume hint and its memory freed") {
+  net::ServerConfig cfg;
+  cfg.ws_queue_frames = 8;
+  ServerFixture f(cfg);
+  PlanRecord p = make_plan("ps", "alice");
+  f.append(p, "x", true);
+  WsClient slow;
+  slow.set_receive_buffer(4096);
+  REQUIRE(slow.connect(f.port, "/api/v3/socket/ps?user_id=alice&after_seq=1"));
+  WsClient fast;
+  REQUIRE(fast.connect(f.port, "/api/v3/socket/ps?user_id=alice&after_seq=1"));
+  std::string big(32 * 1024, 'y');
+  std::atomic<bool> done{false};
+  std::thread producer([&] {
+    for (int i = 0; i < 300 && !done; ++i) f.append(p, big);
+  });
+  // The fast reader keeps up; the slow one reads nothing meanwhile.
+  size_t got = 0;
+  while (got < 300) {
+    auto r = fast.read(10000);
+    if (r.kind != WsClient::Read::kFrame) break;
+    ++got;
+  }
+  done = true;
+  producer.join();
+  CHECK(got == 300);
+  // Now drain the slow one: some frames, then the close with the hint.
+  WsClient::Read r;
+  uint64_t last = 1;
+  for (;;) {
+    r = slow.read(10000);
+    if (r.kind != WsClient::Read::kFrame) break;
+    CHECK(seq_of(r.text) == last + 1);
+    last = seq_of(r.text);
+  }
+  REQUIRE(r.kind == WsClient::Read::kClosed);
+  CHECK(r.close_code == 1013);
+  CHECK(r.close_reason.find("slow consumer") != std::string::npos);
+  CHECK(r.close_reason.find("after_seq=") != std::string::npos);
+  CHECK(last < 301);
+  CHECK(f.server->hub().subscribers("ps") == 1);  // only the fast one remains
+  CHECK(http_get(f.port, "/metrics").body.find("agentd_ws_slow_consumers_closed_total 1") != std::string::npos);
+}
