@@ -25,12 +25,14 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
-namespace {
-
-struct Attempt {
+struct LlmClient::Attempt {
   Result<std::string> value;
   bool retryable;
 };
+
+namespace {
+
+using Attempt = LlmClient::Attempt;
 
 Attempt transient(std::string what) { return {unavailable("model endpoint: " + std::move(what)), true}; }
 
@@ -162,61 +164,75 @@ Result<bool> LlmClient::parse_stream_event(std::string_view data, std::string* d
   return true;
 }
 
+// One call's state, shared by its attempts. Coroutines take it by
+// reference (GCC 12: no class-type temporaries across suspension points).
+struct LlmClient::Call {
+  http::request<http::string_body> req;
+  bool stream = false;
+  std::chrono::milliseconds timeout{0};
+  ChunkFn on_chunk;
+  std::function<void(Result<std::string>)> done;
+};
+
 void LlmClient::complete(ChatRequest req, ChunkFn on_chunk, std::function<void(Result<std::string>)> done) {
-  auto strand = asio::make_strand(ex_);
-  auto http_req = std::make_shared<http::request<http::string_body>>(http::verb::post, target_.path, 11);
-  http_req->set(http::field::host, target_.host);
-  http_req->set(http::field::user_agent, "agentd");
-  http_req->set(http::field::content_type, "application/json");
-  if (req.stream) http_req->set(http::field::accept, "text/event-stream");
-  if (!opts_.api_key.empty()) http_req->set(http::field::authorization, "Bearer " + opts_.api_key);
-  http_req->body() = request_body(req);
-  http_req->prepare_payload();
+  auto call = std::make_shared<Call>();
+  call->req = http::request<http::string_body>(http::verb::post, target_.path, 11);
+  call->req.set(http::field::host, target_.host);
+  call->req.set(http::field::user_agent, "agentd");
+  call->req.set(http::field::content_type, "application/json");
+  if (req.stream) call->req.set(http::field::accept, "text/event-stream");
+  if (!opts_.api_key.empty()) call->req.set(http::field::authorization, "Bearer " + opts_.api_key);
+  call->req.body() = request_body(req);
+  call->req.prepare_payload();
+  call->stream = req.stream;
+  call->timeout = req.timeout;
+  call->on_chunk = std::move(on_chunk);
+  call->done = std::move(done);
+  asio::co_spawn(asio::make_strand(ex_), run(call), asio::detached);
+}
 
-  auto once = [this, http_req, stream = req.stream, timeout = req.timeout,
-               on_chunk](asio::any_io_executor ex) -> asio::awaitable<Attempt> {
-    tcp::resolver resolver(ex);
-    auto [rec, results] = co_await resolver.async_resolve(target_.host, target_.port, kTuple);
-    if (rec) co_return transient("resolve " + target_.host + ": " + rec.message());
-    if (!target_.tls) {
-      beast::tcp_stream s(ex);
-      s.expires_after(timeout);
-      auto [cec, ep] = co_await s.async_connect(results, kTuple);
-      if (cec) co_return transient("connect: " + cec.message());
-      Attempt a = co_await exchange(s, *http_req, stream, on_chunk, opts_.max_reply_bytes);
-      beast::error_code ignored;
-      s.socket().shutdown(tcp::socket::shutdown_both, ignored);
-      co_return a;
+asio::awaitable<void> LlmClient::run(std::shared_ptr<Call> call) {
+  Call& c = *call;
+  auto backoff = std::chrono::milliseconds(250);
+  for (int attempt = 0;; ++attempt) {
+    Attempt a = co_await attempt_once(c);
+    if (a.value.is_ok() || !a.retryable || attempt >= opts_.retries) {
+      c.done(std::move(a.value));
+      co_return;
     }
-    beast::ssl_stream<beast::tcp_stream> s(ex, *tls_);
-    if (!SSL_set_tlsext_host_name(s.native_handle(), target_.host.c_str())) {
-      co_return Attempt{invalid_argument("TLS: cannot set SNI host name"), false};
-    }
-    s.set_verify_callback(asio::ssl::host_name_verification(target_.host));
-    beast::get_lowest_layer(s).expires_after(timeout);
-    auto [cec, ep] = co_await beast::get_lowest_layer(s).async_connect(results, kTuple);
+    asio::steady_timer t(co_await asio::this_coro::executor, backoff);
+    co_await t.async_wait(kTuple);
+    backoff *= 2;
+  }
+}
+
+asio::awaitable<Attempt> LlmClient::attempt_once(Call& c) {
+  auto ex = co_await asio::this_coro::executor;
+  tcp::resolver resolver(ex);
+  auto [rec, results] = co_await resolver.async_resolve(target_.host, target_.port, kTuple);
+  if (rec) co_return transient("resolve " + target_.host + ": " + rec.message());
+  if (!target_.tls) {
+    beast::tcp_stream s(ex);
+    s.expires_after(c.timeout);
+    auto [cec, ep] = co_await s.async_connect(results, kTuple);
     if (cec) co_return transient("connect: " + cec.message());
-    auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::client, kTuple);
-    if (hec) co_return Attempt{unavailable("model endpoint: TLS handshake: " + hec.message()), true};
-    co_return co_await exchange(s, *http_req, stream, on_chunk, opts_.max_reply_bytes);
-  };
-
-  asio::co_spawn(
-      strand,
-      [strand, once, retries = opts_.retries, done = std::move(done)]() -> asio::awaitable<void> {
-        auto backoff = std::chrono::milliseconds(250);
-        for (int attempt = 0;; ++attempt) {
-          Attempt a = co_await once(strand);
-          if (a.value.is_ok() || !a.retryable || attempt >= retries) {
-            done(std::move(a.value));
-            co_return;
-          }
-          asio::steady_timer t(strand, backoff);
-          co_await t.async_wait(kTuple);
-          backoff *= 2;
-        }
-      },
-      asio::detached);
+    Attempt a = co_await exchange(s, c.req, c.stream, c.on_chunk, opts_.max_reply_bytes);
+    beast::error_code ignored;
+    s.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    co_return a;
+  }
+  beast::ssl_stream<beast::tcp_stream> s(ex, *tls_);
+  if (!SSL_set_tlsext_host_name(s.native_handle(), target_.host.c_str())) {
+    co_return Attempt{invalid_argument("TLS: cannot set SNI host name"), false};
+  }
+  s.set_verify_callback(asio::ssl::host_name_verification(target_.host));
+  beast::get_lowest_layer(s).expires_after(c.timeout);
+  auto [cec, ep] = co_await beast::get_lowest_layer(s).async_connect(results, kTuple);
+  if (cec) co_return transient("connect: " + cec.message());
+  auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::client, kTuple);
+  if (hec) co_return Attempt{unavailable("model endpoint: TLS handshake: " + hec.message()), true};
+  Attempt a = co_await exchange(s, c.req, c.stream, c.on_chunk, opts_.max_reply_bytes);
+  co_return a;
 }
 
 }  // namespace agentd::net

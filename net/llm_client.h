@@ -11,6 +11,7 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/ssl/context.hpp>
 
 #include <memory>
@@ -42,12 +43,17 @@ class LlmClient final : public ModelClient {
   // Parses one SSE data payload of a streaming reply; false at "[DONE]".
   static Result<bool> parse_stream_event(std::string_view data, std::string* delta);
 
+  struct Call;     // one complete() call (llm_client.cc)
+  struct Attempt;  // the outcome of one HTTP exchange
+
  private:
   struct Target {
     bool tls = false;
     std::string host, port, path;
   };
   LlmClient(boost::asio::any_io_executor ex, LlmOptions options, Target target);
+  boost::asio::awaitable<void> run(std::shared_ptr<Call> call);
+  boost::asio::awaitable<Attempt> attempt_once(Call& c);
 
   boost::asio::any_io_executor ex_;
   const LlmOptions opts_;
