@@ -127,13 +127,18 @@ bool parse_message_key(std::string_view key, std::string_view plan_id, uint64_t*
   return r.be64(seq);
 }
 
-std::string message_value(int64_t appended_at_ms, uint64_t pending_id, std::string_view message_id,
-                          std::string_view envelope) {
+std::string message_value_head(int64_t appended_at_ms, uint64_t pending_id, std::string_view message_id) {
   std::string v;
-  v.reserve(8 + 8 + 2 + message_id.size() + envelope.size());
+  v.reserve(8 + 8 + 2 + message_id.size());
   put_be64(&v, static_cast<uint64_t>(appended_at_ms));
   put_be64(&v, pending_id);
   put_str16(&v, message_id);
+  return v;
+}
+
+std::string message_value(int64_t appended_at_ms, uint64_t pending_id, std::string_view message_id,
+                          std::string_view envelope) {
+  std::string v = message_value_head(appended_at_ms, pending_id, message_id);
   v.append(envelope);
   return v;
 }

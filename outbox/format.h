@@ -109,6 +109,8 @@ std::string message_prefix(std::string_view plan_id);  // plan_id:str16
 bool parse_message_key(std::string_view key, std::string_view plan_id, uint64_t* seq);
 std::string message_value(int64_t appended_at_ms, uint64_t pending_id, std::string_view message_id,
                           std::string_view envelope);
+// The value without its envelope (the writer copies the envelope in place).
+std::string message_value_head(int64_t appended_at_ms, uint64_t pending_id, std::string_view message_id);
 struct MessageValue {
   int64_t appended_at_ms = 0;
   uint64_t pending_id = 0;

@@ -231,6 +231,9 @@ Status Outbox::Impl::open_env() {
   if ((rc = mdb_env_open(env, options.dir.c_str(), flags, 0644)) != 0) {
     return lmdb_error(rc, "open LMDB environment in " + options.dir);
   }
+  int stale = 0;  // reader slots of a killed process would pin old pages
+  if ((rc = mdb_reader_check(env, &stale)) != 0) return lmdb_error(rc, "mdb_reader_check");
+  if (stale > 0) spdlog::info("outbox {}: cleared {} stale reader slots", options.dir, stale);
   MDB_txn* txn;
   if ((rc = mdb_txn_begin(env, nullptr, 0, &txn)) != 0) return lmdb_error(rc, "begin open transaction");
   auto fail = [&](Status s) {
@@ -415,7 +418,6 @@ void Outbox::Impl::run() {
   auto next_prune = std::chrono::steady_clock::now() + options.prune_interval;
   for (;;) {
     std::vector<std::unique_ptr<Op>> batch;
-    std::shared_ptr<const CommitObserver> obs;
     bool stopping = false;
     {
       std::unique_lock l(mu);
@@ -428,23 +430,18 @@ void Outbox::Impl::run() {
         batch.push_back(std::move(queue.front()));
         queue.pop_front();
       }
-      obs = observer;
     }
-    if (batch.empty()) {
-      if (stopping) return;
-      if (std::chrono::steady_clock::now() < next_prune) continue;
-      auto prune = std::make_unique<Op>();
-      prune->kind = Op::Kind::kPrune;
-      batch.push_back(std::move(prune));
-    }
+    if (batch.empty() && stopping) return;  // the queue is drained
     // No lock held from here: the transaction, the sync, the callbacks.
-    commit_batch(batch);
-    for (auto& op : batch) {
-      if (op->kind == Op::Kind::kPrune && !op->done) {
-        if (!op->status.is_ok()) spdlog::error("outbox prune failed: {}", op->status.to_string());
-        next_prune =
-            std::chrono::steady_clock::now() + (op->prune_more ? std::chrono::milliseconds(0) : options.prune_interval);
-      }
+    if (!batch.empty()) commit_batch(batch);
+    if (std::chrono::steady_clock::now() >= next_prune) {  // also under constant load
+      std::vector<std::unique_ptr<Op>> prune;
+      prune.push_back(std::make_unique<Op>());
+      prune[0]->kind = Op::Kind::kPrune;
+      commit_batch(prune);
+      if (!prune[0]->status.is_ok()) spdlog::error("outbox prune failed: {}", prune[0]->status.to_string());
+      auto wait = prune[0]->prune_more ? std::chrono::milliseconds(0) : options.prune_interval;
+      next_prune = std::chrono::steady_clock::now() + wait;
     }
   }
 }
@@ -619,10 +616,14 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
   int rc;
   if (req.message) {
     const PreparedMessage& m = *req.message;
-    std::string idkey = of::msgid_key(m.plan_id, m.message_id);
-    MDB_val k = mval(idkey), v;
-    rc = mdb_get(txn, msgids, &k, &v);
-    if (rc == 0) {  // already appended: return what is stored, change nothing
+    auto seq = next_seq(txn, m.plan_id, st);
+    if (!seq.is_ok()) return seq.status();
+    // One descent of msgids both checks for a duplicate and claims the id.
+    std::string idkey = of::msgid_key(m.plan_id, m.message_id), seqv;
+    of::put_be64(&seqv, *seq);
+    MDB_val k = mval(idkey), v = mval(seqv);
+    rc = mdb_put(txn, msgids, &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) {  // already appended: return what is stored, change nothing
       if (v.mv_size != 8) return corruption("corrupt msgids value for " + m.plan_id + "/" + m.message_id);
       res.seq = of::get_be64(static_cast<const char*>(v.mv_data));
       auto bytes = message_bytes(txn, m.plan_id, res.seq);
@@ -632,24 +633,20 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
       op.append_result = std::move(res);
       return Status::ok();
     }
-    if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read msgids");
-    auto seq = next_seq(txn, m.plan_id, st);
-    if (!seq.is_ok()) return seq.status();
+    if (rc != 0) return lmdb_error(rc, "write msgids");
     res.seq = *seq;
     auto bytes = std::make_shared<const std::string>(finalize(res.seq, m.tail));
     std::string key = of::message_key(m.plan_id, res.seq);
     uint64_t pending_id = options.track_pending ? st->next_pending_id : 0;
-    std::string val = of::message_value(st->now_ms, pending_id, m.message_id, *bytes);
-    MDB_val mk = mval(key), mv = mval(val);
-    rc = mdb_put(txn, messages, &mk, &mv, MDB_NOOVERWRITE);
+    std::string head = of::message_value_head(st->now_ms, pending_id, m.message_id);
+    MDB_val mk = mval(key), mv{head.size() + bytes->size(), nullptr};
+    rc = mdb_put(txn, messages, &mk, &mv, MDB_NOOVERWRITE | MDB_RESERVE);
     // Invariant: a seq is never reused (the cache matches the last key).
     assert(rc != MDB_KEYEXIST);
     if (rc == MDB_KEYEXIST) return internal_error("seq " + std::to_string(res.seq) + " of " + m.plan_id + " reused");
     if (rc != 0) return lmdb_error(rc, "write message");
-    std::string seqv;
-    of::put_be64(&seqv, res.seq);
-    MDB_val sv_ = mval(seqv);
-    if ((rc = mdb_put(txn, msgids, &k, &sv_, 0)) != 0) return lmdb_error(rc, "write msgids");
+    std::memcpy(mv.mv_data, head.data(), head.size());  // the value, written in place
+    std::memcpy(static_cast<char*>(mv.mv_data) + head.size(), bytes->data(), bytes->size());
     if (options.track_pending) {
       AGENTD_RETURN_IF_ERROR(put_pending(
           txn, st, of::pending_value(PendingKind::kMessage, 0, st->now_ms, m.plan_id, res.seq, std::string_view())));
