@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "agentd/runtime_host.h"
 #include "core/metrics.h"
 #include "net/mongo_history.h"
 #include "net/server.h"
@@ -156,6 +157,8 @@ int main(int argc, char** argv) {
   app.add_option("--outbox-max-bytes", cfg.outbox_max_bytes, "outbox size limit; appends beyond it get 503")
       ->envname("AGENTD_OUTBOX_MAX_BYTES")
       ->capture_default_str();
+  agentd::RuntimeFlags runtime_flags;
+  agentd::add_runtime_flags(app, runtime_flags);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -239,6 +242,12 @@ int main(int argc, char** argv) {
   }
 
   agentd::MetricsRegistry metrics;
+  // ---- runtime: teams, planner, agents (plans run on their own thread) ----
+  auto runtime = agentd::RuntimeHost::create(runtime_flags, **outbox, metrics);
+  if (!runtime) {
+    spdlog::error("{}", runtime.status().to_string());
+    return kExitUsage;
+  }
   agentd::net::ServerConfig scfg;
   scfg.listen = {addr, port};
   scfg.threads = cfg.threads;
@@ -256,7 +265,7 @@ int main(int argc, char** argv) {
   deps.log = ob;
   deps.first_seq = [ob](std::string_view plan_id) { return ob->first_seq(plan_id); };
   deps.history = history.get();
-  deps.plans = nullptr;  // the runtime's PlanService, when wired
+  deps.plans = &(*runtime)->runtime();
   deps.metrics = &metrics;
   deps.outbox_ready = [ob]() -> agentd::Status {
     auto st = ob->stats();
@@ -280,6 +289,10 @@ int main(int argc, char** argv) {
   }
   ob->set_observer((*server)->commit_observer());
   (*server)->start();
+  if (auto st = (*runtime)->start(); !st.is_ok()) {
+    spdlog::error("runtime start: {}", st.to_string());
+    return kExitDataDir;
+  }
   auto ep = (*server)->local_endpoint();
   spdlog::info("agentd listening on http://{}:{} (data {}, {}, auth {})", ep.address().to_string(), ep.port(),
                cfg.data_dir, cfg.mongo_uri.empty() ? "embedded default: no MongoDB" : "MongoDB configured", cfg.auth);
@@ -289,6 +302,7 @@ int main(int argc, char** argv) {
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping (in-flight requests finish, WebSockets close with 1001)", sig);
   (*server)->stop(std::chrono::milliseconds(cfg.shutdown_timeout_ms));
+  (*runtime)->stop(std::chrono::milliseconds(2000));
   server->reset();
   mongo_pinger = {};
   outbox->reset();

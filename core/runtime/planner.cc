@@ -96,6 +96,7 @@ void LlmPlanner::plan(const TeamConfig& team, const std::string& task, std::func
   std::string agents;
   for (const auto& a : team.agents) agents += "- " + a.name + ": " + a.description + "\n";
   ChatRequest req;
+  req.timeout = timeout_;
   req.messages.push_back({"system",
                           "You plan work for a team of agents. Reply with one JSON object only, of the form "
                           "{\"steps\":[{\"agent\":\"<agent name>\",\"action\":\"<what the agent does>\"}]}. "

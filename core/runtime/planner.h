@@ -3,6 +3,7 @@
 // network); LlmPlanner asks a ModelClient and validates its answer.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -43,7 +44,7 @@ class RuleBasedPlanner final : public Planner {
 
 class LlmPlanner final : public Planner {
  public:
-  explicit LlmPlanner(ModelClient& model) : model_(model) {}
+  LlmPlanner(ModelClient& model, std::chrono::milliseconds timeout) : model_(model), timeout_(timeout) {}
   void plan(const TeamConfig& team, const std::string& task, std::function<void(Result<MPlan>)> done) override;
 
   // Parses the model's reply: the first JSON object in it, with
@@ -52,6 +53,7 @@ class LlmPlanner final : public Planner {
 
  private:
   ModelClient& model_;
+  std::chrono::milliseconds timeout_;
 };
 
 }  // namespace agentd

@@ -120,7 +120,7 @@ Runtime::Runtime(asio::any_io_executor ex, MessageLog& log, std::vector<TeamConf
                                            "Appends the runtime retried because the outbox was full")),
       plans_active_(metrics.gauge("agentd_plans_active", "Plans in memory (planning, waiting or running)")) {
   if (model_) {
-    planner_ = std::make_unique<LlmPlanner>(*model_);
+    planner_ = std::make_unique<LlmPlanner>(*model_, opts_.model_timeout);
   } else {
     planner_ = std::make_unique<RuleBasedPlanner>();
   }
@@ -601,6 +601,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(PlanRun& run, const MPla
   }
   ChatRequest req;
   req.stream = true;
+  req.timeout = opts_.model_timeout;
   req.messages.push_back({"system", agent.system_message.empty() ? "You are " + agent.name + ". " + agent.description
                                                                  : agent.system_message});
   std::string user = "Task: " + run.record.initial_goal + "\nYour step: " + step.action;

@@ -39,9 +39,10 @@ struct RuntimeOptions {
   int max_concurrent_plans = 16;  // plans executing steps at once
   std::chrono::milliseconds approval_timeout{300000};
   std::chrono::milliseconds clarification_timeout{300000};
-  bool auto_approve = false;        // default when a request does not say
-  std::string default_team_id;      // empty: the first team loaded
-  size_t max_active_plans = 10000;  // submit beyond this -> kUnavailable
+  bool auto_approve = false;                        // default when a request does not say
+  std::string default_team_id;                      // empty: the first team loaded
+  size_t max_active_plans = 10000;                  // submit beyond this -> kUnavailable
+  std::chrono::milliseconds model_timeout{120000};  // per model request (planner, LLM agents)
 };
 
 class Runtime final : public PlanService {
