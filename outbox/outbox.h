@@ -9,6 +9,11 @@
 // Durability: append/ack/... complete only after mdb_txn_commit returned and
 // the data is synced (unless OutboxOptions::sync is false; see its comment).
 // A failed commit is sticky: every later write fails with the same status.
+// A process crash (SIGKILL) never loses an append that completed.
+//
+// Every method is thread-safe. The blocking ones (append_sync, *_sync) must
+// not be called from the writer thread, i.e. from the observer or from a
+// completion callback: they would wait for themselves.
 //
 // The on-disk byte grammar is documented at the top of outbox/format.h.
 #pragma once
@@ -30,18 +35,30 @@
 namespace agentd {
 
 struct OutboxOptions {
-  std::string dir;                  // created if missing; locked exclusively
-  uint64_t max_bytes = 8ull << 30;  // the map's maximum; beyond it append -> kOutboxFull
-  bool track_pending = false;       // true when a MongoDB is configured (flusher drains)
-  // false: MDB_NOMETASYNC — commits sync data but not the meta page; a power
-  // loss (not a process crash) may lose the last committed transactions.
+  std::string dir;  // created if missing; locked exclusively
+  // The LMDB map size, set once at open. LMDB (without MDB_WRITEMAP) grows
+  // the data file only as pages are used, so the file starts small and grows
+  // up to this; at the limit a batch's appends fail fast with kOutboxFull
+  // (nothing committed is touched) and the batch's acks / dead-letter moves /
+  // pruning are committed alone, since they free space. At least 256 KiB.
+  uint64_t max_bytes = 8ull << 30;
+  bool track_pending = false;  // true when a MongoDB is configured (flusher drains)
+  // false: MDB_NOMETASYNC — commits sync the data pages but not the meta
+  // page (it reaches disk with the next commit's sync). A power loss or
+  // kernel crash (not a process crash) may then lose the last committed
+  // transaction(s) although their appends completed, and MongoDB or clients
+  // may already have seen those seqs: seqs could be handed out twice. Keep
+  // true unless the data dir is disposable.
   bool sync = true;
   size_t max_batch_bytes = 16u << 20;  // bytes committed in one group commit
   size_t max_batch_count = 4096;       // requests committed in one group commit
   size_t max_queue = 100000;           // requests waiting; beyond -> kUnavailable
-  // With track_pending: flushed messages older than this are pruned.
+  // With track_pending: flushed messages older than this are pruned (never
+  // pending ones, never a plan's highest seq, so seqs continue).
   std::chrono::seconds flushed_retention{24 * 3600};
-  // Embedded default: finished plans older than this are pruned (0 = keep).
+  // Embedded default (no track_pending): finished plans (is_final) not
+  // updated for this long are removed with their messages (0 = keep all).
+  // Ignored with track_pending: MongoDB keeps the history there.
   std::chrono::seconds finished_plan_retention{0};
   // How often the writer applies retention on its own (prune_sync forces it).
   std::chrono::milliseconds prune_interval{60000};
@@ -97,7 +114,12 @@ class Outbox final : public MessageLog {
   // each commit, before the appenders' callbacks.
   void set_observer(CommitObserver observer);
 
-  // MessageLog
+  // MessageLog. append: `done` runs on the writer thread after the commit,
+  // except when the queue is full (kUnavailable), where it runs on the
+  // caller's thread before append returns. When the message_id is already in
+  // the plan, the request's plan record is not applied either (the request
+  // was applied before). The message_id index lives as long as the message:
+  // once retention pruned a message, its id may be appended again.
   void append(AppendRequest req, AppendCallback done) override;
   Result<std::vector<StoredMessage>> read_messages(std::string_view plan_id, uint64_t after_seq, size_t limit) override;
   Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id) override;
@@ -127,10 +149,12 @@ class Outbox final : public MessageLog {
   // Flusher side. Pending entries with id > after_id, in id order, bounded by
   // count and bytes (at least one entry if any exists).
   Result<std::vector<PendingEntry>> read_pending(size_t max_count, size_t max_bytes, uint64_t after_id = 0);
-  // Deletes the pending entries (MongoDB acknowledged them).
+  // Deletes the pending entries (MongoDB acknowledged them). Unknown ids are
+  // ignored, so a replayed ack is harmless.
   void ack(std::vector<uint64_t> ids, std::function<void(Status)> done);
   Status ack_sync(std::vector<uint64_t> ids);
-  // Moves a pending entry to the dead letters with the error text.
+  // Moves a pending entry to the dead letters with the error text (the dead
+  // letter keeps its own copy of the bytes). kNotFound for an unknown id.
   Status dead_letter_sync(uint64_t id, std::string error);
   Result<std::vector<DeadLetter>> list_dead_letters(size_t limit);
   // Puts a dead letter back on the pending queue (new id) / deletes it.
