@@ -69,6 +69,19 @@ std::string status_data(std::string_view content, std::string_view status) {
   return JsonObject().str("content", content).str("status", status).done();
 }
 
+// A timeout_notification's data (contract §2.3).
+std::string timeout_data(std::string_view kind, std::string_view request_id, std::chrono::milliseconds timeout) {
+  auto secs = std::chrono::duration_cast<std::chrono::seconds>(timeout).count();
+  std::string what = std::string("No ") + (kind == "approval" ? "approval" : "answer") + " within " +
+                     std::to_string(secs) + " s; the plan is canceled";
+  return JsonObject()
+      .str("timeout_type", kind)
+      .str("request_id", request_id)
+      .str("message", what)
+      .num("timeout_duration", secs)
+      .done();
+}
+
 }  // namespace
 
 struct Runtime::PlanRun : std::enable_shared_from_this<PlanRun> {
@@ -400,14 +413,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
     run.awaiting_approval = false;
     if (!run.approved) AGENTD_END_IF_INTERRUPTED(run);
     if (!answered) {
-      auto secs = std::chrono::duration_cast<std::chrono::seconds>(opts_.approval_timeout).count();
-      const std::string note =
-          JsonObject()
-              .str("timeout_type", "approval")
-              .str("request_id", run.m_plan_id)
-              .str("message", "No approval within " + std::to_string(secs) + " s; the plan is canceled")
-              .num("timeout_duration", secs)
-              .done();
+      const std::string note = timeout_data("approval", run.m_plan_id, opts_.approval_timeout);
       co_await finish(run, msgtype::kTimeoutNotification, note, PlanStatus::kCanceled);
       co_return StepOutcome::kEnded;
     }
@@ -566,14 +572,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, c
   run.clarify_request_id.clear();
   if (!run.answer) AGENTD_END_IF_INTERRUPTED(run);
   if (!answered) {
-    auto secs = std::chrono::duration_cast<std::chrono::seconds>(opts_.clarification_timeout).count();
-    const std::string note =
-        JsonObject()
-            .str("timeout_type", "clarification")
-            .str("request_id", rid)
-            .str("message", "No answer within " + std::to_string(secs) + " s; the plan is canceled")
-            .num("timeout_duration", secs)
-            .done();
+    const std::string note = timeout_data("clarification", rid, opts_.clarification_timeout);
     co_await finish(run, msgtype::kTimeoutNotification, note, PlanStatus::kCanceled);
     co_return StepOutcome::kEnded;
   }
