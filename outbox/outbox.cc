@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -156,6 +157,8 @@ struct Outbox::Impl {
   std::shared_ptr<const CommitObserver> observer;  // GUARDED_BY(mu)
   std::thread writer;
 
+  std::atomic<bool> fail_next_commit{false};  // fail_next_commit_for_testing
+
   // Writer thread only.
   Status sticky;                                        // first failed commit
   std::unordered_map<std::string, uint64_t> seq_cache;  // plan -> last seq
@@ -226,6 +229,8 @@ Status Outbox::Impl::open_env() {
   int rc = mdb_env_create(&env);
   if (rc != 0) return lmdb_error(rc, "mdb_env_create");
   if ((rc = mdb_env_set_maxdbs(env, 8)) != 0) return lmdb_error(rc, "mdb_env_set_maxdbs");
+  // One slot per concurrent read transaction (any thread, MDB_NOTLS).
+  if ((rc = mdb_env_set_maxreaders(env, 1024)) != 0) return lmdb_error(rc, "mdb_env_set_maxreaders");
   if ((rc = mdb_env_set_mapsize(env, options.max_bytes)) != 0) return lmdb_error(rc, "mdb_env_set_mapsize");
   unsigned flags = MDB_NOTLS | (options.sync ? 0u : static_cast<unsigned>(MDB_NOMETASYNC));
   if ((rc = mdb_env_open(env, options.dir.c_str(), flags, 0644)) != 0) {
@@ -407,6 +412,8 @@ Status Outbox::prune_sync() {
   }
 }
 
+void Outbox::fail_next_commit_for_testing() { impl_->fail_next_commit = true; }
+
 // ---------------------------------------------------------------------------
 // The writer: group commit.
 //
@@ -508,6 +515,11 @@ Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_
       st->committed.clear();
       return lmdb_error(rc, "write next_pending_id");
     }
+  }
+  if (fail_next_commit.exchange(false)) {
+    mdb_txn_abort(txn);
+    st->committed.clear();
+    return io_error("commit: injected failure (fail_next_commit_for_testing)");
   }
   if ((rc = mdb_txn_commit(txn)) != 0) {
     st->committed.clear();

@@ -165,6 +165,10 @@ class Outbox final : public MessageLog {
   // Applies the retention options now (the writer also runs it periodically).
   Status prune_sync();
 
+  // Tests only: the next write transaction fails as a failed commit would
+  // (aborted, kIoError), which makes the failure sticky.
+  void fail_next_commit_for_testing();
+
  private:
   struct Impl;
   explicit Outbox(std::unique_ptr<Impl> impl);

@@ -558,3 +558,26 @@ TEST_CASE("the append queue is bounded") {
   CHECK(unavailable > 0);
   CHECK(*(*r)->last_seq("p1") == static_cast<uint64_t>(ok.load()));
 }
+
+TEST_CASE("a failed commit is sticky: every later write fails, reads still work, reopen recovers") {
+  TempDir d;
+  auto ob = open_outbox(d.path, true);
+  append_ok(*ob, message_request("p1", "m1"));
+  std::vector<CommittedMessage> seen;
+  ob->set_observer([&](const std::vector<CommittedMessage>& b) { seen.insert(seen.end(), b.begin(), b.end()); });
+  ob->fail_next_commit_for_testing();
+  auto failed = ob->append_sync(message_request("p1", "m2"));
+  REQUIRE_FALSE(failed.is_ok());
+  CHECK(failed.status().code() == Code::kIoError);
+  auto later = ob->append_sync(message_request("p1", "m3"));
+  CHECK(later.status().code() == Code::kIoError);
+  CHECK(later.status().message() == failed.status().message());
+  CHECK(ob->ack_sync({1}).code() == Code::kIoError);
+  CHECK(seen.empty());  // nothing announced that was not committed
+  CHECK(*ob->last_seq("p1") == 1);
+  CHECK(ob->read_messages("p1", 0, 10)->size() == 1);
+  ob.reset();
+  ob = open_outbox(d.path, true);
+  CHECK(append_ok(*ob, message_request("p1", "m2")).seq == 2);
+  CHECK(ob->stats()->pending == 2);
+}
