@@ -1,0 +1,97 @@
+// The real agentd binary as a child process, for net's end-to-end tests:
+// a free port, a temp --data-dir (optionally pre-seeded with plan records
+// through the Outbox API), readiness by polling /healthz.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/envelope.h"
+#include "core/plan_record.h"
+#include "outbox/outbox.h"
+#include "tests/net/client.h"
+#include "tests/support/process.h"
+
+namespace agentd::test {
+
+inline std::string agentd_binary() {
+  const char* dir = std::getenv("AGENTD_BINARY_DIR");
+  REQUIRE_MESSAGE(dir, "AGENTD_BINARY_DIR is not set (run through ctest)");
+  return std::string(dir) + "/agentd/agentd";
+}
+
+inline PlanRecord e2e_plan(const std::string& plan_id, const std::string& user) {
+  PlanRecord p;
+  p.plan_id = plan_id;
+  p.user_id = user;
+  p.session_id = "s-" + plan_id;
+  p.team_id = "team-1";
+  p.initial_goal = "goal";
+  // Finished: the runtime (when wired) leaves it alone at start-up instead of
+  // marking it interrupted; the API accepts external messages either way.
+  p.status = PlanStatus::kCompleted;
+  p.created_at = p.updated_at = now_rfc3339();
+  return p;
+}
+
+class Agentd {
+ public:
+  Agentd() : dir_(make_temp_dir("agentd-net-e2e")) {}
+  ~Agentd() {
+    proc_.kill();
+    std::error_code ec;
+    if (!keep_) std::filesystem::remove_all(dir_, ec);
+  }
+
+  // Plans the runtime would have created (the binary has no runtime wired
+  // in every build): written with the Outbox API before start().
+  void seed(const std::vector<PlanRecord>& plans) {
+    OutboxOptions o;
+    o.dir = data_dir();
+    auto ob = Outbox::open(o);
+    REQUIRE_MESSAGE(ob.is_ok(), ob.status().to_string());
+    for (const auto& p : plans) {
+      AppendRequest r;
+      r.plan = p;
+      auto res = (*ob)->append_sync(std::move(r));
+      REQUIRE_MESSAGE(res.is_ok(), res.status().to_string());
+    }
+  }
+
+  void start(std::vector<std::string> extra = {}) {
+    port_ = free_port();
+    std::vector<std::string> argv{agentd_binary(), "--listen", "127.0.0.1:" + std::to_string(port_),
+                                  "--data-dir",    data_dir(), "--log-level",
+                                  "warn"};
+    for (auto& a : extra) argv.push_back(std::move(a));
+    proc_ = ChildProcess::spawn(argv, log_path());
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < until) {
+      if (!proc_.running()) break;
+      if (http_request(port_, "GET", "/healthz", "", {}, 1000).status == 200) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL("agentd did not become healthy; log:\n" << read_file(log_path()));
+  }
+
+  int port() const { return port_; }
+  std::string data_dir() const { return dir_ + "/data"; }
+  std::string log_path() const { return dir_ + "/agentd.log"; }
+  const std::string& dir() const { return dir_; }
+  ChildProcess& proc() { return proc_; }
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  ChildProcess proc_;
+  bool keep_ = false;
+};
+
+}  // namespace agentd::test
