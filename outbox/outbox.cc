@@ -142,6 +142,7 @@ struct TxnState {
   std::unordered_map<std::string, uint64_t> last_seq;  // plans appended to
   std::unordered_set<std::string> erased_plans;        // plans deleted by retention
   std::vector<CommittedMessage> committed;
+  uint64_t requests = 0;
 };
 
 struct Outbox::Impl {
@@ -158,6 +159,7 @@ struct Outbox::Impl {
   std::thread writer;
 
   std::atomic<bool> fail_next_commit{false};  // fail_next_commit_for_testing
+  std::atomic<uint64_t> commits{0}, committed_requests{0};
 
   // Writer thread only.
   Status sticky;                                        // first failed commit
@@ -499,6 +501,7 @@ Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_
   st->next_pending_id = next_pending_id;
   for (auto& op : batch) {
     if (skip_appends && op->kind == Op::Kind::kAppend) continue;
+    ++st->requests;
     Status s = apply(txn, *op, st);
     if (!s.is_ok()) {
       mdb_txn_abort(txn);
@@ -531,6 +534,8 @@ Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_
   for (const auto& plan : st->erased_plans) seq_cache.erase(plan);
   next_pending_id = st->next_pending_id;
   last_appended_ms = st->now_ms;
+  commits.fetch_add(1, std::memory_order_relaxed);
+  committed_requests.fetch_add(st->requests, std::memory_order_relaxed);
   return Status::ok();
 }
 
@@ -1091,6 +1096,8 @@ Result<OutboxStats> Outbox::stats() {
     if (dbi == impl_->messages) s.messages = st.ms_entries;
   }
   s.used_bytes = pages * psize;
+  s.commits = impl_->commits.load(std::memory_order_relaxed);
+  s.committed_requests = impl_->committed_requests.load(std::memory_order_relaxed);
   Cursor c(txn.get(), impl_->pending);
   AGENTD_RETURN_IF_ERROR(c.status());
   MDB_val k, v;

@@ -99,6 +99,10 @@ struct OutboxStats {
   uint64_t messages = 0;
   uint64_t used_bytes = 0;  // pages in use
   uint64_t max_bytes = 0;
+  // Since open: write transactions committed and requests they carried
+  // (their ratio is the group-commit batch size).
+  uint64_t commits = 0;
+  uint64_t committed_requests = 0;
 };
 
 class Outbox final : public MessageLog {

@@ -190,6 +190,10 @@ double producers_rate(size_t producers, size_t size) {
   double rate = static_cast<double>(done) / (elapsed_ms(start) / 1000);
   stop = true;
   for (auto& t : ts) t.join();
+  if (auto st = ob->stats(); st.is_ok() && st->commits > 0) {
+    std::fprintf(stderr, "         (%zu producers: mean group commit %.1f requests)\n", producers,
+                 static_cast<double>(st->committed_requests) / static_cast<double>(st->commits));
+  }
   return rate;
 }
 
@@ -228,6 +232,10 @@ InFlightResult in_flight_rate(size_t in_flight, size_t size, bool track_pending,
     res.appended = done;
     res.rate = static_cast<double>(res.appended) / (elapsed_ms(start) / 1000);
     stop = true;
+    if (auto st = ob->stats(); st.is_ok() && st->commits > 0) {
+      std::fprintf(stderr, "         (%zu in flight: mean group commit %.1f requests)\n", in_flight,
+                   static_cast<double>(st->committed_requests) / static_cast<double>(st->commits));
+    }
   } else {
     while (done < total) {
       res.peak_rss_anon_kib = std::max(res.peak_rss_anon_kib, rss_anon_kib());

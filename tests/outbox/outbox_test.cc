@@ -389,6 +389,10 @@ TEST_CASE("seq is contiguous per plan under many concurrent producers; the obser
   // Group commit happened: fewer commits than appends.
   MESSAGE("observer calls (commits): " << observer_calls.load() << " for " << total << " appends");
   CHECK(observer_calls.load() < static_cast<int>(total));
+  auto st = ob->stats();
+  REQUIRE(st.is_ok());
+  CHECK(st->committed_requests == total);
+  CHECK(st->commits == static_cast<uint64_t>(observer_calls.load()));
 }
 
 TEST_CASE("async_append completes through a strand") {
