@@ -100,8 +100,6 @@ int64_t created_ms(const PlanRecord& p) {
   return parse_rfc3339_ms(p.created_at, &ms) ? ms : 0;
 }
 
-}  // namespace
-
 // One request to the writer: its input, then its outcome, then a callback.
 struct Op {
   enum class Kind { kAppend, kAck, kDeadLetter, kRetry, kDrop, kPrune };
@@ -144,6 +142,8 @@ struct TxnState {
   std::vector<CommittedMessage> committed;
   uint64_t requests = 0;
 };
+
+}  // namespace
 
 struct Outbox::Impl {
   OutboxOptions options;
@@ -396,15 +396,14 @@ Status Outbox::drop_dead_letter_sync(uint64_t id) {
 }
 
 Status Outbox::prune_sync() {
-  for (;;) {
+  for (;;) {  // one budgeted transaction at a time until nothing is left
     auto op = std::make_unique<Op>();
     op->kind = Op::Kind::kPrune;
+    const Op* raw = op.get();
     bool more = false;
-    Op* raw = op.get();
-    op->done = nullptr;
     std::promise<Status> p;
     auto f = p.get_future();
-    op->done = [&p, raw, &more](Status s) {
+    op->done = [&p, &more, raw](Status s) {
       more = raw->prune_more;
       p.set_value(std::move(s));
     };
