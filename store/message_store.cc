@@ -254,6 +254,20 @@ Status MessageStore::ensure_indexes() {
 
 WriteStatus MessageStore::upsert_messages(std::span<const MessageDoc> batch) {
   if (batch.empty()) return WriteStatus::ok();
+  if (options_.insert_fast_path) {
+    WriteStatus ws = bulk_write(batch, BulkMode::kInsert);
+    if (ws.is_ok() || ws.failure().reason != "duplicate_key") return ws;
+    // Some documents exist already: write the batch again as upserts.
+  }
+  const size_t chunk = std::max<size_t>(1, options_.upsert_chunk);
+  for (size_t i = 0; i < batch.size(); i += chunk) {
+    WriteStatus ws = bulk_write(batch.subspan(i, std::min(chunk, batch.size() - i)), BulkMode::kUpsert);
+    if (!ws.is_ok()) return ws;
+  }
+  return WriteStatus::ok();
+}
+
+WriteStatus MessageStore::bulk_write(std::span<const MessageDoc> batch, BulkMode mode) {
   MongoPool::Lease lease = pool_->lease();
   Collection coll(lease, pool_->database(), kMessagesCollection);
   Bson opts, upsert;
@@ -265,18 +279,27 @@ WriteStatus MessageStore::upsert_messages(std::span<const MessageDoc> batch) {
   mongoc_bulk_operation_t* bulk = mongoc_collection_create_bulk_operation_with_opts(coll.get(), opts.get());
   for (const MessageDoc& m : batch) {
     std::string id = message_doc_id(m.plan_id, m.seq);
-    Bson selector, update;
-    bson_t child;
-    BSON_APPEND_UTF8(selector.get(), "_id", id.c_str());
-    BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$setOnInsert", &child);
-    BSON_APPEND_UTF8(&child, "_id", id.c_str());
-    Status st = append_json_object(&child, m.bytes);
-    bson_append_document_end(update.get(), &child);
+    Status st;
     bson_error_t err;
-    if (st.is_ok() &&
-        !mongoc_bulk_operation_update_one_with_opts(bulk, selector.get(), update.get(), upsert.get(), &err)) {
-      st = invalid_argument(describe(err));
+    bool added = false;
+    if (mode == BulkMode::kInsert) {
+      Bson doc;
+      BSON_APPEND_UTF8(doc.get(), "_id", id.c_str());
+      st = append_json_object(doc.get(), m.bytes);
+      if (st.is_ok()) added = mongoc_bulk_operation_insert_with_opts(bulk, doc.get(), nullptr, &err);
+    } else {
+      Bson selector, update;
+      bson_t child;
+      BSON_APPEND_UTF8(selector.get(), "_id", id.c_str());
+      BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$setOnInsert", &child);
+      BSON_APPEND_UTF8(&child, "_id", id.c_str());
+      st = append_json_object(&child, m.bytes);
+      bson_append_document_end(update.get(), &child);
+      if (st.is_ok()) {
+        added = mongoc_bulk_operation_update_one_with_opts(bulk, selector.get(), update.get(), upsert.get(), &err);
+      }
     }
+    if (st.is_ok() && !added) st = invalid_argument(describe(err));
     if (!st.is_ok()) {
       mongoc_bulk_operation_destroy(bulk);
       return WriteStatus(make(FailureKind::kPermanent, st.code() == Code::kTooLarge ? "too_large" : "invalid",

@@ -95,6 +95,29 @@ TEST_CASE("messages: byte-equal documents, seq order, and replays never overwrit
   CHECK(*(*again)[0].bytes == bytes[4]);
 }
 
+TEST_CASE("a batch mixing existing and new documents writes the new ones and keeps the old") {
+  auto pool = open_pool(test::test_mongo_uri());
+  MessageStore store(pool.get());
+  REQUIRE(store.ensure_indexes().is_ok());
+  // More than FerretDB's ~100 matched statements per update command: the
+  // upsert fallback must chunk.
+  std::vector<std::string> bytes;
+  for (uint64_t seq = 1; seq <= 260; ++seq) bytes.push_back(make_envelope("mix", seq));
+  std::vector<MessageDoc> first, all;
+  for (uint64_t seq = 1; seq <= 260; ++seq) {
+    if (seq <= 200) first.push_back({"mix", seq, bytes[seq - 1]});
+    all.push_back({"mix", seq, bytes[seq - 1]});
+  }
+  REQUIRE(store.upsert_messages(first).is_ok());
+  WriteStatus st = store.upsert_messages(all);
+  REQUIRE_MESSAGE(st.is_ok(), st.to_status().to_string());
+  CHECK(*store.count(kMessagesCollection) == 260);
+  auto got = store.read_messages("mix", 0, 1000);
+  REQUIRE(got.is_ok());
+  REQUIRE(got->size() == 260);
+  for (size_t i = 0; i < got->size(); ++i) CHECK(*(*got)[i].bytes == bytes[i]);
+}
+
 TEST_CASE("a document FerretDB rejects is a permanent failure; bytes that are not JSON never reach the server") {
   auto pool = open_pool(test::test_mongo_uri());
   MessageStore store(pool.get());
