@@ -49,10 +49,21 @@ int main(int argc, char** argv) {
         std::string plan = "plan-" + std::to_string(rng() % plans);
         std::string content(16 + rng() % 2000, static_cast<char>('a' + rng() % 26));
         std::string mid = "r" + run + "-t" + std::to_string(t) + "-" + std::to_string(i);
-        auto r = (*ob)->append_sync(agentd::test::message_request(plan, mid, content));
+        agentd::AppendRequest req = agentd::test::message_request(plan, mid, content);
+        if (rng() % 4 == 0) {  // the plan record changes with this message, in one transaction
+          req.plan = agentd::test::make_plan(plan, "u-1", "2026-11-26T01:00:00.000Z");
+        }
+        auto r = (*ob)->append_sync(req);
         if (!r.is_ok()) {
           std::fprintf(stderr, "append: %s\n", r.status().to_string().c_str());
           std::_Exit(1);
+        }
+        if (i % 8 == 7) {  // a re-post of the same message_id is a duplicate with the same seq and bytes
+          auto again = (*ob)->append_sync(req);
+          if (!again.is_ok() || !again->duplicate || again->seq != r->seq || *again->bytes != *r->bytes) {
+            std::fprintf(stderr, "duplicate of %s/%s not recognized\n", plan.c_str(), mid.c_str());
+            std::_Exit(3);
+          }
         }
         std::string line =
             plan + " " + std::to_string(r->seq) + " " + std::to_string(agentd::test::fnv1a(*r->bytes)) + "\n";

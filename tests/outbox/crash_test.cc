@@ -58,6 +58,7 @@ TEST_CASE("SIGKILL at random moments loses no acknowledged message and never reu
     }
     REQUIRE_MESSAGE(child.running(), "child exited early: " << test::read_file(log));
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 60000));
+    REQUIRE_MESSAGE(child.running(), "child failed: " << test::read_file(log));
     child.kill();
     truncate_to_last_line(report);
 
@@ -97,10 +98,29 @@ TEST_CASE("SIGKILL at random moments loses no acknowledged message and never reu
         ++messages;
       }
     }
+    // Plan records committed with their messages: versions 1..V each with a
+    // pending entry, and last_seq pointing at a stored message.
+    auto pending = (*ob)->read_pending(10000000, size_t{1} << 40);
+    REQUIRE(pending.is_ok());
+    std::map<std::string, std::vector<uint64_t>> versions;
+    size_t message_entries = 0;
+    for (const auto& e : *pending) {
+      if (e.kind == PendingKind::kPlan) versions[e.plan_id].push_back(e.plan_version);
+      if (e.kind == PendingKind::kMessage) ++message_entries;
+    }
+    for (const auto& [id, vs] : versions) {
+      auto plan = (*ob)->get_plan(id);
+      REQUIRE(plan.is_ok());
+      REQUIRE(plan->has_value());
+      CHECK((*plan)->version == vs.size());
+      for (size_t i = 0; i < vs.size(); ++i) CHECK(vs[i] == i + 1);
+      CHECK((*plan)->last_seq >= 1);
+      CHECK((*plan)->last_seq <= *(*ob)->last_seq(id));
+    }
     auto st = (*ob)->stats();
     REQUIRE(st.is_ok());
     CHECK(st->messages == messages);
-    CHECK(st->pending == messages);  // one pending entry per message, nothing acked
+    CHECK(message_entries == messages);  // one pending entry per message, nothing acked
     total_reported = reported.size();
   }
   MESSAGE(iterations << " kills, " << total_reported << " acknowledged messages verified");

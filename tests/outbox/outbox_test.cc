@@ -102,6 +102,12 @@ TEST_CASE("a message_id already in the plan returns the stored seq and bytes") {
   CHECK(*ob->last_seq("p1") == 2);
   // The same message_id in another plan is another message.
   CHECK_FALSE(append_ok(*ob, message_request("p2", "m1")).duplicate);
+  // Still a duplicate after reopen.
+  ob.reset();
+  ob = open_outbox(d.path, true);
+  auto reopened = append_ok(*ob, message_request("p1", "m1", "third"));
+  CHECK(reopened.duplicate);
+  CHECK(*reopened.bytes == *first.bytes);
   // Nothing pending for the duplicate.
   CHECK(ob->stats()->pending == 3);
   // Also within one group commit: many concurrent posts of one id.
