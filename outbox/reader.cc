@@ -72,6 +72,9 @@ Result<std::unique_ptr<OutboxReader>> OutboxReader::open(const std::string& dir)
   int rc = mdb_env_create(&impl->env);
   if (rc != 0) return lmdb_status(rc, "mdb_env_create");
   if ((rc = mdb_env_set_maxdbs(impl->env, 8)) != 0) return lmdb_status(rc, "mdb_env_set_maxdbs");
+  // The same reader table size as the Outbox (outbox.cc): whichever process
+  // opens the environment first sizes lock.mdb for everyone.
+  if ((rc = mdb_env_set_maxreaders(impl->env, 1024)) != 0) return lmdb_status(rc, "mdb_env_set_maxreaders");
   // MDB_RDONLY: no writes, no LOCK file; the map size comes from the file.
   if ((rc = mdb_env_open(impl->env, dir.c_str(), MDB_RDONLY | MDB_NOTLS, 0644)) != 0) {
     return lmdb_status(rc, "open LMDB environment in " + dir + " read-only");

@@ -408,6 +408,10 @@ int run_replay(const ReplayOptions& o) {
   auto total = count_items(*reader, o);
   if (!total.is_ok()) return report_error("replay", total.status(), exit_code(total.status()));
 
+  if (*total == 0 && !o.all && o.plan.empty()) {
+    std::cerr << "agentd-outbox: nothing pending in " << o.dir
+              << " (an agentd without MongoDB tracks nothing; --all pushes every stored message)\n";
+  }
   if (o.dry_run) {
     Counts c;
     std::unique_ptr<Source> src = (o.all || !o.plan.empty())

@@ -470,8 +470,10 @@ TEST_CASE("replay pushes byte-equal documents to MongoDB; a rerun changes nothin
   check_docs();
 
   // Nothing was acked: the rerun finds every message already there.
-  Run again = run_tool({"replay", dir, "--mongo-uri", uri});
+  Run again = run_tool({"replay", dir, "--mongo-uri", uri, "--progress", "1"});  // the terminal's bar
   REQUIRE(again.code == 0);
+  CHECK(again.err.find("\r[##############################] 14/14 100%") != std::string::npos);
+  CHECK(again.err.find("items/s") != std::string::npos);
   CHECK(again.out.find("14 items, 0 messages upserted, 10 already in MongoDB (skipped)") != std::string::npos);
   check_docs();
 
