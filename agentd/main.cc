@@ -55,6 +55,7 @@ struct Config {
   unsigned ws_idle_timeout_ms = 60000;
   unsigned shutdown_timeout_ms = 10000;
   uint64_t outbox_max_bytes = 8ull << 30;
+  std::string web_dir;
 };
 
 std::vector<std::string> split_csv(const std::string& s) {
@@ -157,6 +158,8 @@ int main(int argc, char** argv) {
   app.add_option("--outbox-max-bytes", cfg.outbox_max_bytes, "outbox size limit; appends beyond it get 503")
       ->envname("AGENTD_OUTBOX_MAX_BYTES")
       ->capture_default_str();
+  app.add_option("--web-dir", cfg.web_dir, "serve the web page at / from this folder; empty = the copy built in")
+      ->envname("AGENTD_WEB_DIR");
   agentd::RuntimeFlags runtime_flags;
   agentd::add_runtime_flags(app, runtime_flags);
   try {
@@ -251,6 +254,7 @@ int main(int argc, char** argv) {
   agentd::net::ServerConfig scfg;
   scfg.listen = {addr, port};
   scfg.threads = cfg.threads;
+  scfg.web_dir = cfg.web_dir;
   scfg.auth = *agentd::net::parse_auth_mode(cfg.auth);
   scfg.auth_token_file = cfg.auth_token_file;
   scfg.cors_origins = split_csv(cfg.cors_origins);

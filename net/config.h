@@ -37,6 +37,7 @@ struct ServerConfig {
   size_t plan_messages_cap = 10000;  // GET /plan: more -> truncated + next_after_seq
   size_t page_max = 10000;           // GET /plan/{id}/messages limit cap
   int retry_after_seconds = 2;
+  std::string web_dir;  // the web page's files; empty = the copy embedded at build time (web/)
 };
 
 }  // namespace agentd::net

@@ -3,6 +3,7 @@
 #include "core/json.h"
 #include "net/body.h"
 #include "net/state.h"
+#include "net/static_files.h"
 
 namespace agentd::net {
 
@@ -117,7 +118,9 @@ Result<PlanRecord> Router::owned_plan(const std::string& user, std::string_view 
 
 void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, Respond respond) {
   switch (m.id) {
-    case RouteId::kNotFound: return respond(json_response(http::status::not_found, detail("Not Found")));
+    case RouteId::kNotFound:
+      if (auto page = serve_static(st_.cfg.web_dir, req.method(), t.path)) return respond(std::move(*page));
+      return respond(json_response(http::status::not_found, detail("Not Found")));
     case RouteId::kMethodNotAllowed:
       return respond(json_response(http::status::method_not_allowed, detail("Method Not Allowed")));
     case RouteId::kPreflight: {
