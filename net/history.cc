@@ -40,7 +40,16 @@ Result<std::vector<StoredMessage>> MergedReader::read_once(std::string_view plan
   if (history_ && (first == 0 || next < first)) {
     // Some or all of what is wanted lives only in MongoDB.
     size_t want = first == 0 ? limit : static_cast<size_t>(std::min<uint64_t>(limit, first - next));
-    auto h = history_->read_messages(plan_id, after_seq, want);
+    Result<std::vector<StoredMessage>> h = unavailable("last ping failed");
+    if (up()) {
+      h = history_->read_messages(plan_id, after_seq, want);
+    } else if (first == 0) {
+      // Nothing in the outbox and MongoDB down: a plan whose record says it
+      // never had a message past after_seq has nothing to miss. (The record's
+      // last_seq is a lower bound: appends without a record do not move it.)
+      auto p = log_.get_plan(plan_id);
+      if (p && p->has_value() && (*p)->last_seq <= after_seq) return out;
+    }
     if (!h) return pruned_unavailable(plan_id, next, first == 0 ? 0 : first - 1, h.status());
     for (auto& m : *h) {
       if (m.seq != next) {
@@ -83,14 +92,14 @@ Result<std::vector<StoredMessage>> MergedReader::read_once(std::string_view plan
 Result<std::optional<PlanRecord>> MergedReader::get_plan(std::string_view plan_id) {
   auto p = log_.get_plan(plan_id);
   if (!p) return p.status();
-  if (p->has_value() || !history_) return p;
+  if (p->has_value() || !history_ || !up()) return p;
   return history_->get_plan(plan_id);
 }
 
 Result<std::vector<PlanRecord>> MergedReader::list_plans(std::string_view user_id, size_t limit) {
   auto local = log_.list_plans(user_id, limit);
   if (!local) return local.status();
-  if (!history_) return local;
+  if (!history_ || !up()) return local;
   auto remote = history_->list_plans(user_id, limit);
   if (!remote) return local;  // MongoDB down: the outbox's plans are still right
   std::unordered_map<std::string, PlanRecord> by_id;

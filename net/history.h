@@ -39,8 +39,13 @@ class MergedReader {
  public:
   // first_seq: the lowest seq of a plan the outbox still holds (0 = none);
   // null means nothing is ever pruned. `history` may be null.
-  MergedReader(MessageLog& log, std::function<Result<uint64_t>(std::string_view)> first_seq, HistoryReader* history)
-      : log_(log), first_seq_(std::move(first_seq)), history_(history) {}
+  // `history_up` (optional) says whether MongoDB answered its last ping:
+  // when it did not, lookups that only might need MongoDB (a plan missing
+  // from the outbox, the plan list) skip it, and reads that need it fail
+  // at once with kUnavailable instead of waiting for the driver's timeout.
+  MergedReader(MessageLog& log, std::function<Result<uint64_t>(std::string_view)> first_seq, HistoryReader* history,
+               std::function<bool()> history_up = nullptr)
+      : log_(log), first_seq_(std::move(first_seq)), history_(history), history_up_(std::move(history_up)) {}
 
   bool has_history() const { return history_ != nullptr; }
 
@@ -53,9 +58,12 @@ class MergedReader {
  private:
   Result<std::vector<StoredMessage>> read_once(std::string_view plan_id, uint64_t after_seq, size_t limit, bool* retry);
 
+  bool up() const { return !history_up_ || history_up_(); }
+
   MessageLog& log_;
   std::function<Result<uint64_t>(std::string_view)> first_seq_;
   HistoryReader* history_;
+  std::function<bool()> history_up_;
 };
 
 }  // namespace agentd::net

@@ -62,7 +62,9 @@ struct ServerState {
         auth(std::move(a)),
         deps(std::move(d)),
         hub(cfg.ws_max_per_plan),
-        reader(*deps.log, deps.first_seq, deps.history),
+        reader(*deps.log, deps.first_seq, deps.history,
+               deps.mongo_ready ? std::function<bool()>([f = deps.mongo_ready] { return f().is_ok(); })
+                                : std::function<bool()>()),
         metrics(*deps.metrics),
         read_pool(cfg.read_threads == 0 ? 1 : cfg.read_threads) {}
 

@@ -360,3 +360,27 @@ TEST_CASE("merged read without MongoDB serves the outbox alone; a hole in MongoD
   REQUIRE(!bad.is_ok());
   CHECK(bad.status().message().find("missing message 3") != std::string::npos);
 }
+
+TEST_CASE("merged read: when MongoDB's last ping failed, needed history fails fast and optional lookups skip it") {
+  MemLog log;
+  for (uint64_t s = 4; s <= 6; ++s) log.msgs[s] = "x";
+  MemHistory hist;
+  hist.msgs = {{1, "a"}, {2, "b"}, {3, "c"}};
+  bool up = false;
+  MergedReader r(
+      log, [&](std::string_view) -> Result<uint64_t> { return log.first(); }, &hist, [&] { return up; });
+  auto fast = r.read_messages("p", 0, 10);
+  REQUIRE(!fast.is_ok());
+  CHECK(fast.status().code() == Code::kUnavailable);
+  CHECK(fast.status().message().find("messages 1..3 of plan p") != std::string::npos);
+  CHECK(hist.reads == 0);
+  auto recent = r.read_messages("p", 3, 10);  // the outbox has all of it
+  REQUIRE(recent.is_ok());
+  CHECK(recent->size() == 3);
+  CHECK(r.get_plan("other").is_ok());  // a miss in the outbox does not ask MongoDB
+  up = true;
+  auto all = r.read_messages("p", 0, 10);
+  REQUIRE(all.is_ok());
+  CHECK(all->size() == 6);
+  CHECK(hist.reads == 1);
+}
