@@ -6,15 +6,33 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <charconv>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 namespace agentd {
 namespace {
 
+// Numbers arrive as text (RawNumber) and are converted here: RapidJSON
+// 1.1.0's full-precision path turns a zero significand with an exponent
+// ("0e48") into garbage (3.17e29, via __builtin_clzll(0)), and it silently
+// turns integers beyond int64 into doubles. Found by tests/fuzz/json_fuzz.
 constexpr unsigned kParseFlags =
-    rapidjson::kParseValidateEncodingFlag | rapidjson::kParseFullPrecisionFlag | rapidjson::kParseIterativeFlag;
+    rapidjson::kParseValidateEncodingFlag | rapidjson::kParseNumbersAsStringsFlag | rapidjson::kParseIterativeFlag;
+
+// A "\uDC00"-style escape of a lone surrogate decodes to ED A0..BF xx, which
+// is not UTF-8 (the validation flag checks only raw bytes). Found by json_fuzz.
+bool has_surrogate(const char* s, size_t n) {
+  for (const char* p = static_cast<const char*>(std::memchr(s, '\xED', n)); p != nullptr;
+       p = static_cast<const char*>(std::memchr(p + 1, '\xED', n - static_cast<size_t>(p + 1 - s)))) {
+    if (static_cast<size_t>(p + 1 - s) < n && static_cast<unsigned char>(p[1]) >= 0xA0) return true;
+  }
+  return false;
+}
 
 // SAX filter in front of the Document builder: tracks the field path, and
 // stops the parse at the first depth, key or integer violation.
@@ -27,20 +45,40 @@ class StrictHandler {
   bool Int(int i) { return value() && doc_.Int(i); }
   bool Uint(unsigned u) { return value() && doc_.Uint(u); }
   bool Int64(int64_t i) { return value() && doc_.Int64(i); }
-  bool Uint64(uint64_t u) {
-    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return fail(invalid_argument(path() + ": integer out of range (beyond int64)"));
-    }
-    return value() && doc_.Uint64(u);
-  }
+  bool Uint64(uint64_t) { return false; }  // numbers come through RawNumber
   bool Double(double d) { return value() && doc_.Double(d); }
-  bool RawNumber(const char*, rapidjson::SizeType, bool) { return false; }
-  bool String(const char* s, rapidjson::SizeType n, bool copy) { return value() && doc_.String(s, n, copy); }
+  // `s` is NUL-terminated and already checked against JSON's number grammar.
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
+    const char* end = s + n;
+    if (std::strpbrk(s, ".eE") == nullptr) {
+      int64_t i = 0;
+      auto [p, ec] = std::from_chars(s, end, i);
+      if (ec != std::errc() || p != end) {
+        return fail(invalid_argument(path() + ": integer out of range (beyond int64)"));
+      }
+      return value() && doc_.Int64(i);
+    }
+    double d = 0;
+    auto [p, ec] = std::from_chars(s, end, d);
+    if (ec == std::errc::result_out_of_range) d = std::strtod(s, nullptr);  // underflow -> 0 or subnormal
+    if ((ec != std::errc() && ec != std::errc::result_out_of_range) || p != end || !std::isfinite(d)) {
+      return fail(invalid_argument(path() + ": number out of range (beyond double)"));
+    }
+    return value() && doc_.Double(d);
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) {
+    if (has_surrogate(s, n)) return fail(invalid_argument(path() + ": string holds a lone UTF-16 surrogate"));
+    return value() && doc_.String(s, n, copy);
+  }
   bool StartObject() { return open(false) && doc_.StartObject(); }
   bool Key(const char* s, rapidjson::SizeType n, bool copy) {
     Frame& f = stack_.back();
-    f.key.assign(s, n);
     f.has_key = true;
+    if (has_surrogate(s, n)) {
+      f.key = "(invalid key)";  // not the key itself: it is not UTF-8
+      return fail(invalid_argument(path() + ": key holds a lone UTF-16 surrogate"));
+    }
+    f.key.assign(s, n);
     Status st = check_key(f.key, path());
     if (!st.is_ok()) return fail(std::move(st));
     return doc_.Key(s, n, copy);

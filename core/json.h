@@ -9,6 +9,8 @@
 //   - no object key starts with '$', contains '.' or NUL (MongoDB would read
 //     it as an operator or a path)                     -> kInvalidArgument
 //   - integers fit in int64 (BSON has no uint64)       -> kInvalidArgument
+//   - no string or key holds a lone UTF-16 surrogate escape ("\udc00"):
+//     every decoded string is UTF-8                     -> kInvalidArgument
 // Numbers are parsed at full precision, so write_canonical(parse_strict(x))
 // is a fixed point: encoding it again yields the same bytes.
 #pragma once
