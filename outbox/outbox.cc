@@ -139,7 +139,8 @@ struct TxnState {
   uint64_t next_pending_id = 0;
   std::unordered_map<std::string, uint64_t> last_seq;  // plans appended to
   std::unordered_set<std::string> erased_plans;        // plans deleted by retention
-  std::vector<CommittedMessage> committed;
+  bool collect = false;                                // an observer wants `committed`
+  std::vector<CommittedMessage> committed;             // in commit order: seq order per plan
   uint64_t requests = 0;
 };
 
@@ -455,7 +456,13 @@ void Outbox::Impl::run() {
 }
 
 void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
+  std::shared_ptr<const CommitObserver> obs;
+  {
+    std::lock_guard l(mu);
+    obs = observer;
+  }
   TxnState st;
+  st.collect = obs && *obs;
   Status s = sticky.is_ok() ? run_txn(batch, false, &st) : sticky;
   if (s.code() == Code::kOutboxFull) {
     // Nothing was written. Appends fail fast; what frees space runs alone.
@@ -468,7 +475,7 @@ void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
         others = true;
       }
     }
-    st = TxnState{};
+    st = TxnState{};  // collects nothing: no append is in the retry
     s = others ? run_txn(batch, true, &st) : Status::ok();
   }
   if (!s.is_ok()) {
@@ -480,14 +487,7 @@ void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
       if (op->kind != Op::Kind::kAppend || !op->append_result || op->append_result->is_ok()) op->fail(s);
     }
   }
-  if (!st.committed.empty()) {
-    std::shared_ptr<const CommitObserver> obs;
-    {
-      std::lock_guard l(mu);
-      obs = observer;
-    }
-    if (obs && *obs) (*obs)(st.committed);
-  }
+  if (!st.committed.empty()) (*obs)(st.committed);
   for (auto& op : batch) op->complete();
 }
 
@@ -668,7 +668,7 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
           txn, st, of::pending_value(PendingKind::kMessage, 0, st->now_ms, m.plan_id, res.seq, std::string_view())));
     }
     st->last_seq[m.plan_id] = res.seq;
-    st->committed.push_back(CommittedMessage{m.plan_id, res.seq, bytes});
+    if (st->collect) st->committed.push_back(CommittedMessage{m.plan_id, res.seq, bytes});
     res.bytes = std::move(bytes);
   }
   if (req.plan) {

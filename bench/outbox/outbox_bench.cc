@@ -197,7 +197,9 @@ double producers_rate(size_t producers, size_t size) {
   return rate;
 }
 
-// `in_flight` appends outstanding at all times (callbacks re-issue): messages/s.
+// `in_flight` appends outstanding at all times: messages/s. Each completion
+// issues the next append (as an async client reacting to completions would;
+// issuing is a queue push, short enough for the writer thread).
 // With track_pending, runs until `total` appends instead and samples RssAnon.
 struct InFlightResult {
   double rate = 0;
