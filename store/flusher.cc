@@ -133,8 +133,8 @@ void Flusher::count_failure(const std::string& reason) {
       .inc();
 }
 
-void Flusher::on_transient(const MongoFailure& f) {
-  count_failure(f.reason);
+void Flusher::on_transient(const MongoFailure& f, bool count) {
+  if (count) count_failure(f.reason);
   if (up_.load() || !known_) {
     spdlog::warn("flusher: MongoDB unavailable ({}: {}); retrying with backoff, appends continue in the outbox",
                  f.reason, f.message);
@@ -142,7 +142,7 @@ void Flusher::on_transient(const MongoFailure& f) {
   known_ = true;
   up_.store(false);
   m_.up.set(0);
-  m_.retries.inc();
+  if (count) m_.retries.inc();
   refresh_stats(false);
   wait_then_cycle(next_backoff(), false);
 }
@@ -199,6 +199,7 @@ void Flusher::do_cycle() {
     // fixed by retrying: say so loudly and flush anyway.
     if (!st.is_ok()) spdlog::error("flusher: cannot create indexes: {}", st.to_string());
     indexes_ready_ = true;
+    on_up();
   }
 
   auto batch = outbox_->read_pending(options_.max_batch_count, options_.max_batch_bytes);
@@ -206,6 +207,18 @@ void Flusher::do_cycle() {
   if (batch->empty()) {
     last_pending_ = 0;
     refresh_stats(true);
+    if (!up_.load() && !stopping_) {
+      // Nothing to write, but agentd_mongo_up should still tell the truth:
+      // probe with a ping, on the same backoff as writes.
+      Status ping = store_->pool()->ping();
+      if (!ping.is_ok()) {
+        MongoFailure f;
+        f.reason = "ping";
+        f.message = ping.message();
+        return on_transient(f, /*count=*/false);
+      }
+      on_up();
+    }
     return wait_then_cycle(options_.poll_interval, true);
   }
 

@@ -108,7 +108,8 @@ class Flusher {
 
   // True after crash_after_write fired.
   bool crashed() const { return crashed_.load(); }
-  // The last known state of MongoDB (false until the first success).
+  // The last known state of MongoDB (false until the first successful
+  // command; while idle and down, the flusher probes with ping on backoff).
   bool mongo_up() const { return up_.load(); }
 
  private:
@@ -127,7 +128,9 @@ class Flusher {
   // All below run on the flusher thread.
   void do_cycle();
   void wait_then_cycle(std::chrono::milliseconds delay, bool idle);
-  void on_transient(const MongoFailure& f);
+  // Logs a state change, schedules the retry; `count`: a write failed (not
+  // an idle health probe), so the failure and retry metrics count it.
+  void on_transient(const MongoFailure& f, bool count = true);
   void on_up();
   void on_outbox_error(const Status& st);
   void finish();
