@@ -1,0 +1,81 @@
+// net end-to-end with a real MongoDB (FerretDB): the API keeps serving
+// everything from the outbox while MongoDB is down.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "core/json.h"
+#include "tests/e2e/net_agentd.h"
+#include "tests/support/ferretdb.h"
+
+using namespace agentd;
+using namespace agentd::test;
+
+namespace {
+
+constexpr const char* kZero = "00000000-0000-0000-0000-000000000000";
+
+rapidjson::Document json(const std::string& s) {
+  auto d = parse_strict(s, JsonLimits{64 << 20, 64});
+  REQUIRE_MESSAGE(d.is_ok(), s.substr(0, 300));
+  return std::move(*d);
+}
+
+HttpReply post_message(int port, const std::string& plan_id, const std::string& content) {
+  std::string body = R"({"plan_id":")" + plan_id + R"(","agent":"Ext","content":)";
+  append_json_string(&body, content);
+  body += '}';
+  return http_post(port, "/api/v3/agent_message", body);
+}
+
+// Waits until /readyz's "mongodb" field starts with `prefix`.
+bool wait_mongo_state(int port, const std::string& prefix, int timeout_ms) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    auto r = http_get(port, "/readyz");
+    if (r.status == 200) {
+      auto d = json(r.body);
+      if (std::string(d["mongodb"].GetString()).rfind(prefix, 0) == 0) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("MongoDB down: REST reads and writes keep working from the outbox; /readyz reports, does not fail") {
+  FerretDb db;
+  db.start();
+  Agentd a;
+  a.seed({e2e_plan("plan-m", kZero)});
+  a.start({"--mongo-uri", db.uri() + "agentd_net_e2e?serverSelectionTimeoutMS=500&connectTimeoutMS=500"});
+  REQUIRE(wait_mongo_state(a.port(), "ok", 10000));
+  for (int i = 1; i <= 10; ++i) REQUIRE(post_message(a.port(), "plan-m", "before " + std::to_string(i)).status == 200);
+
+  db.kill();
+  REQUIRE(wait_mongo_state(a.port(), "unreachable", 10000));
+  for (int i = 1; i <= 10; ++i) {
+    auto r = post_message(a.port(), "plan-m", "during " + std::to_string(i));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  auto p = http_get(a.port(), "/api/v3/plan?plan_id=plan-m");
+  REQUIRE_MESSAGE(p.status == 200, p.body);
+  auto d = json(p.body);
+  REQUIRE(d["messages"].GetArray().Size() == 20);
+  for (rapidjson::SizeType i = 0; i < 20; ++i) CHECK(d["messages"][i]["seq"].GetUint64() == i + 1);
+  auto plans = http_get(a.port(), "/api/v3/plans");
+  REQUIRE(plans.status == 200);
+  CHECK(json(plans.body).GetArray().Size() == 1);
+  // Nothing waited for the driver's timeouts.
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+  WsClient ws;
+  REQUIRE(ws.connect(a.port(), "/api/v3/socket/plan-m?after_seq=15"));
+  for (uint64_t s = 16; s <= 20; ++s) CHECK(seq_of(ws.read().text) == s);
+
+  db.start();
+  REQUIRE(wait_mongo_state(a.port(), "ok", 15000));
+  CHECK(http_get(a.port(), "/api/v3/plan?plan_id=plan-m").status == 200);
+}
