@@ -42,9 +42,9 @@ struct ReplayOptions {
   bool all = false;
   std::string plan;  // non-empty: that plan's messages and record
   bool dry_run = false;
-  bool ack = false;  // pending mode only: ack what MongoDB acknowledged
-  size_t batch = 500;
-  int progress = -1;  // -1: bar when stderr is a terminal; 0: lines; 1: bar
+  bool ack = false;     // pending mode only: ack what MongoDB acknowledged
+  size_t batch = 1000;  // the flusher's max_batch_count
+  int progress = -1;    // -1: bar when stderr is a terminal; 0: lines; 1: bar
 };
 int run_replay(const ReplayOptions& o);
 

@@ -8,10 +8,12 @@
 // (--all), or one plan's (--plan). Messages go before plan records, as in
 // the flusher, so a plan record never claims a last_seq MongoDB lacks.
 //
-// Counts: `upserted` are messages MongoDB did not have before the chunk,
-// `skipped` those it already had (counted just before each bulk; a
-// concurrent flusher can move a message from one to the other, never lose
-// it). Plan records are counted as `plans` (an older version is a no-op).
+// Counts: `upserted` are messages MongoDB did not have before the chunk
+// (sent through MessageStore::upsert_messages), `skipped` those it already
+// had (looked up by _id just before; their upsert would be a no-op, so it is
+// not sent). A concurrent flusher can move a message from one count to the
+// other, never lose it. Plan records always go through upsert_plan (its
+// version guard makes an older version a no-op) and count as `plans`.
 #include <unistd.h>
 
 #include <chrono>
@@ -20,6 +22,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "core/clock.h"
@@ -226,10 +229,11 @@ class Progress {
   std::chrono::steady_clock::time_point last_line_{};
 };
 
-// How many of `docs` MongoDB already holds (one count by _id).
-Result<int64_t> count_existing(MongoPool* pool, std::span<const MessageDoc> docs) {
-  if (docs.empty()) return int64_t{0};
-  bson_t filter, idq, arr;
+// The _ids among `docs` that MongoDB already holds (one find by _id).
+Result<std::unordered_set<std::string>> existing_ids(MongoPool* pool, std::span<const MessageDoc> docs) {
+  std::unordered_set<std::string> out;
+  if (docs.empty()) return out;
+  bson_t filter, idq, arr, opts, proj;
   bson_init(&filter);
   bson_append_document_begin(&filter, "_id", -1, &idq);
   bson_append_array_begin(&idq, "$in", -1, &arr);
@@ -240,15 +244,31 @@ Result<int64_t> count_existing(MongoPool* pool, std::span<const MessageDoc> docs
   }
   bson_append_array_end(&idq, &arr);
   bson_append_document_end(&filter, &idq);
+  bson_init(&opts);
+  bson_append_document_begin(&opts, "projection", -1, &proj);
+  bson_append_int32(&proj, "_id", -1, 1);
+  bson_append_document_end(&opts, &proj);
   MongoPool::Lease lease = pool->lease();
   mongoc_collection_t* coll =
       mongoc_client_get_collection(lease.get(), pool->database().c_str(), std::string(kMessagesCollection).c_str());
+  mongoc_cursor_t* cursor = mongoc_collection_find_with_opts(coll, &filter, &opts, nullptr);
+  const bson_t* doc = nullptr;
+  while (mongoc_cursor_next(cursor, &doc)) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it)) {
+      uint32_t len = 0;
+      const char* id = bson_iter_utf8(&it, &len);
+      out.emplace(id, len);
+    }
+  }
   bson_error_t err;
-  int64_t n = mongoc_collection_count_documents(coll, &filter, nullptr, nullptr, nullptr, &err);
+  bool failed = mongoc_cursor_error(cursor, &err);
+  mongoc_cursor_destroy(cursor);
   mongoc_collection_destroy(coll);
+  bson_destroy(&opts);
   bson_destroy(&filter);
-  if (n < 0) return unavailable("count existing messages: " + describe(err));
-  return n;
+  if (failed) return unavailable("find existing messages: " + describe(err));
+  return out;
 }
 
 // The driver's own log: only errors, so progress output stays readable.
@@ -286,30 +306,41 @@ class Replayer {
       }
     }
     if (!docs.empty()) {
-      auto existing = count_existing(pool_, docs);
+      // Documents MongoDB already has are skipped: their $setOnInsert upsert
+      // would be a no-op, and FerretDB makes such no-ops slow. The rest go
+      // through the flusher's upsert (a concurrent writer is harmless).
+      auto existing = existing_ids(pool_, docs);
       if (!existing.is_ok()) return existing.status();
-      WriteStatus ws = store_->upsert_messages(docs);
+      std::vector<MessageDoc> missing;
+      std::vector<const Item*> missing_items;
+      for (size_t i = 0; i < docs.size(); ++i) {
+        if (existing->count(message_doc_id(docs[i].plan_id, docs[i].seq))) {
+          ++c->skipped;
+          ack_ids.push_back(doc_items[i]->pending_id);
+        } else {
+          missing.push_back(docs[i]);
+          missing_items.push_back(doc_items[i]);
+        }
+      }
+      WriteStatus ws = missing.empty() ? WriteStatus::ok() : store_->upsert_messages(missing);
       if (ws.is_ok()) {
-        c->skipped += static_cast<uint64_t>(*existing);
-        c->upserted += docs.size() - static_cast<uint64_t>(*existing);
-        for (const Item* it : doc_items) ack_ids.push_back(it->pending_id);
+        c->upserted += missing.size();
+        for (const Item* it : missing_items) ack_ids.push_back(it->pending_id);
       } else if (ws.failure().transient()) {
         return ws.to_status();
       } else {
         // Permanent: find the offenders one by one, push the rest.
-        for (size_t i = 0; i < docs.size(); ++i) {
-          auto one_existing = count_existing(pool_, std::span<const MessageDoc>(&docs[i], 1));
-          if (!one_existing.is_ok()) return one_existing.status();
-          WriteStatus one = store_->upsert_messages(std::span<const MessageDoc>(&docs[i], 1));
+        for (size_t i = 0; i < missing.size(); ++i) {
+          WriteStatus one = store_->upsert_messages(std::span<const MessageDoc>(&missing[i], 1));
           if (one.is_ok()) {
-            (*one_existing > 0 ? c->skipped : c->upserted)++;
-            ack_ids.push_back(doc_items[i]->pending_id);
+            ++c->upserted;
+            ack_ids.push_back(missing_items[i]->pending_id);
           } else if (one.failure().transient()) {
             return one.to_status();
           } else {
             ++c->rejected;
-            std::cerr << "\nagentd-outbox: MongoDB rejected plan " << docs[i].plan_id << " seq " << docs[i].seq << ": "
-                      << one.failure().reason << ": " << one.failure().message << "\n";
+            std::cerr << "\nagentd-outbox: MongoDB rejected plan " << missing[i].plan_id << " seq " << missing[i].seq
+                      << ": " << one.failure().reason << ": " << one.failure().message << "\n";
           }
         }
       }

@@ -444,9 +444,14 @@ TEST_CASE("replay pushes byte-equal documents to MongoDB; a rerun changes nothin
   CHECK(dry.out.find("would push 14 items: 10 messages, 4 plan records") != std::string::npos);
   CHECK(run_tool({"replay", dir}).code == 2);  // no --mongo-uri
 
+  // One plan first, then the pending queue: what is there already is skipped.
+  Run pa = run_tool({"replay", dir, "--mongo-uri", uri, "--plan", "plan-a"});
+  REQUIRE(pa.code == 0);
+  CHECK(pa.out.find("8 items, 7 messages upserted, 0 already in MongoDB (skipped), 1 plan records") !=
+        std::string::npos);
   Run first = run_tool({"replay", dir, "--mongo-uri", uri, "--batch", "4"});
   REQUIRE(first.code == 0);
-  CHECK(first.out.find("14 items, 10 messages upserted, 0 already in MongoDB (skipped), 4 plan records") !=
+  CHECK(first.out.find("14 items, 3 messages upserted, 7 already in MongoDB (skipped), 4 plan records") !=
         std::string::npos);
   CHECK(first.err.find("replay: 14/14 items") != std::string::npos);  // plain progress lines off a TTY
 
