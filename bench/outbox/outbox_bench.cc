@@ -1,6 +1,6 @@
 // outbox_bench: the outbox against its two floors, on the same folder.
 //
-//   outbox_bench [--dir DIR] [--seconds S] [--pending N]
+//   outbox_bench [--dir DIR] [--seconds S] [--rounds R] [--pending N]
 //
 // Baselines: (a) write(2) + fdatasync(2) of one record, (b) bare LMDB
 // committing batches of B records (B = 1, 64, 1024) with no outbox logic.
@@ -37,7 +37,8 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 std::string g_dir;
-double g_seconds = 2.0;
+double g_seconds = 1.0;
+int g_rounds = 3;
 std::ostringstream g_json;
 bool g_first_field = true;
 
@@ -50,6 +51,16 @@ double pct(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+std::string list(const std::vector<double>& v) {
+  std::string out;
+  char buf[32];
+  for (double x : v) {
+    std::snprintf(buf, sizeof buf, "%s%.3g", out.empty() ? "" : " ", x);
+    out += buf;
+  }
+  return out;
 }
 
 double elapsed_ms(Clock::time_point a) { return std::chrono::duration<double, std::milli>(Clock::now() - a).count(); }
@@ -169,8 +180,19 @@ std::vector<double> one_producer_latencies(size_t size) {
   return lat;
 }
 
-// `producers` threads, each waiting for its append: messages/s.
-double producers_rate(size_t producers, size_t size) {
+struct Rate {
+  double msg_s = 0;
+  double mean_batch = 0;  // requests per group commit
+};
+
+double mean_batch(Outbox& ob) {
+  auto st = ob.stats();
+  if (!st.is_ok() || st->commits == 0) return 0;
+  return static_cast<double>(st->committed_requests) / static_cast<double>(st->commits);
+}
+
+// `producers` threads, each waiting for its append.
+Rate producers_rate(size_t producers, size_t size) {
   auto ob = open_outbox("prod", false);
   std::atomic<uint64_t> n{0};
   std::atomic<bool> stop{false};
@@ -187,14 +209,11 @@ double producers_rate(size_t producers, size_t size) {
   auto start = Clock::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(g_seconds));
   uint64_t done = n;
-  double rate = static_cast<double>(done) / (elapsed_ms(start) / 1000);
+  Rate r{static_cast<double>(done) / (elapsed_ms(start) / 1000), 0};
   stop = true;
   for (auto& t : ts) t.join();
-  if (auto st = ob->stats(); st.is_ok() && st->commits > 0) {
-    std::fprintf(stderr, "         (%zu producers: mean group commit %.1f requests)\n", producers,
-                 static_cast<double>(st->committed_requests) / static_cast<double>(st->commits));
-  }
-  return rate;
+  r.mean_batch = mean_batch(*ob);
+  return r;
 }
 
 // `in_flight` appends outstanding at all times: messages/s. Each completion
@@ -203,6 +222,7 @@ double producers_rate(size_t producers, size_t size) {
 // With track_pending, runs until `total` appends instead and samples RssAnon.
 struct InFlightResult {
   double rate = 0;
+  double mean_batch = 0;
   uint64_t peak_rss_anon_kib = 0;
   uint64_t appended = 0;
 };
@@ -234,10 +254,7 @@ InFlightResult in_flight_rate(size_t in_flight, size_t size, bool track_pending,
     res.appended = done;
     res.rate = static_cast<double>(res.appended) / (elapsed_ms(start) / 1000);
     stop = true;
-    if (auto st = ob->stats(); st.is_ok() && st->commits > 0) {
-      std::fprintf(stderr, "         (%zu in flight: mean group commit %.1f requests)\n", in_flight,
-                   static_cast<double>(st->committed_requests) / static_cast<double>(st->commits));
-    }
+    res.mean_batch = mean_batch(*ob);
   } else {
     while (done < total) {
       res.peak_rss_anon_kib = std::max(res.peak_rss_anon_kib, rss_anon_kib());
@@ -273,6 +290,7 @@ int main(int argc, char** argv) {
     if (a == "--dir") g_dir = argv[i + 1];
     if (a == "--seconds") g_seconds = std::atof(argv[i + 1]);
     if (a == "--pending") pending_count = std::strtoull(argv[i + 1], nullptr, 10);
+    if (a == "--rounds") g_rounds = std::max(1, std::atoi(argv[i + 1]));
   }
   bool own_dir = g_dir.empty();
   if (own_dir)
@@ -280,44 +298,66 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(g_dir);
   spdlog::set_level(spdlog::level::warn);
 
+  // Each round measures every figure once, baselines next to the outbox, so
+  // that a ratio compares figures taken moments apart; the report is the
+  // median over rounds (this machine's disk is shared and noisy).
   for (size_t size : {size_t{256}, size_t{1024}}) {
     std::string sz = std::to_string(size);
-    double fsync_p50 = raw_fdatasync_p50(size);
-    json_field("raw_fdatasync_p50_ms_" + sz, fsync_p50);
-    std::fprintf(stderr, "[%4zu B] raw write+fdatasync p50 %.3f ms\n", size, fsync_p50);
-    double bare[3];
-    size_t batches[3] = {1, 64, 1024};
+    const size_t batches[3] = {1, 64, 1024};
+    const size_t producers[3] = {1, 8, 64};
+    const int baseline_of[3] = {0, 1, 1};  // producers -> bare batch index
+    std::vector<double> fsync_p50, p50, p99, p50_ratio, bare[3], rate[3], rate_ratio[3], batch[3], inflight,
+        inflight_ratio, inflight_batch;
+    for (int round = 0; round < g_rounds; ++round) {
+      fsync_p50.push_back(raw_fdatasync_p50(size));
+      for (int b = 0; b < 3; ++b) bare[b].push_back(bare_lmdb_rate(batches[b], size));
+      auto lat = one_producer_latencies(size);
+      p50.push_back(pct(lat, 0.5));
+      p99.push_back(pct(lat, 0.99));
+      p50_ratio.push_back(p50.back() / fsync_p50.back());
+      for (int i = 0; i < 3; ++i) {
+        Rate r = producers_rate(producers[i], size);
+        rate[i].push_back(r.msg_s);
+        batch[i].push_back(r.mean_batch);
+        rate_ratio[i].push_back(r.msg_s / bare[baseline_of[i]].back());
+      }
+      auto f = in_flight_rate(1024, size, false, 0);
+      inflight.push_back(f.rate);
+      inflight_batch.push_back(f.mean_batch);
+      inflight_ratio.push_back(f.rate / bare[2].back());
+    }
+    double fs = pct(fsync_p50, 0.5);
+    json_field("raw_fdatasync_p50_ms_" + sz, fs);
+    std::fprintf(stderr, "[%4zu B] raw write+fdatasync p50 %.3f ms (rounds: %s)\n", size, fs, list(fsync_p50).c_str());
     for (int b = 0; b < 3; ++b) {
-      bare[b] = bare_lmdb_rate(batches[b], size);
-      json_field("bare_lmdb_B" + std::to_string(batches[b]) + "_msg_s_" + sz, bare[b]);
-      std::fprintf(stderr, "[%4zu B] bare LMDB B=%-4zu %10.0f msg/s\n", size, batches[b], bare[b]);
+      json_field("bare_lmdb_B" + std::to_string(batches[b]) + "_msg_s_" + sz, pct(bare[b], 0.5));
+      std::fprintf(stderr, "[%4zu B] bare LMDB B=%-4zu %9.0f msg/s (rounds: %s)\n", size, batches[b], pct(bare[b], 0.5),
+                   list(bare[b]).c_str());
     }
-    auto lat = one_producer_latencies(size);
-    double p50 = pct(lat, 0.5), p99 = pct(lat, 0.99);
-    json_field("append_p50_ms_" + sz, p50);
-    json_field("append_p99_ms_" + sz, p99);
-    json_field("append_p50_over_fdatasync_" + sz, p50 / fsync_p50);
+    json_field("append_p50_ms_" + sz, pct(p50, 0.5));
+    json_field("append_p99_ms_" + sz, pct(p99, 0.5));
+    json_field("append_p50_over_fdatasync_" + sz, pct(p50_ratio, 0.5));
     std::fprintf(stderr,
-                 "[%4zu B] outbox append 1 producer: p50 %.3f ms (%.2fx fdatasync; target <= 2.5x), p99 %.3f ms\n",
-                 size, p50, p50 / fsync_p50, p99);
-    struct {
-      const char* name;
-      size_t producers;
-      int baseline;
-    } runs[] = {{"1_producer", 1, 0}, {"8_producers", 8, 1}, {"64_producers", 64, 1}};
-    for (auto& r : runs) {
-      double rate = producers_rate(r.producers, size);
-      json_field(std::string("outbox_") + r.name + "_msg_s_" + sz, rate);
-      json_field(std::string("outbox_") + r.name + "_over_bare_B" + std::to_string(batches[r.baseline]) + "_" + sz,
-                 rate / bare[r.baseline]);
-      std::fprintf(stderr, "[%4zu B] outbox %-12s %10.0f msg/s (%.2fx bare B=%zu)\n", size, r.name, rate,
-                   rate / bare[r.baseline], batches[r.baseline]);
+                 "[%4zu B] outbox append, 1 producer: p50 %.3f ms, p99 %.3f ms; p50 / fdatasync p50 = %.2fx "
+                 "(target <= 2.5x; rounds: %s)\n",
+                 size, pct(p50, 0.5), pct(p99, 0.5), pct(p50_ratio, 0.5), list(p50_ratio).c_str());
+    for (int i = 0; i < 3; ++i) {
+      std::string key = "outbox_" + std::to_string(producers[i]) + "_producers";
+      std::string base = "bare_B" + std::to_string(batches[baseline_of[i]]);
+      json_field(key + "_msg_s_" + sz, pct(rate[i], 0.5));
+      json_field(key + "_over_" + base + "_" + sz, pct(rate_ratio[i], 0.5));
+      json_field(key + "_mean_batch_" + sz, pct(batch[i], 0.5));
+      std::fprintf(stderr, "[%4zu B] outbox %2zu producers %9.0f msg/s = %.2fx %s (batch %.1f; rounds: %s)\n", size,
+                   producers[i], pct(rate[i], 0.5), pct(rate_ratio[i], 0.5), base.c_str(), pct(batch[i], 0.5),
+                   list(rate_ratio[i]).c_str());
     }
-    auto inflight = in_flight_rate(1024, size, false, 0);
-    json_field("outbox_1024_in_flight_msg_s_" + sz, inflight.rate);
-    json_field("outbox_1024_in_flight_over_bare_B1024_" + sz, inflight.rate / bare[2]);
-    std::fprintf(stderr, "[%4zu B] outbox 1024 in flight %9.0f msg/s (%.2fx bare B=1024; target >= 0.8x)\n", size,
-                 inflight.rate, inflight.rate / bare[2]);
+    json_field("outbox_1024_in_flight_msg_s_" + sz, pct(inflight, 0.5));
+    json_field("outbox_1024_in_flight_over_bare_B1024_" + sz, pct(inflight_ratio, 0.5));
+    std::fprintf(stderr,
+                 "[%4zu B] outbox 1024 in flight %9.0f msg/s = %.2fx bare_B1024 (target >= 0.8x; batch %.1f; rounds: "
+                 "%s)\n",
+                 size, pct(inflight, 0.5), pct(inflight_ratio, 0.5), pct(inflight_batch, 0.5),
+                 list(inflight_ratio).c_str());
   }
   if (pending_count > 0) {
     uint64_t before = rss_anon_kib();
