@@ -65,14 +65,14 @@ std::string list(const std::vector<double>& v) {
 
 double elapsed_ms(Clock::time_point a) { return std::chrono::duration<double, std::milli>(Clock::now() - a).count(); }
 
-// A new empty folder for one measurement, after the previous one's dirty
-// pages were written back (so that writeback does not blur the next figure).
+// A new empty folder for one measurement. Every phase syncs what it writes,
+// so there is no dirty data of ours to wait for; no global sync(2) either,
+// which on a shared machine would flush everyone's writes into our figures.
 std::string fresh_dir(const std::string& name) {
   std::filesystem::remove_all(g_dir);
   std::string d = g_dir + "/" + name;
   std::filesystem::create_directories(d);
-  ::sync();
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
   return d;
 }
 
