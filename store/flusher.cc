@@ -157,6 +157,7 @@ void Flusher::on_up() {
   }
   known_ = true;
   attempt_ = 0;
+  last_ok_ = Clock::now();
   up_.store(true);
   m_.up.set(1);
 }
@@ -207,9 +208,9 @@ void Flusher::do_cycle() {
   if (batch->empty()) {
     last_pending_ = 0;
     refresh_stats(true);
-    if (!up_.load() && !stopping_) {
-      // Nothing to write, but agentd_mongo_up should still tell the truth:
-      // probe with a ping, on the same backoff as writes.
+    if (!stopping_ && (!up_.load() || Clock::now() - last_ok_ >= options_.health_interval)) {
+      // Nothing to write, but agentd_mongo_up (and /readyz) should still
+      // tell the truth: probe with a ping (on the write backoff when down).
       Status ping = store_->pool()->ping();
       if (!ping.is_ok()) {
         MongoFailure f;

@@ -69,8 +69,9 @@ struct FlusherOptions {
   std::chrono::milliseconds poll_interval{50};  // fallback when notify() is not wired
   std::chrono::milliseconds backoff_base{50};
   std::chrono::milliseconds backoff_cap{30000};
-  std::chrono::milliseconds stats_interval{250};  // refresh of the outbox gauges
-  bool ensure_indexes = true;                     // first thing the thread does (retried like a write)
+  std::chrono::milliseconds stats_interval{250};    // refresh of the outbox gauges
+  std::chrono::milliseconds health_interval{1000};  // ping when idle this long since the last success
+  bool ensure_indexes = true;                       // first thing the thread does (retried like a write)
 
   // Test hooks (leave empty in production).
   // Called after MongoDB acknowledged a batch and before the outbox ack; on
@@ -109,7 +110,8 @@ class Flusher {
   // True after crash_after_write fired.
   bool crashed() const { return crashed_.load(); }
   // The last known state of MongoDB (false until the first successful
-  // command; while idle and down, the flusher probes with ping on backoff).
+  // command). While idle the flusher pings every health_interval when up,
+  // and on the write backoff when down, so this stays current.
   bool mongo_up() const { return up_.load(); }
 
  private:
@@ -168,6 +170,7 @@ class Flusher {
   bool outbox_ok_ = true;
   std::mt19937_64 rng_;
   std::chrono::steady_clock::time_point last_stats_{};
+  std::chrono::steady_clock::time_point last_ok_{};  // last successful MongoDB command
   uint64_t last_pending_ = 0;
 };
 

@@ -3,6 +3,7 @@
 //
 //   flusher_bench [--uri mongodb://host:port/] [--messages N] [--upserts N]
 //                 [--producers P] [--backlog N] [--seconds S] [--dir DIR]
+//                 [--batch N]   (FlusherOptions::max_batch_count)
 //
 // Without --uri it starts its own FerretDB (tests/support/ferretdb.h). With
 // --uri, give the server only (no database): each phase uses a fresh
@@ -61,6 +62,7 @@ std::string g_dir;
 std::ostringstream g_json;
 bool g_first = true;
 int g_phase = 0;
+size_t g_batch = FlusherOptions{}.max_batch_count;
 
 void field(const std::string& key, double v) {
   g_json << (g_first ? "" : ",\n") << "  \"" << key << "\": " << v;
@@ -200,7 +202,9 @@ double flusher_e2e_rate(size_t n, size_t producers) {
   MessageStore store(pool.get());
   auto ob = fresh_outbox("e2e");
   MetricsRegistry metrics;
-  Flusher flusher(ob.get(), &store, &metrics);
+  FlusherOptions fo;
+  fo.max_batch_count = g_batch;
+  Flusher flusher(ob.get(), &store, &metrics, fo);
   ob->set_observer([&](const std::vector<CommittedMessage>&) { flusher.notify(); });
   flusher.start();
   while (!flusher.mongo_up()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -306,6 +310,7 @@ double backlog_drain_rate(size_t n, size_t plans, double* fill_s) {
   if (pending(*ob) != n) die("backlog not pending");
   MetricsRegistry metrics;
   FlusherOptions fo;
+  fo.max_batch_count = g_batch;
   fo.ensure_indexes = false;  // done above, outside the timing
   Flusher flusher(ob.get(), &store, &metrics, fo);
   t0 = Clock::now();
@@ -332,6 +337,7 @@ int main(int argc, char** argv) {
     if (a == "--backlog") backlog = std::strtoull(argv[i + 1], nullptr, 10);
     if (a == "--seconds") seconds = std::atof(argv[i + 1]);
     if (a == "--dir") g_dir = argv[i + 1];
+    if (a == "--batch") g_batch = std::strtoull(argv[i + 1], nullptr, 10);
   }
   spdlog::set_level(spdlog::level::warn);
   mongo_global_init();
@@ -348,6 +354,7 @@ int main(int argc, char** argv) {
     g_dir = (std::filesystem::temp_directory_path() / ("flusher-bench-" + std::to_string(::getpid()))).string();
   std::filesystem::create_directories(g_dir);
   field("producers", static_cast<double>(producers));
+  field("flusher_max_batch_count", static_cast<double>(g_batch));
 
   double raw_upsert = raw_bulk_rate(upserts, producers, false, MessageStoreOptions{}.upsert_chunk);
   field("raw_bulk_upsert_msg_s", raw_upsert);

@@ -391,3 +391,26 @@ TEST_CASE("graceful stop with MongoDB unreachable keeps the deadline and the pen
   CHECK(metric(metrics, "agentd_mongo_up") == 0);
   CHECK(metric(metrics, "agentd_outbox_pending_messages") == 5);
 }
+
+TEST_CASE("while idle, mongo_up follows the server: down when killed, up after restart") {
+  test::FerretDb db;
+  db.start();
+  TempDir dir;
+  auto ob = open_outbox(dir.path);
+  auto pool = open_pool(db.uri() + "agentd_idle?serverSelectionTimeoutMS=200&connectTimeoutMS=200");
+  MessageStore store(pool.get());
+  MetricsRegistry metrics;
+  FlusherOptions o = fast_options();
+  o.health_interval = 100ms;
+  Flusher flusher(ob.get(), &store, &metrics, o);
+  flusher.start();
+  REQUIRE(wait_until([&] { return flusher.mongo_up(); }, 10s));
+  db.kill();
+  REQUIRE(wait_until([&] { return !flusher.mongo_up(); }, 10s));
+  CHECK(metric(metrics, "agentd_mongo_up") == 0);
+  CHECK(failures_total(metrics.render()) == 0);  // probes are not failed writes
+  db.start();
+  REQUIRE(wait_until([&] { return flusher.mongo_up(); }, 10s));
+  CHECK(metric(metrics, "agentd_mongo_up") == 1);
+  CHECK(flusher.stop(5s).is_ok());
+}
