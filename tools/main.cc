@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/clock.h"
+#include "outbox/format.h"
 #include "tools/commands.h"
 #include "tools/common.h"
 
@@ -107,6 +108,13 @@ int main(int argc, char** argv) {
     return rc == 0 ? kExitOk : kExitUsage;
   }
 
+  for (const std::string* plan : {&dump.plan, &replay.plan}) {
+    if (plan->size() > agentd::outbox_format::kMaxPlanIdLen) {
+      std::cerr << "agentd-outbox: --plan is " << plan->size() << " bytes; plan ids have at most "
+                << agentd::outbox_format::kMaxPlanIdLen << "\n";
+      return kExitUsage;
+    }
+  }
   if (*c_inspect) return run_inspect(inspect);
   if (*c_dump) {
     int64_t ms = 0;

@@ -45,6 +45,18 @@ std::string quote(const std::string& s) {
   return out + "'";
 }
 
+// A temporary folder removed with everything in it at scope exit.
+struct TempDir {
+  explicit TempDir(const std::string& prefix) : path(test::make_temp_dir(prefix)) {}
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string path;
+};
+
 struct Run {
   int code = -1;
   std::string out, err;
@@ -53,8 +65,8 @@ struct Run {
 // Runs the tool with stdin from /dev/null; stdout and stderr kept apart.
 Run run_tool(const std::vector<std::string>& args) {
   static int n = 0;
-  static const std::string dir = test::make_temp_dir("agentd-outbox-runs");
-  std::string base = dir + "/run" + std::to_string(++n);
+  static const TempDir dir("agentd-outbox-runs");
+  std::string base = dir.path + "/run" + std::to_string(++n);
   std::string cmd = quote(tool_path());
   for (const auto& a : args) cmd += " " + quote(a);
   cmd += " </dev/null >" + quote(base + ".out") + " 2>" + quote(base + ".err");
@@ -125,7 +137,8 @@ MDB_val mval(const std::string& s) { return MDB_val{s.size(), const_cast<char*>(
 }  // namespace
 
 TEST_CASE("inspect reports counts, pending, dead letters and the format version") {
-  std::string dir = test::make_temp_dir("tools-inspect");
+  TempDir tmp_dir("tools-inspect");
+  const std::string& dir = tmp_dir.path;
   {
     auto ob = open_outbox(dir);
     fill(*ob, "plan-a", 5);
@@ -158,7 +171,8 @@ TEST_CASE("inspect reports counts, pending, dead letters and the format version"
 }
 
 TEST_CASE("dump writes the stored envelopes verbatim and filters by plan, seq, pending and time") {
-  std::string dir = test::make_temp_dir("tools-dump");
+  TempDir tmp_dir("tools-dump");
+  const std::string& dir = tmp_dir.path;
   std::vector<std::string> a, b;
   int64_t between = 0;
   {
@@ -222,7 +236,8 @@ TEST_CASE("dump writes the stored envelopes verbatim and filters by plan, seq, p
 }
 
 TEST_CASE("verify: a clean outbox passes, a deleted message and a garbage envelope are reported precisely") {
-  std::string dir = test::make_temp_dir("tools-verify");
+  TempDir tmp_dir("tools-verify");
+  const std::string& dir = tmp_dir.path;
   {
     auto ob = open_outbox(dir);
     fill(*ob, "plan-a", 6);
@@ -300,7 +315,8 @@ TEST_CASE("verify: a clean outbox passes, a deleted message and a garbage envelo
 }
 
 TEST_CASE("errors: missing path, not an outbox, newer format version, corrupt file") {
-  std::string base = test::make_temp_dir("tools-errors");
+  TempDir tmp_base("tools-errors");
+  const std::string& base = tmp_base.path;
   Run missing = run_tool({"inspect", base + "/nope"});
   CHECK(missing.code == 3);
   CHECK(missing.err.find("does not exist") != std::string::npos);
@@ -346,7 +362,8 @@ TEST_CASE("errors: missing path, not an outbox, newer format version, corrupt fi
 }
 
 TEST_CASE("read-only commands work while another process holds the outbox for writing; writes are refused") {
-  std::string dir = test::make_temp_dir("tools-live");
+  TempDir tmp_dir("tools-live");
+  const std::string& dir = tmp_dir.path;
   auto ob = open_outbox(dir);
   fill(*ob, "plan-a", 3);
   auto pending = ob->read_pending(1, 1 << 20);
@@ -380,7 +397,8 @@ TEST_CASE("read-only commands work while another process holds the outbox for wr
 }
 
 TEST_CASE("dead-letters list, retry and drop") {
-  std::string dir = test::make_temp_dir("tools-dead");
+  TempDir tmp_dir("tools-dead");
+  const std::string& dir = tmp_dir.path;
   std::vector<uint64_t> dead_ids;
   {
     auto ob = open_outbox(dir);
@@ -432,7 +450,8 @@ TEST_CASE("dead-letters list, retry and drop") {
 
 TEST_CASE("replay pushes byte-equal documents to MongoDB; a rerun changes nothing") {
   std::string uri = test::test_mongo_uri();
-  std::string dir = test::make_temp_dir("tools-replay");
+  TempDir tmp_dir("tools-replay");
+  const std::string& dir = tmp_dir.path;
   std::vector<std::string> a, b;
   {
     auto ob = open_outbox(dir);
