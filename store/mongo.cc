@@ -1,12 +1,34 @@
 #include "store/mongo.h"
 
+#include <spdlog/spdlog.h>
+
 #include <mutex>
 
 namespace agentd {
 
+namespace {
+
+// mongo-c-driver logs through spdlog. Its warnings and debug lines repeat
+// per connection attempt while a server is down ("Failed to buffer 4
+// bytes", heartbeat errors, FerretDB's missing endSessions); the flusher
+// logs the state changes that matter, so those go to debug.
+void log_to_spdlog(mongoc_log_level_t level, const char* domain, const char* message, void*) {
+  switch (level) {
+    case MONGOC_LOG_LEVEL_ERROR:
+    case MONGOC_LOG_LEVEL_CRITICAL: spdlog::error("mongoc {}: {}", domain, message); break;
+    case MONGOC_LOG_LEVEL_TRACE: break;
+    default: spdlog::debug("mongoc {}: {}", domain, message); break;
+  }
+}
+
+}  // namespace
+
 void mongo_global_init() {
   static std::once_flag once;
-  std::call_once(once, [] { mongoc_init(); });
+  std::call_once(once, [] {
+    mongoc_init();
+    mongoc_log_set_handler(log_to_spdlog, nullptr);
+  });
 }
 
 std::string describe(const bson_error_t& e) {

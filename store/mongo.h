@@ -15,7 +15,8 @@
 
 namespace agentd {
 
-// Call once per process before any other mongoc use (idempotent).
+// Call once per process before any other mongoc use (idempotent). Routes
+// the driver's log to spdlog (warnings and below at debug level).
 void mongo_global_init();
 
 class MongoPool {
