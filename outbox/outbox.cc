@@ -301,7 +301,12 @@ Status Outbox::Impl::open_env() {
     }
   }
   if ((rc = mdb_txn_commit(txn)) != 0) return lmdb_error(rc, "commit open transaction");
-  if (pending_count > 0) {
+  if (pending_count > 0 && !options.track_pending) {
+    spdlog::warn(
+        "outbox {}: {} entries left pending by a run with MongoDB (oldest {} s old); they stay, and "
+        "finished-plan retention waits, until a run with MongoDB flushes them",
+        options.dir, pending_count, (now_unix_ms() - oldest_ms) / 1000);
+  } else if (pending_count > 0) {
     spdlog::info("outbox {}: {} pending entries, oldest {} s old", options.dir, pending_count,
                  (now_unix_ms() - oldest_ms) / 1000);
   } else {
@@ -869,6 +874,14 @@ Status Outbox::Impl::apply_prune(MDB_txn* txn, Op& op, TxnState* st) {
     return Status::ok();
   }
   if (options.finished_plan_retention.count() <= 0) return Status::ok();
+  {
+    // Entries left pending by an earlier run with MongoDB still need their
+    // messages: remove nothing until a run with MongoDB drained them.
+    MDB_stat ps;
+    int rc = mdb_stat(txn, pending, &ps);
+    if (rc != 0) return lmdb_error(rc, "mdb_stat pending");
+    if (ps.ms_entries > 0) return Status::ok();
+  }
   int64_t cutoff = st->now_ms - static_cast<int64_t>(options.finished_plan_retention.count()) * 1000;
   std::vector<PlanRecord> doomed;
   {

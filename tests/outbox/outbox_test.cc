@@ -504,6 +504,28 @@ TEST_CASE("embedded retention removes only finished plans older than the cutoff"
   CHECK(ob->stats()->messages == 4);
 }
 
+TEST_CASE("embedded retention keeps everything while entries of a MongoDB run are still pending") {
+  TempDir d;
+  std::string old_time = format_rfc3339_ms(now_unix_ms() - 3600 * 1000);
+  {
+    auto ob = open_outbox(d.path, true);  // a run with MongoDB that did not flush
+    AppendRequest a;
+    a.plan = make_plan("old-done", "alice", old_time, PlanStatus::kCompleted);
+    a.message = test::make_message("old-done", "m1");
+    append_ok(*ob, a);
+  }
+  OutboxOptions o;
+  o.dir = d.path;
+  o.finished_plan_retention = std::chrono::seconds(60);
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  REQUIRE((*r)->prune_sync().is_ok());
+  CHECK((*r)->get_plan("old-done")->has_value());
+  auto pending = (*r)->read_pending(10, 1 << 20);
+  REQUIRE(pending.is_ok());  // the entries still resolve their bytes
+  CHECK(pending->size() == 2);
+}
+
 TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and recovers after ack and prune") {
   TempDir d;
   OutboxOptions o;
