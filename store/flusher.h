@@ -3,7 +3,9 @@
 //
 // One cycle, on the flusher's own thread:
 //   read_pending(max_count, max_bytes)        entries in id (= append) order
-//   → messages: one ordered bulk of $setOnInsert upserts (MessageStore)
+//   → messages: MessageStore::upsert_messages — one ordered bulk insert;
+//               where documents already exist (a replay), chunked ordered
+//               bulks of $setOnInsert upserts: never an overwrite
 //   → plans:    the newest version per plan in the batch, version-guarded
 //   → only after the server acknowledged: outbox ack_sync(ids)   (invariant 4)
 // A crash anywhere in between replays the batch later; replays are no-ops
