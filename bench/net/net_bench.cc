@@ -1,14 +1,15 @@
 // net_bench: load generator for agentd's HTTP/WebSocket API (Beast client).
 //
 //   net_bench --agentd PATH get-plan   [--messages 10000] [--requests 200]
-//   net_bench --agentd PATH ws         [--plans 200] [--subs 1000] [--rate 2000] [--seconds 10]
+//   net_bench --agentd PATH ws         [--plans 200] [--subs 1000] [--rate 2000] [--seconds 10] [--posters 64]
+//   (both: [--client-core 0] [--server-core 1])
 //
 // It seeds plans through the Outbox API into a temp data dir, starts agentd
 // pinned with `taskset -c <server-core>` (default 1) and pins itself to
 // <client-core> (default 0), then measures:
 //   get-plan: GET /api/v3/plan latency (keep-alive, sequential) for a plan of N messages.
 //   ws:       subscribers spread over plans; POST /api/v3/agent_message at `rate`
-//             (round-robin over plans, 32 keep-alive connections); per frame:
+//             (round-robin over plans, --posters keep-alive connections, default 64); per frame:
 //             ack->frame (0 when the frame beat the HTTP ack) and post->frame.
 // Prints p50/p90/p99/max and agentd's peak RSS (VmHWM).
 #include <fcntl.h>
@@ -59,7 +60,7 @@ int64_t now_ns() {
 struct Args {
   std::string agentd, mode;
   int messages = 10000, requests = 200, plans = 200, subs = 1000, rate = 2000, seconds = 10;
-  int client_core = 0, server_core = 1;
+  int client_core = 0, server_core = 1, posters = 64;
 };
 
 void pin_self(int core) {
@@ -230,7 +231,7 @@ class Sub : public std::enable_shared_from_this<Sub> {
                                     });
         });
   }
-  static inline int connected = 0;
+  static inline int connected = 0, closed = 0;
 
  private:
   void fail(const char* what, beast::error_code ec) {
@@ -238,7 +239,10 @@ class Sub : public std::enable_shared_from_this<Sub> {
   }
   void read() {
     ws_.async_read(buf_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return;
+      if (ec) {
+        ++closed;  // e.g. cut off as a slow consumer (close code 1013)
+        return;
+      }
       self->on_frame();
       self->read();
     });
@@ -332,7 +336,7 @@ int ws_bench(const Args& a, const std::string& dir) {
   while (Sub::connected < a.subs) ioc.run_for(std::chrono::milliseconds(10));
   std::printf("%d subscribers connected over %d plans\n", a.subs, a.plans);
   std::vector<std::shared_ptr<Poster>> posters;
-  for (int i = 0; i < 32; ++i) {
+  for (int i = 0; i < a.posters; ++i) {
     posters.push_back(std::make_shared<Poster>(ioc, sh, srv.port));
     posters.back()->connect();
   }
@@ -373,6 +377,7 @@ int ws_bench(const Args& a, const std::string& dir) {
               static_cast<unsigned long long>(sent), static_cast<unsigned long long>(Poster::acked),
               static_cast<unsigned long long>(Poster::errors), static_cast<unsigned long long>(Poster::dropped), secs,
               static_cast<unsigned long long>(sh.frames), static_cast<unsigned long long>(expected));
+  std::printf("subscribers closed by the server: %d\n", Sub::closed);
   report("ack->frame", sh.ack_to_frame);
   report("post->frame (incl. commit)", sh.post_to_frame);
   std::printf("agentd peak RSS:%s\n", srv.peak_rss().c_str());
@@ -404,6 +409,8 @@ int main(int argc, char** argv) {
       a.rate = std::stoi(next());
     else if (k == "--seconds")
       a.seconds = std::stoi(next());
+    else if (k == "--posters")
+      a.posters = std::stoi(next());
     else if (k == "--client-core")
       a.client_core = std::stoi(next());
     else if (k == "--server-core")
