@@ -24,6 +24,7 @@
 #include "net/mongo_history.h"
 #include "net/server.h"
 #include "outbox/outbox.h"
+#include "store/flusher.h"
 #include "store/message_store.h"
 #include "store/mongo.h"
 
@@ -56,6 +57,12 @@ struct Config {
   unsigned shutdown_timeout_ms = 10000;
   uint64_t outbox_max_bytes = 8ull << 30;
   std::string web_dir;
+  // ---- store (MongoDB flusher) ----
+  std::string write_concern = "1";
+  bool journal = true;
+  size_t flush_batch = 1000;
+  unsigned flush_backoff_max_ms = 30000;
+  unsigned flush_drain_timeout_ms = 5000;
 };
 
 std::vector<std::string> split_csv(const std::string& s) {
@@ -160,6 +167,27 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--web-dir", cfg.web_dir, "serve the web page at / from this folder; empty = the copy built in")
       ->envname("AGENTD_WEB_DIR");
+  // ---- store flags ----
+  app.add_option("--write-concern", cfg.write_concern,
+                 "MongoDB write concern w: a number >= 1 or 'majority' (FerretDB ignores it)")
+      ->envname("AGENTD_WRITE_CONCERN")
+      ->capture_default_str();
+  app.add_option("--journal", cfg.journal, "MongoDB write concern j (journaled)")
+      ->envname("AGENTD_JOURNAL")
+      ->capture_default_str();
+  app.add_option("--flush-batch", cfg.flush_batch, "pending messages per MongoDB bulk write")
+      ->envname("AGENTD_FLUSH_BATCH")
+      ->check(CLI::Range(size_t{1}, size_t{100000}))
+      ->capture_default_str();
+  app.add_option("--flush-backoff-max-ms", cfg.flush_backoff_max_ms,
+                 "cap of the retry backoff while MongoDB is unreachable (base 50 ms, full jitter)")
+      ->envname("AGENTD_FLUSH_BACKOFF_MAX_MS")
+      ->check(CLI::Range(100u, 3600000u))
+      ->capture_default_str();
+  app.add_option("--flush-drain-timeout-ms", cfg.flush_drain_timeout_ms,
+                 "on SIGTERM/SIGINT: time to drain pending messages to MongoDB (the rest stays in the outbox)")
+      ->envname("AGENTD_FLUSH_DRAIN_TIMEOUT_MS")
+      ->capture_default_str();
   agentd::RuntimeFlags runtime_flags;
   agentd::add_runtime_flags(app, runtime_flags);
   try {
@@ -211,9 +239,12 @@ int main(int argc, char** argv) {
     spdlog::error("--data-dir {}: {}", cfg.data_dir, outbox.status().to_string());
     return kExitDataDir;
   }
+  agentd::MetricsRegistry metrics;
+  // ---- store: MongoDB reads for the API, and the flusher (its own thread) ----
   std::unique_ptr<agentd::MongoPool> mongo_pool;
   std::unique_ptr<agentd::MessageStore> message_store;
   std::unique_ptr<agentd::net::StoreHistoryReader> history;
+  std::unique_ptr<agentd::Flusher> flusher;
   if (!cfg.mongo_uri.empty()) {
     auto pool = agentd::MongoPool::open(cfg.mongo_uri);
     if (!pool) {
@@ -221,30 +252,29 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     mongo_pool = std::move(*pool);
-    message_store = std::make_unique<agentd::MessageStore>(mongo_pool.get());
-    history = std::make_unique<agentd::net::StoreHistoryReader>(message_store.get());
-  }
-  // MongoDB's state for /readyz, pinged off the network threads.
-  std::mutex mongo_mu;
-  agentd::Status mongo_state = agentd::unavailable("not pinged yet");  // guarded by mongo_mu
-  std::jthread mongo_pinger;
-  if (mongo_pool) {
-    mongo_pinger = std::jthread([&](std::stop_token st) {
-      while (!st.stop_requested()) {
-        agentd::Status s = mongo_pool->ping();
-        {
-          std::lock_guard lock(mongo_mu);
-          mongo_state = s;
-        }
-        std::mutex m;
-        std::unique_lock lk(m);
-        std::condition_variable_any cv;
-        cv.wait_for(lk, st, std::chrono::seconds(2), [] { return false; });
+    agentd::MessageStoreOptions mopts;
+    if (cfg.write_concern == "majority") {
+      mopts.write_concern.majority = true;
+    } else {
+      try {
+        mopts.write_concern.w = std::stoi(cfg.write_concern);
+      } catch (...) {
+        mopts.write_concern.w = 0;
       }
-    });
+      if (mopts.write_concern.w < 1) {
+        spdlog::error("--write-concern: expected a number >= 1 or 'majority', got '{}'", cfg.write_concern);
+        return kExitUsage;
+      }
+    }
+    mopts.write_concern.journal = cfg.journal;
+    message_store = std::make_unique<agentd::MessageStore>(mongo_pool.get(), mopts);
+    history = std::make_unique<agentd::net::StoreHistoryReader>(message_store.get());
+    agentd::FlusherOptions fopts;
+    fopts.max_batch_count = cfg.flush_batch;
+    fopts.backoff_cap = std::chrono::milliseconds(cfg.flush_backoff_max_ms);
+    flusher = std::make_unique<agentd::Flusher>(outbox->get(), message_store.get(), &metrics, fopts);
   }
 
-  agentd::MetricsRegistry metrics;
   // ---- runtime: teams, planner, agents (plans run on their own thread) ----
   auto runtime = agentd::RuntimeHost::create(runtime_flags, **outbox, metrics);
   if (!runtime) {
@@ -280,10 +310,11 @@ int main(int argc, char** argv) {
     }
     return agentd::Status::ok();
   };
-  if (mongo_pool) {
-    deps.mongo_ready = [&]() {
-      std::lock_guard lock(mongo_mu);
-      return mongo_state;
+  if (flusher) {
+    // The flusher pings MongoDB while idle or down, so this is current.
+    deps.mongo_ready = [fl = flusher.get()]() {
+      return fl->mongo_up() ? agentd::Status::ok()
+                            : agentd::unavailable("MongoDB unreachable (the outbox holds the backlog)");
     };
   }
   auto server = agentd::net::Server::create(scfg, std::move(deps));
@@ -291,7 +322,14 @@ int main(int argc, char** argv) {
     spdlog::error("{}", server.status().to_string());
     return server.status().code() == agentd::Code::kUnavailable ? kExitListen : kExitUsage;
   }
-  ob->set_observer((*server)->commit_observer());
+  // Every committed batch: counted, fanned out live, and the flusher woken.
+  ob->set_observer([fanout = (*server)->commit_observer(), &appended = agentd::appended_messages_counter(metrics),
+                    fl = flusher.get()](const std::vector<agentd::CommittedMessage>& batch) {
+    appended.inc(batch.size());
+    fanout(batch);
+    if (fl) fl->notify();
+  });
+  if (flusher) flusher->start();
   (*server)->start();
   if (auto st = (*runtime)->start(); !st.is_ok()) {
     spdlog::error("runtime start: {}", st.to_string());
@@ -307,8 +345,15 @@ int main(int argc, char** argv) {
   spdlog::info("signal {}: stopping (in-flight requests finish, WebSockets close with 1001)", sig);
   (*server)->stop(std::chrono::milliseconds(cfg.shutdown_timeout_ms));
   (*runtime)->stop(std::chrono::milliseconds(2000));
+  if (flusher) {
+    agentd::Status drained = flusher->stop(std::chrono::milliseconds(cfg.flush_drain_timeout_ms));
+    if (drained.is_ok()) {
+      spdlog::info("flusher: everything pending reached MongoDB");
+    } else {
+      spdlog::warn("flusher: {} (kept in the outbox; flushed at the next start)", drained.message());
+    }
+  }
   server->reset();
-  mongo_pinger = {};
   outbox->reset();
   // ==== net (end) ====
   spdlog::info("agentd stopped");
