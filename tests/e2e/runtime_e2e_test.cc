@@ -9,7 +9,9 @@
 #include <set>
 
 #include "core/json.h"
+#include "store/message_store.h"
 #include "tests/e2e/net_agentd.h"
+#include "tests/support/ferretdb.h"
 
 using namespace agentd;
 using namespace agentd::test;
@@ -241,4 +243,77 @@ TEST_CASE("restart: a plan running when agentd was killed is listed as interrupt
   auto last = json(msgs.back());
   CHECK(std::string(last["type"].GetString()) == "system_message");
   CHECK(std::string(last["data"]["status"].GetString()) == "interrupted");
+}
+
+// --- with MongoDB (FerretDB fixture, or $AGENTD_TEST_MONGO_URI) ----------------
+
+namespace {
+
+// The plan's messages as MongoDB holds them (envelope bytes, _id left out).
+std::vector<std::string> mongo_messages(const std::string& uri, const std::string& plan_id) {
+  auto pool = MongoPool::open(uri);
+  REQUIRE(pool.is_ok());
+  MessageStore store(pool->get());
+  auto msgs = store.read_messages(plan_id, 0, 100000);
+  REQUIRE_MESSAGE(msgs.is_ok(), msgs.status().to_string());
+  std::vector<std::string> out;
+  for (const auto& m : *msgs) out.push_back(*m.bytes);
+  return out;
+}
+
+std::vector<std::string> wait_mongo(const std::string& uri, const std::string& plan_id, size_t n,
+                                    std::chrono::seconds timeout = 30s) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  std::vector<std::string> got;
+  while (std::chrono::steady_clock::now() < until) {
+    got = mongo_messages(uri, plan_id);
+    if (got.size() >= n) return got;
+    std::this_thread::sleep_for(50ms);
+  }
+  FAIL("MongoDB holds " << got.size() << " of " << n << " messages of plan " << plan_id);
+  return got;
+}
+
+}  // namespace
+
+TEST_CASE("REST only with MongoDB: every message lands in MongoDB with the bytes REST returns") {
+  std::string uri = test_mongo_uri();
+  Agentd a;
+  a.start({"--teams-dir", write_team(a.dir()), "--mongo-uri", uri});
+  std::string plan_id = submit(a.port(), "persist me", true);
+  auto rest = messages_of(wait_plan(a.port(), plan_id, "completed"));
+  REQUIRE(rest.size() == 7);
+  auto mongo = wait_mongo(uri, plan_id, rest.size());
+  CHECK(mongo == rest);
+}
+
+TEST_CASE("FerretDB killed during a run: the plan completes, REST serves it all, MongoDB catches up") {
+  FerretDb db;
+  db.start();
+  std::string uri = db.uri() + "agentd_e2e";
+  Agentd a;
+  a.start({"--teams-dir", write_team(a.dir(), R"({"messages":30,"delay_ms":20})"), "--mongo-uri", uri,
+           "--flush-backoff-max-ms", "500"});
+  std::string plan_id = submit(a.port(), "survive the outage", true);
+  wait_plan(a.port(), plan_id, "running");
+  db.kill();
+  auto rest = messages_of(wait_plan(a.port(), plan_id, "completed", 30s));
+  REQUIRE(rest.size() == 2 + 1 + 30 + 1);
+  check_contiguous(rest);
+  // While the database is down, /readyz still says ready and reports MongoDB.
+  HttpReply ready = http_get(a.port(), "/readyz");
+  CHECK(ready.status == 200);
+  CHECK(ready.body.find("\"mongodb\":\"ok\"") == std::string::npos);
+  db.start();
+  auto mongo = wait_mongo(uri, plan_id, rest.size());
+  CHECK(mongo == rest);
+  // Nothing left pending, nothing failed permanently.
+  for (int i = 0; i < 100; ++i) {
+    HttpReply m = http_get(a.port(), "/metrics");
+    if (m.body.find("agentd_outbox_pending_messages 0\n") != std::string::npos) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  std::string metrics = http_get(a.port(), "/metrics").body;
+  CHECK(metrics.find("agentd_outbox_pending_messages 0\n") != std::string::npos);
+  CHECK(metrics.find("agentd_dead_letters_total 0\n") != std::string::npos);
 }
