@@ -297,10 +297,9 @@ void WebsocketSession::on_write(beast::error_code ec, std::size_t) {
 
 void WebsocketSession::shutdown() {
   asio::post(ws_.get_executor(), [self = shared_from_this()] {
-    if (!self->accepted_) {
-      beast::get_lowest_layer(self->ws_).close();
-      return;
-    }
+    // Not accepted yet: on_accept sees `stopping` and closes with 1001
+    // (the handshake timeout bounds a client that never completes it).
+    if (!self->accepted_) return;
     self->close_with(websocket::close_code::going_away,
                      "server shutting down; reconnect with after_seq=" + std::to_string(self->written_seq_));
   });
