@@ -325,3 +325,32 @@ TEST_CASE("WebSocket: a slow consumer is closed with a resume hint and its memor
   CHECK(f.server->hub().subscribers("ps") == 1);  // only the fast one remains
   CHECK(http_get(f.port, "/metrics").body.find("agentd_ws_slow_consumers_closed_total 1") != std::string::npos);
 }
+
+TEST_CASE("connection cap: connections over --max-connections are closed at accept; oversized client frames close") {
+  net::ServerConfig cfg;
+  cfg.max_connections = 2;
+  cfg.ws_max_frame_bytes = 1024;
+  ServerFixture f(cfg);
+  f.append(make_plan("pk", "alice"), "x", true);
+  auto a = std::make_unique<WsClient>();
+  WsClient b;
+  REQUIRE(a->connect(f.port, "/api/v3/socket/pk?user_id=alice"));
+  REQUIRE(b.connect(f.port, "/api/v3/socket/pk?user_id=alice"));
+  CHECK(http_get(f.port, "/healthz").status == 0);  // third connection: closed
+  a.reset();
+  HttpReply r;
+  for (int i = 0; i < 100 && r.status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    r = http_get(f.port, "/healthz");
+  }
+  CHECK(r.status == 200);
+  CHECK(http_get(f.port, "/metrics").body.find("agentd_http_rejected_connections_total 1") != std::string::npos);
+  CHECK(seq_of(b.read().text) == 1);
+  REQUIRE(b.write(std::string(2048, ' ') + "{}"));
+  WsClient::Read c;
+  do c = b.read(5000);
+  while (c.kind == WsClient::Read::kFrame);
+  // Beast fails the read (message_too_big) and tears the connection down.
+  CHECK(c.kind != WsClient::Read::kTimeout);
+  CHECK((c.kind == WsClient::Read::kError || c.close_code == 1009));
+}
