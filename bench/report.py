@@ -294,7 +294,7 @@ for ax, kind in zip(axes, ("post", "get")):
         c = results["compare"].get(side, {})
         series = [(f"{side} POST, {p} producers", d) for p, d in sorted((c.get("post") or {}).items())] \
             if kind == "post" else [(f"{side} GET /plan", c.get("get_plan"))]
-        for label, d in series:
+        for i, (label, d) in enumerate(series):
             if not d or not d.get("hist"):
                 continue
             total = sum(n for _, n in d["hist"])
@@ -303,7 +303,7 @@ for ax, kind in zip(axes, ("post", "get")):
                 seen += n
                 xs.append(edge)
                 ys.append(max(1 - seen / total, 1e-5))
-            ax.step(xs, ys, style, where="post", label=label)
+            ax.step(xs, ys, style, where="post", label=label, color=f"C{i}")  # same color = same load
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("latency (ms)")
