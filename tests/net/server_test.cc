@@ -284,7 +284,10 @@ TEST_CASE("WebSocket: isolation, per-plan cap, shutdown closes with 1001") {
 
 TEST_CASE("WebSocket: a slow consumer is closed with a resume hint and its memory freed") {
   net::ServerConfig cfg;
-  cfg.ws_queue_frames = 8;
+  // The fast reader must keep up: a queue of 64 frames and a producer paced
+  // at 2 ms give it ~128 ms of slack (ctest runs tests in parallel on a busy
+  // machine); the slow reader never reads, so it overflows regardless.
+  cfg.ws_queue_frames = 64;
   ServerFixture f(cfg);
   PlanRecord p = make_plan("ps", "alice");
   f.append(p, "x", true);
@@ -296,7 +299,10 @@ TEST_CASE("WebSocket: a slow consumer is closed with a resume hint and its memor
   std::string big(32 * 1024, 'y');
   std::atomic<bool> done{false};
   std::thread producer([&] {
-    for (int i = 0; i < 300 && !done; ++i) f.append(p, big);
+    for (int i = 0; i < 300 && !done; ++i) {
+      f.append(p, big);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
   });
   // The fast reader keeps up; the slow one reads nothing meanwhile.
   size_t got = 0;
