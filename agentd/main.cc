@@ -147,15 +147,7 @@ int main(int argc, char** argv) {
   deps.history = history.get();
   deps.plans = &(*runtime)->runtime();
   deps.metrics = &metrics;
-  deps.outbox_ready = [ob]() -> agentd::Status {
-    auto st = ob->stats();
-    if (!st) return st.status();
-    if (st->max_bytes && st->used_bytes * 100 >= st->max_bytes * 98) {
-      return {agentd::Code::kOutboxFull,
-              "outbox is full (" + std::to_string(st->used_bytes) + " of " + std::to_string(st->max_bytes) + " bytes)"};
-    }
-    return agentd::Status::ok();
-  };
+  deps.outbox_ready = [ob]() { return ob->writable(); };
   if (flusher) {
     // The flusher pings MongoDB while idle or down, so this is current.
     deps.mongo_ready = [fl = flusher.get()]() {

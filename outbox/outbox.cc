@@ -146,6 +146,8 @@ struct TxnState {
 
 }  // namespace
 
+enum Health { kHealthy = 0, kFull = 1, kFailed = 2 };
+
 struct Outbox::Impl {
   OutboxOptions options;
   int lock_fd = -1;
@@ -163,7 +165,9 @@ struct Outbox::Impl {
   std::atomic<uint64_t> commits{0}, committed_requests{0};
 
   // Writer thread only.
-  Status sticky;                                        // first failed commit
+  Status sticky;  // first failed commit
+  // What writable() reports, written by the writer thread only.
+  std::atomic<int> health{kHealthy};                    // kHealthy, kFull or kFailed
   std::unordered_map<std::string, uint64_t> seq_cache;  // plan -> last seq
   uint64_t next_pending_id = 1;
   int64_t last_appended_ms = 0;
@@ -482,11 +486,20 @@ void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
     }
     st = TxnState{};  // collects nothing: no append is in the retry
     s = others ? run_txn(batch, true, &st) : Status::ok();
+    health = kFull;
+  } else if (s.is_ok()) {
+    for (auto& op : batch) {
+      if (op->kind == Op::Kind::kAppend) {
+        health = kHealthy;  // an append committed: there is room again
+        break;
+      }
+    }
   }
   if (!s.is_ok()) {
     if (s.code() != Code::kOutboxFull && sticky.is_ok()) {
       spdlog::error("outbox commit failed, refusing every later write: {}", s.to_string());
       sticky = s;
+      health = kFailed;
     }
     for (auto& op : batch) {
       if (op->kind != Op::Kind::kAppend || !op->append_result || op->append_result->is_ok()) op->fail(s);
@@ -1122,6 +1135,16 @@ Result<OutboxStats> Outbox::stats() {
     return lmdb_error(rc, "read oldest pending");
   }
   return s;
+}
+
+Status Outbox::writable() const {
+  switch (impl_->health.load()) {
+    case kFull:
+      return Status(Code::kOutboxFull, "outbox full: the last append found it at its maximum of " +
+                                           std::to_string(impl_->options.max_bytes) + " bytes");
+    case kFailed: return Status(Code::kIoError, "outbox: a commit failed; every write is refused until restart");
+    default: return Status::ok();
+  }
 }
 
 }  // namespace agentd

@@ -166,6 +166,10 @@ class Outbox final : public MessageLog {
   Status drop_dead_letter_sync(uint64_t id);
 
   Result<OutboxStats> stats();
+  // Whether appends can succeed now: kOutboxFull after an append found the
+  // map full (until an append commits again), kIoError after a failed commit
+  // (sticky). For /readyz; cheap, any thread.
+  Status writable() const;
   // Applies the retention options now (the writer also runs it periodically).
   Status prune_sync();
 

@@ -536,6 +536,7 @@ TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and 
   auto r = Outbox::open(o);
   REQUIRE(r.is_ok());
   auto& ob = *r;
+  CHECK(ob->writable().is_ok());
   std::string big(900, 'x');
   std::vector<std::string> stored;
   Status full;
@@ -553,6 +554,7 @@ TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and 
   CHECK(stored.size() > 100);
   // Full is not sticky, and nothing acknowledged was lost.
   CHECK(ob->append_sync(message_request("p1", "again", big)).status().code() == Code::kOutboxFull);
+  CHECK(ob->writable().code() == Code::kOutboxFull);  // what /readyz reports
   auto msgs = ob->read_messages("p1", 0, 100000);
   REQUIRE(msgs.is_ok());
   REQUIRE(msgs->size() == stored.size());
@@ -568,6 +570,7 @@ TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and 
   auto after = ob->append_sync(message_request("p1", "after", big));
   REQUIRE_MESSAGE(after.is_ok(), after.status().to_string());
   CHECK(after->seq == stored.size() + 1);
+  CHECK(ob->writable().is_ok());
 }
 
 TEST_CASE("the append queue is bounded") {
@@ -605,6 +608,7 @@ TEST_CASE("a failed commit is sticky: every later write fails, reads still work,
   CHECK(later.status().code() == Code::kIoError);
   CHECK(later.status().message() == failed.status().message());
   CHECK(ob->ack_sync({1}).code() == Code::kIoError);
+  CHECK(ob->writable().code() == Code::kIoError);
   CHECK(seen.empty());  // nothing announced that was not committed
   CHECK(*ob->last_seq("p1") == 1);
   CHECK(ob->read_messages("p1", 0, 10)->size() == 1);

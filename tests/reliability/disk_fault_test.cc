@@ -67,11 +67,11 @@ TEST_CASE("outbox at its maximum (the 256 KiB minimum): 503 + Retry-After, no cr
   }
   CHECK(a.proc().running());
   CHECK(http_get(a.port(), "/healthz").status == 200);
-  // Known gap (reported on issue 9): /readyz still answers 200 while every
-  // append is refused; a WARN, not a failure, until net's outbox_ready
-  // reports a full outbox.
+  // /readyz tells the truth: not ready while appends are refused.
   auto ready = http_get(a.port(), "/readyz");
-  WARN_MESSAGE(ready.status == 503, "/readyz while the outbox is full: " << ready.status << " " << ready.body);
+  CHECK_MESSAGE(ready.status == 503, "/readyz while the outbox is full: " << ready.status << " " << ready.body);
+  CHECK(ready.body.find("outbox full") != std::string::npos);
+  CHECK(ready.header("retry-after") != "");
   auto list = http_get(a.port(), "/api/v3/plan?plan_id=plan-full");
   REQUIRE(list.status == 200);
   auto d = parse_strict(list.body, JsonLimits{64 << 20, 64});
