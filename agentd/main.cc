@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
     return kExitDataDir;
   }
   agentd::MetricsRegistry metrics;
+  agentd::export_outbox_metrics(outbox->get(), metrics);
   // ---- store: MongoDB reads for the API, and the flusher (its own thread) ----
   std::unique_ptr<agentd::MongoPool> mongo_pool;
   std::unique_ptr<agentd::MessageStore> message_store;

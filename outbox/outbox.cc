@@ -10,6 +10,8 @@
 // moves and pruning of that batch are retried alone, since they free space.
 #include "outbox/outbox.h"
 
+#include "core/metrics.h"
+
 #include <fcntl.h>
 #include <lmdb.h>
 #include <spdlog/spdlog.h>
@@ -1145,6 +1147,32 @@ Status Outbox::writable() const {
     case kFailed: return Status(Code::kIoError, "outbox: a commit failed; every write is refused until restart");
     default: return Status::ok();
   }
+}
+
+void export_outbox_metrics(Outbox* ob, MetricsRegistry& m) {
+  m.gauge_fn("agentd_outbox_pending_messages", "Outbox entries (messages and plan versions) not yet in MongoDB.", [ob] {
+    auto s = ob->stats();
+    return s ? static_cast<double>(s->pending) : -1.0;
+  });
+  m.gauge_fn("agentd_outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox entry (0 when none).", [ob] {
+    auto s = ob->stats();
+    if (!s || s->pending == 0 || s->oldest_pending_ms <= 0) return 0.0;
+    return static_cast<double>(std::max<int64_t>(0, now_unix_ms() - s->oldest_pending_ms)) / 1e3;
+  });
+  m.gauge_fn("agentd_outbox_dead_letters", "Entries MongoDB rejected permanently, kept in the outbox.", [ob] {
+    auto s = ob->stats();
+    return s ? static_cast<double>(s->dead_letters) : -1.0;
+  });
+  m.gauge_fn("agentd_outbox_used_bytes", "Bytes of LMDB pages in use.", [ob] {
+    auto s = ob->stats();
+    return s ? static_cast<double>(s->used_bytes) : -1.0;
+  });
+  m.gauge_fn("agentd_outbox_max_bytes", "The outbox's configured maximum.", [ob] {
+    auto s = ob->stats();
+    return s ? static_cast<double>(s->max_bytes) : -1.0;
+  });
+  m.gauge_fn("agentd_outbox_writable", "1 when appends can succeed (not full, no failed commit).",
+             [ob] { return ob->writable().is_ok() ? 1.0 : 0.0; });
 }
 
 }  // namespace agentd

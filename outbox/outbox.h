@@ -105,6 +105,16 @@ struct OutboxStats {
   uint64_t committed_requests = 0;
 };
 
+class MetricsRegistry;
+class Outbox;
+
+// Registers the outbox's gauges, computed from stats() at scrape time (so
+// they are current even while nothing flushes): agentd_outbox_pending_messages,
+// agentd_outbox_oldest_pending_age_seconds, agentd_outbox_dead_letters,
+// agentd_outbox_used_bytes, agentd_outbox_max_bytes, agentd_outbox_writable.
+// `outbox` must outlive `metrics`' last render().
+void export_outbox_metrics(Outbox* outbox, MetricsRegistry& metrics);
+
 class Outbox final : public MessageLog {
  public:
   // Locks `dir` (kLocked if another process holds it), opens or creates the

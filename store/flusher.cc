@@ -37,8 +37,6 @@ Flusher::Flusher(Outbox* outbox, MessageStore* store, MetricsRegistry* metrics, 
           metrics->counter("agentd_messages_persisted_total", "Messages MongoDB acknowledged (replays included)."),
           metrics->counter("agentd_persist_retries_total", "Flush attempts retried after a transient failure."),
           metrics->counter("agentd_dead_letters_total", "Pending entries MongoDB rejected permanently."),
-          metrics->gauge("agentd_outbox_pending_messages", "Outbox entries not yet acknowledged by MongoDB."),
-          metrics->gauge("agentd_outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox entry."),
           metrics->gauge("agentd_mongo_up", "1 when the last MongoDB write succeeded, else 0."),
           metrics->histogram("agentd_flush_batch_seconds", "MongoDB time of one flushed batch.", latency_buckets()),
           metrics->histogram("agentd_persist_latency_seconds", "Append to MongoDB acknowledgement, per message.",
@@ -176,11 +174,6 @@ void Flusher::refresh_stats(bool force) {
   auto s = outbox_->stats();
   if (!s) return;  // gauges keep their last value; the error surfaces through the flush path
   last_pending_ = s->pending;
-  m_.pending.set(static_cast<double>(s->pending));
-  double age = 0;
-  if (s->pending > 0 && s->oldest_pending_ms > 0)
-    age = std::max<int64_t>(0, now_unix_ms() - s->oldest_pending_ms) / 1e3;
-  m_.oldest_age.set(age);
 }
 
 void Flusher::do_cycle() {

@@ -34,7 +34,8 @@
 // Metrics (MetricsRegistry passed in; names per issue 5):
 //   agentd_messages_persisted_total, agentd_persist_failures_total{reason},
 //   agentd_persist_retries_total, agentd_dead_letters_total,
-//   agentd_outbox_pending_messages, agentd_outbox_oldest_pending_age_seconds,
+//   (the outbox's own gauges — pending, oldest pending age — are computed at
+//   scrape time by export_outbox_metrics() in outbox/outbox.h),
 //   agentd_flush_batch_seconds (histogram: the MongoDB side of one batch),
 //   agentd_persist_latency_seconds (histogram: append → MongoDB ack),
 //   agentd_mongo_up, agentd_persist_success_ratio
@@ -122,8 +123,6 @@ class Flusher {
     Counter& persisted;
     Counter& retries;
     Counter& dead_letters;
-    Gauge& pending;
-    Gauge& oldest_age;
     Gauge& up;
     Histogram& batch_seconds;
     Histogram& latency;

@@ -140,6 +140,7 @@ TEST_CASE("every appended message lands exactly once, in seq order, byte-equal; 
   auto pool = open_pool(test::test_mongo_uri());
   MessageStore store(pool.get());
   MetricsRegistry metrics;
+  export_outbox_metrics(ob.get(), metrics);
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   Counter& appended = appended_messages_counter(metrics);
   ob->set_observer([&](const std::vector<CommittedMessage>& batch) {
@@ -216,6 +217,7 @@ TEST_CASE("crash between the MongoDB write and the outbox ack: reopen, no duplic
     auto ob = open_outbox(dir.path);
     for (int i = 1; i <= 50; ++i) expected["plan-c"].push_back(append(*ob, message("plan-c", i)));
     MetricsRegistry metrics;
+    export_outbox_metrics(ob.get(), metrics);
     FlusherOptions o = fast_options();
     o.max_batch_count = 20;
     std::atomic<int> batches{0};
@@ -231,6 +233,7 @@ TEST_CASE("crash between the MongoDB write and the outbox ack: reopen, no duplic
   CHECK(pending(*ob) == 30);
   for (int i = 51; i <= 60; ++i) expected["plan-c"].push_back(append(*ob, message("plan-c", i)));
   MetricsRegistry metrics;
+  export_outbox_metrics(ob.get(), metrics);
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   flusher.start();
   REQUIRE(wait_until([&] { return pending(*ob) == 0; }, 20s));
@@ -246,6 +249,7 @@ TEST_CASE("outage: FerretDB killed mid-run, appends keep succeeding, the backlog
   auto pool = open_pool(db.uri() + "agentd_outage?serverSelectionTimeoutMS=300&connectTimeoutMS=300");
   MessageStore store(pool.get());
   MetricsRegistry metrics;
+  export_outbox_metrics(ob.get(), metrics);
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   ob->set_observer([&](const std::vector<CommittedMessage>&) { flusher.notify(); });
   flusher.start();
@@ -316,6 +320,7 @@ TEST_CASE("a permanently rejected message goes to dead letters and the messages 
     if (i != 17) landed["plan-d"].push_back(bytes);
   }
   MetricsRegistry metrics;
+  export_outbox_metrics(ob.get(), metrics);
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   flusher.start();
   REQUIRE(wait_until([&] { return pending(*ob) == 0; }, 20s));
@@ -352,6 +357,7 @@ TEST_CASE("plan versions: the newest wins, whatever order they arrive in") {
     append(*ob, message("plan-v", i), p);
   }
   MetricsRegistry metrics;
+  export_outbox_metrics(ob.get(), metrics);
   FlusherOptions o = fast_options();
   o.max_batch_count = 3;  // versions spread over several batches, some within one
   Flusher flusher(ob.get(), &store, &metrics, o);
@@ -379,6 +385,7 @@ TEST_CASE("graceful stop with MongoDB unreachable keeps the deadline and the pen
                         "/x?serverSelectionTimeoutMS=100&connectTimeoutMS=100");
   MessageStore store(pool.get());
   MetricsRegistry metrics;
+  export_outbox_metrics(ob.get(), metrics);
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   flusher.start();
   std::this_thread::sleep_for(300ms);
@@ -400,6 +407,7 @@ TEST_CASE("while idle, mongo_up follows the server: down when killed, up after r
   auto pool = open_pool(db.uri() + "agentd_idle?serverSelectionTimeoutMS=200&connectTimeoutMS=200");
   MessageStore store(pool.get());
   MetricsRegistry metrics;
+  export_outbox_metrics(ob.get(), metrics);
   FlusherOptions o = fast_options();
   o.health_interval = 100ms;
   Flusher flusher(ob.get(), &store, &metrics, o);
