@@ -51,10 +51,34 @@ void HttpSession::do_read() {
                           [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_header(ec, n); });
 }
 
+// A request the parser rejected (bad method, target, version, header field
+// or chunk: 400; header over the limit: 431) gets an answer before the
+// close, like the other limits.
+// End of stream, timeouts and resets just close.
+bool HttpSession::malformed(beast::error_code ec) {
+  return ec && ec.category() == http::make_error_code(http::error::bad_field).category() &&
+         ec != http::error::end_of_stream && ec != http::error::partial_message && ec != http::error::body_limit;
+}
+
+void HttpSession::bad_request(beast::error_code ec) {
+  busy_ = true;
+  start_ = std::chrono::steady_clock::now();
+  route_ = "unmatched";
+  closing_ = true;
+  if (ec == http::error::header_limit) {
+    return send(json_response(http::status::request_header_fields_too_large,
+                              "{\"detail\":\"request header over the limit of " +
+                                  std::to_string(st_.cfg.max_header_bytes) + " bytes\"}"),
+                false);
+  }
+  send(json_response(http::status::bad_request, "{\"detail\":\"malformed request: " + ec.message() + "\"}"), false);
+}
+
 void HttpSession::on_header(beast::error_code ec, std::size_t) {
   // The parser rejects a Content-Length over body_limit while reading the
   // header: answer 413 for that; close on anything else (end of stream,
   // timeout, malformed header).
+  if (malformed(ec)) return bad_request(ec);
   if (ec && ec != http::error::body_limit) return do_close();
   busy_ = true;
   start_ = std::chrono::steady_clock::now();
@@ -86,6 +110,7 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
                                                            std::to_string(st_.cfg.max_body_bytes) + " bytes\"}"),
         false);
   }
+  if (malformed(ec)) return bad_request(ec);
   if (ec) return do_close();
   stream_.expires_never();
   handle(parser_->release());
@@ -167,6 +192,12 @@ void HttpSession::send(Response res, bool keep_alive) {
   res.version(version_);
   res.keep_alive(keep_alive);
   res.prepare_payload();
+  if (method_ == "HEAD") {
+    // HEAD: the headers GET would send, Content-Length included, no body.
+    auto length = res.body().size();
+    res.body().clear();
+    res.content_length(length);
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   unsigned code = res.result_int();
   st_.metrics.record_request(route_, code, secs);

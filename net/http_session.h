@@ -26,6 +26,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession>, public Clo
  private:
   void do_read();
   void on_header(boost::beast::error_code ec, std::size_t);
+  static bool malformed(boost::beast::error_code ec);
+  void bad_request(boost::beast::error_code ec);
   void on_read(boost::beast::error_code ec, std::size_t);
   void handle(Request req);
   void upgrade(Request req, const RouteMatch& m, const Target& t);

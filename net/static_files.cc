@@ -99,7 +99,7 @@ std::optional<http::response<http::string_body>> serve_static(const std::string&
   res.set(http::field::content_type, static_content_type(*rel));
   res.set(http::field::cache_control, "no-cache");
   res.set("X-Content-Type-Options", "nosniff");
-  if (method == http::verb::get) res.body() = std::move(*body);
+  res.body() = std::move(*body);  // for HEAD the session sends only the headers
   return res;
 }
 

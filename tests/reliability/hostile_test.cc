@@ -227,6 +227,31 @@ TEST_CASE("huge and deeply nested JSON: 413 over the limit, 422 too deep, the se
   check_healthy(a.port());
 }
 
+TEST_CASE("malformed requests are answered 400, oversized headers 431, then closed") {
+  Agentd a;
+  a.start();
+  struct Case {
+    std::string bytes, status;
+  };
+  Case cases[] = {
+      {std::string("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n"), "HTTP/1.1 400"},
+      {"BLAH\r\n\r\n", "HTTP/1.1 400"},
+      {"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", "HTTP/1.1 400"},
+      {"POST /api/v3/agent_message HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "HTTP/1.1 400"},
+      {"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n", "HTTP/1.1 431"},
+  };
+  for (const auto& c : cases) {
+    RawSocket s;
+    REQUIRE(s.connect(a.port(), 2000));
+    REQUIRE(s.send(c.bytes));
+    std::string got;
+    for (int i = 0; i < 20 && got.find("\r\n\r\n") == std::string::npos && !s.closed(); ++i) got += s.recv_some();
+    CHECK_MESSAGE(got.rfind(c.status, 0) == 0, "for " << c.bytes.substr(0, 40) << " got: " << got.substr(0, 80));
+    CHECK(s.wait_closed(2000));
+  }
+  check_healthy(a.port());
+}
+
 TEST_CASE("slowloris: a header trickled byte by byte is cut off after --header-timeout-ms") {
   Agentd a;
   a.start({"--header-timeout-ms", "500"});

@@ -51,10 +51,11 @@ TEST_CASE("serve_static: folder files, HEAD without body, 404s, and requests lef
   REQUIRE(r);
   CHECK(r->body() == "let x = 1;");
 
+  // HEAD gets the same response; the HTTP session sends its headers only.
   r = serve_static(dir, http::verb::head, "/sub/app.js");
   REQUIRE(r);
   CHECK(r->result() == http::status::ok);
-  CHECK(r->body().empty());
+  CHECK(r->body() == "let x = 1;");
 
   for (const char* p : {"/missing.js", "/sub", "/link.txt", "/../secret.txt", "/sub/../secret.txt"}) {
     r = serve_static(dir, http::verb::get, p);
@@ -86,6 +87,14 @@ TEST_CASE("agentd serves the page at / beside the API, embedded or from --web-di
   HttpReply r = http_get(a.port(), "/");
   CHECK(r.status == 200);
   CHECK(r.body.find("<script src=\"/app.js\">") != std::string::npos);
+  // HEAD: GET's headers, Content-Length included, and no body.
+  HttpReply head = http_request(a.port(), "HEAD", "/");
+  CHECK(head.status == 200);
+  CHECK(head.body.empty());
+  CHECK(head.header("content-length") == std::to_string(r.body.size()));
+  HttpReply head_api = http_request(a.port(), "HEAD", "/healthz");
+  CHECK(head_api.body.empty());
+  CHECK(head_api.header("content-length") == std::to_string(http_get(a.port(), "/healthz").body.size()));
   CHECK(http_get(a.port(), "/app.js").status == 200);
   CHECK(http_get(a.port(), "/%2e%2e/%2e%2e/etc/passwd").status == 404);
   CHECK(http_get(a.port(), "/nope.html").status == 404);
