@@ -1,5 +1,7 @@
 #include "net/websocket_session.h"
 
+#include "net/client_frame.h"
+
 #include <spdlog/spdlog.h>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -93,87 +95,53 @@ void WebsocketSession::reply(std::string type, std::string data_json) {
 }
 
 void WebsocketSession::on_client_frame(std::string_view text) {
-  auto error = [this](std::string_view kind, std::string_view msg) {
-    std::string d = "{\"error_type\":";
-    append_json_string(&d, kind);
-    d += ",\"error_message\":";
-    append_json_string(&d, msg);
-    d += '}';
-    reply("error_notification", d);
-  };
-  auto doc = parse_strict(text);
-  if (!doc || !doc->IsObject()) return error("invalid_message", doc ? "not a JSON object" : doc.status().message());
-  auto type_it = doc->FindMember("type");
-  if (type_it == doc->MemberEnd() || !type_it->value.IsString()) return error("invalid_message", "type: missing");
-  std::string_view type(type_it->value.GetString(), type_it->value.GetStringLength());
-  const rapidjson::Value* data = nullptr;
-  if (auto it = doc->FindMember("data"); it != doc->MemberEnd() && it->value.IsObject()) data = &it->value;
-  auto str = [data](const char* k) -> std::string {
-    if (!data) return {};
-    auto it = data->FindMember(k);
-    return it != data->MemberEnd() && it->value.IsString() ? std::string(it->value.GetString()) : std::string();
-  };
-
-  if (type == "ping") return reply("pong", "{\"server_time\":\"" + now_rfc3339() + "\"}");
-  if (type == "connection_check") {
-    return reply("connection_status", "{\"status\":\"connected\",\"last_seq\":" + std::to_string(last_seq_) + "}");
+  auto f = parse_client_frame(text);
+  if (!f) return reply("error_notification", error_notification_data(f.status()));
+  switch (f->type) {
+    case ClientFrame::Type::kPing: return reply("pong", "{\"server_time\":\"" + now_rfc3339() + "\"}");
+    case ClientFrame::Type::kConnectionCheck:
+      return reply("connection_status", "{\"status\":\"connected\",\"last_seq\":" + std::to_string(last_seq_) + "}");
+    case ClientFrame::Type::kResume:
+      // Forget what is queued but not on the wire; replay from the client's seq.
+      while (queue_.size() > (writing_ ? 1u : 0u)) queue_.pop_back();
+      queued_.store(queue_.size());
+      return start_replay(f->after_seq);
+    case ClientFrame::Type::kPlanApproval:
+    case ClientFrame::Type::kClarification: break;
   }
-  if (type == "resume") {
-    auto it = doc->FindMember("after_seq");
-    if (it == doc->MemberEnd() || !it->value.IsUint64())
-      return error("invalid_message", "after_seq: missing or not an integer");
-    // Forget what is queued but not on the wire; replay from the client's seq.
-    while (queue_.size() > (writing_ ? 1u : 0u)) queue_.pop_back();
-    queued_.store(queue_.size());
-    return start_replay(it->value.GetUint64());
+  if (!st_.deps.plans) {
+    return reply("error_notification", error_notification_data("runtime_not_configured", "runtime not configured"));
   }
-  if (type == "plan_approval_response" || type == "user_clarification_response") {
-    if (!st_.deps.plans) return error("runtime_not_configured", "runtime not configured");
-    auto self = shared_from_this();
-    if (type == "plan_approval_response") {
-      bool approved = false;
-      if (data) {
-        auto it = data->FindMember("approved");
-        if (it == data->MemberEnd() || !it->value.IsBool())
-          return error("invalid_message", "data.approved: missing or not a boolean");
-        approved = it->value.GetBool();
-      } else {
-        return error("invalid_message", "data: missing");
-      }
-      ApprovalRequest a;
-      a.user_id = user_id_;
-      a.m_plan_id = str("m_plan_id");
-      if (a.m_plan_id.empty()) a.m_plan_id = plan_id_;
-      a.plan_id = plan_id_;
-      a.approved = approved;
-      a.feedback = str("feedback");
-      st_.deps.plans->approve(std::move(a), [self](Result<std::string> r) {
-        asio::post(self->ws_.get_executor(), [self, r = std::move(r)] {
-          std::string d = "{\"status\":";
-          append_json_string(&d, r ? *r : r.status().to_string());
-          d += std::string(",\"ok\":") + (r ? "true" : "false") + "}";
-          self->reply("approval_processed", d);
-        });
-      });
-      return;
-    }
-    ClarificationRequest c;
-    c.user_id = user_id_;
-    c.request_id = str("request_id");
-    c.answer = str("answer");
-    c.plan_id = plan_id_;
-    if (c.request_id.empty()) return error("invalid_message", "data.request_id: missing");
-    st_.deps.plans->clarify(std::move(c), [self](Status s) {
-      asio::post(self->ws_.get_executor(), [self, s = std::move(s)] {
-        std::string d = "{\"status\":";
-        append_json_string(&d, s.is_ok() ? "clarification recorded" : s.to_string());
-        d += std::string(",\"ok\":") + (s.is_ok() ? "true" : "false") + "}";
-        self->reply("clarification_processed", d);
+  auto self = shared_from_this();
+  if (f->type == ClientFrame::Type::kPlanApproval) {
+    ApprovalRequest a;
+    a.user_id = user_id_;
+    a.m_plan_id = f->m_plan_id.empty() ? plan_id_ : f->m_plan_id;
+    a.plan_id = plan_id_;
+    a.approved = f->approved;
+    a.feedback = f->feedback;
+    st_.deps.plans->approve(std::move(a), [self](Result<std::string> r) {
+      asio::post(self->ws_.get_executor(), [self, r = std::move(r)] {
+        std::string d = JsonObject().str("status", r ? *r : r.status().to_string()).boolean("ok", r.is_ok()).done();
+        self->reply("approval_processed", d);
       });
     });
     return;
   }
-  error("unknown_message_type", "unknown message type: " + std::string(type));
+  ClarificationRequest c;
+  c.user_id = user_id_;
+  c.request_id = f->request_id;
+  c.answer = f->answer;
+  c.plan_id = plan_id_;
+  st_.deps.plans->clarify(std::move(c), [self](Status s) {
+    asio::post(self->ws_.get_executor(), [self, s = std::move(s)] {
+      std::string d = JsonObject()
+                          .str("status", s.is_ok() ? "clarification recorded" : s.to_string())
+                          .boolean("ok", s.is_ok())
+                          .done();
+      self->reply("clarification_processed", d);
+    });
+  });
 }
 
 // ---- delivery -------------------------------------------------------------
