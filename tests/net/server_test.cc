@@ -353,9 +353,10 @@ TEST_CASE("connection cap: connections over --max-connections are closed at acce
   // At least the third connection was refused; polls made before a's close
   // reached the server were refused too.
   std::string metrics = http_get(f.port, "/metrics").body;
-  auto at = metrics.find("agentd_http_rejected_connections_total ");
+  const std::string series = "\nagentd_http_rejected_connections_total ";
+  auto at = metrics.find(series);
   REQUIRE(at != std::string::npos);
-  CHECK(std::stoul(metrics.substr(at + std::string("agentd_http_rejected_connections_total ").size())) >= 1);
+  CHECK(std::stoul(metrics.substr(at + series.size())) >= 1);
   CHECK(seq_of(b.read().text) == 1);
   REQUIRE(b.write(std::string(2048, ' ') + "{}"));
   WsClient::Read c;
