@@ -14,12 +14,24 @@
 
 #include "core/clock.h"
 #include "core/envelope.h"
+#include "core/json.h"
 #include "core/plan_record.h"
 #include "outbox/outbox.h"
 #include "tests/net/client.h"
 #include "tests/support/process.h"
 
 namespace agentd::test {
+
+// The user every request runs as in agentd's default --auth=dev mode.
+inline constexpr const char* kDevUser = "00000000-0000-0000-0000-000000000000";
+
+// A response body as JSON (the strict parser, limits large enough for any
+// test response); fails the test when it does not parse.
+inline rapidjson::Document json(const std::string& body) {
+  auto d = parse_strict(body, JsonLimits{256u << 20, 64});
+  REQUIRE_MESSAGE(d.is_ok(), d.status().to_string() << "\n" << body.substr(0, 300));
+  return std::move(d).value();
+}
 
 inline std::string agentd_binary() {
   const char* dir = std::getenv("AGENTD_BINARY_DIR");

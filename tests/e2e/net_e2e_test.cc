@@ -17,14 +17,6 @@ using namespace agentd::test;
 
 namespace {
 
-constexpr const char* kZero = "00000000-0000-0000-0000-000000000000";
-
-rapidjson::Document json(const std::string& s) {
-  auto d = parse_strict(s, JsonLimits{256 << 20, 64});
-  REQUIRE_MESSAGE(d.is_ok(), s.substr(0, 300));
-  return std::move(*d);
-}
-
 std::vector<std::string> plan_messages(int port, const std::string& plan_id, const Headers& h = {}) {
   auto r = http_get(port, "/api/v3/plan?plan_id=" + plan_id, h);
   REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
@@ -45,7 +37,7 @@ HttpReply post_message(int port, const std::string& plan_id, const std::string& 
 
 TEST_CASE("REST-only client: messages posted over REST are all read back, no WebSocket ever opened") {
   Agentd a;
-  a.seed({e2e_plan("plan-rest", kZero)});
+  a.seed({e2e_plan("plan-rest", kDevUser)});
   a.start();
   for (int i = 1; i <= 20; ++i) {
     auto r = post_message(a.port(), "plan-rest", "message " + std::to_string(i));
@@ -59,7 +51,7 @@ TEST_CASE("REST-only client: messages posted over REST are all read back, no Web
     CHECK(m["seq"].GetUint64() == i + 1);
     CHECK(std::string(m["type"].GetString()) == "agent_message");
     CHECK(std::string(m["data"]["content"].GetString()) == "message " + std::to_string(i + 1));
-    CHECK(std::string(m["user_id"].GetString()) == kZero);
+    CHECK(std::string(m["user_id"].GetString()) == kDevUser);
   }
   auto plans = json(http_get(a.port(), "/api/v3/plans").body);
   REQUIRE(plans.GetArray().Size() == 1);
@@ -70,10 +62,10 @@ TEST_CASE("REST-only client: messages posted over REST are all read back, no Web
 
 TEST_CASE("WebSocket frames are byte-equal to REST's messages") {
   Agentd a;
-  a.seed({e2e_plan("plan-ws", kZero)});
+  a.seed({e2e_plan("plan-ws", kDevUser)});
   a.start();
   WsClient ws;
-  REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/plan-ws?user_id=" + std::string(kZero)), ws.error());
+  REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/plan-ws?user_id=" + std::string(kDevUser)), ws.error());
   for (int i = 1; i <= 30; ++i) REQUIRE(post_message(a.port(), "plan-ws", "m" + std::to_string(i)).status == 200);
   std::vector<std::string> frames;
   while (frames.size() < 30) {
@@ -92,7 +84,7 @@ TEST_CASE("WebSocket frames are byte-equal to REST's messages") {
 
 TEST_CASE("resume: 50 random disconnects during a stream; the union of frames is exactly 1..N once") {
   Agentd a;
-  a.seed({e2e_plan("plan-resume", kZero)});
+  a.seed({e2e_plan("plan-resume", kDevUser)});
   a.start();
   constexpr uint64_t kN = 600;
   std::atomic<bool> producer_ok{true};
@@ -168,7 +160,7 @@ TEST_CASE("isolation and error paths: 401 404 413 422") {
 
 TEST_CASE("outbox full: 503 with Retry-After, reads still work") {
   Agentd a;
-  a.seed({e2e_plan("plan-full", kZero)});
+  a.seed({e2e_plan("plan-full", kDevUser)});
   a.start({"--outbox-max-bytes", std::to_string(1 << 20)});
   std::string chunk(100 * 1024, 'z');
   HttpReply r;
@@ -186,7 +178,7 @@ TEST_CASE("outbox full: 503 with Retry-After, reads still work") {
 
 TEST_CASE("a slow WebSocket consumer is cut off with a resume hint; others keep receiving") {
   Agentd a;
-  a.seed({e2e_plan("plan-slow", kZero)});
+  a.seed({e2e_plan("plan-slow", kDevUser)});
   a.start({"--ws-queue-frames", "8"});
   WsClient slow;
   slow.set_receive_buffer(4096);
@@ -224,7 +216,7 @@ TEST_CASE("a slow WebSocket consumer is cut off with a resume hint; others keep 
 
 TEST_CASE("SIGTERM with clients connected: sockets close with 1001 and agentd exits 0") {
   Agentd a;
-  a.seed({e2e_plan("plan-term", kZero)});
+  a.seed({e2e_plan("plan-term", kDevUser)});
   a.start();
   REQUIRE(post_message(a.port(), "plan-term", "one").status == 200);
   WsClient w1, w2;

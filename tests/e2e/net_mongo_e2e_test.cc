@@ -14,14 +14,6 @@ using namespace agentd::test;
 
 namespace {
 
-constexpr const char* kZero = "00000000-0000-0000-0000-000000000000";
-
-rapidjson::Document json(const std::string& s) {
-  auto d = parse_strict(s, JsonLimits{64 << 20, 64});
-  REQUIRE_MESSAGE(d.is_ok(), s.substr(0, 300));
-  return std::move(*d);
-}
-
 HttpReply post_message(int port, const std::string& plan_id, const std::string& content) {
   std::string body = R"({"plan_id":")" + plan_id + R"(","agent":"Ext","content":)";
   append_json_string(&body, content);
@@ -49,7 +41,7 @@ TEST_CASE("MongoDB down: REST reads and writes keep working from the outbox; /re
   FerretDb db;
   db.start();
   Agentd a;
-  a.seed({e2e_plan("plan-m", kZero)});
+  a.seed({e2e_plan("plan-m", kDevUser)});
   a.start({"--mongo-uri", db.uri() + "agentd_net_e2e?serverSelectionTimeoutMS=500&connectTimeoutMS=500"});
   REQUIRE(wait_mongo_state(a.port(), "ok", 10000));
   for (int i = 1; i <= 10; ++i) REQUIRE(post_message(a.port(), "plan-m", "before " + std::to_string(i)).status == 200);

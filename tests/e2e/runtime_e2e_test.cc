@@ -29,12 +29,6 @@ std::string write_team(const std::string& dir, const std::string& script_b = "{\
   return dir + "/teams";
 }
 
-rapidjson::Document json(const std::string& body) {
-  auto d = parse_strict(body, JsonLimits{64u << 20, 64});
-  REQUIRE_MESSAGE(d.is_ok(), d.status().to_string() << "\n" << body.substr(0, 500));
-  return std::move(d).value();
-}
-
 std::string submit(int port, const std::string& task, bool auto_approve) {
   std::string body =
       JsonObject().str("description", task).str("session_id", "sid_1").boolean("auto_approve", auto_approve).done();

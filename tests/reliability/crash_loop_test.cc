@@ -25,8 +25,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr const char* kZeroUser = "00000000-0000-0000-0000-000000000000";
-
 std::string body_for(const std::string& plan, const std::string& message_id) {
   return R"({"plan_id":")" + plan + R"(","agent":"Ext","content":"c )" + message_id + R"(","message_id":")" +
          message_id + "\"}";
@@ -64,7 +62,7 @@ TEST_CASE("SIGKILLs under load: acknowledged messages survive exactly once, seqs
   const std::vector<std::string> plans{"plan-c1", "plan-c2", "plan-c3"};
   Agentd a;
   std::vector<PlanRecord> seeds;
-  for (const auto& p : plans) seeds.push_back(e2e_plan(p, kZeroUser));
+  for (const auto& p : plans) seeds.push_back(e2e_plan(p, kDevUser));
   a.seed(seeds);
   std::mt19937 rng(20261126);
   std::map<std::string, std::pair<std::string, uint64_t>> acked;  // message_id -> (plan, seq)

@@ -17,8 +17,6 @@ using namespace agentd::test;
 
 namespace {
 
-constexpr const char* kZeroUser = "00000000-0000-0000-0000-000000000000";
-
 // Runs agentd to completion (it is expected to exit): the exit code, or -1.
 int run_to_exit(const std::vector<std::string>& args, const std::string& log) {
   std::vector<std::string> argv{agentd_binary()};
@@ -42,7 +40,7 @@ HttpReply post(int port, const std::string& plan_id, const std::string& content)
 
 TEST_CASE("outbox at its maximum (the 256 KiB minimum): 503 + Retry-After, no crash, reads and health still fine") {
   Agentd a;
-  a.seed({e2e_plan("plan-full", kZeroUser)});
+  a.seed({e2e_plan("plan-full", kDevUser)});
   a.start({"--outbox-max-bytes", std::to_string(256 << 10)});
   // Fill it: big messages until one is refused, then smaller ones, down to
   // a one-byte message (a big batch may not fit where a small one still does).
@@ -107,7 +105,7 @@ TEST_CASE("a data folder beneath a regular file cannot be created: clear error, 
 
 TEST_CASE("a second agentd on the same data folder is refused with exit code 3; the first keeps serving") {
   Agentd a;
-  a.seed({e2e_plan("plan-1", kZeroUser)});
+  a.seed({e2e_plan("plan-1", kDevUser)});
   a.start();
   REQUIRE(post(a.port(), "plan-1", "before").status == 200);
   int code = run_to_exit({"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", a.data_dir()},

@@ -26,7 +26,6 @@ using namespace agentd::test;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr const char* kZeroUser = "00000000-0000-0000-0000-000000000000";
 
 size_t message_count(int port, const std::string& plan_id, const Headers& h = {}) {
   auto r = http_get(port, "/api/v3/plan?plan_id=" + plan_id, h);
@@ -139,7 +138,7 @@ TEST_CASE("token mode: missing, malformed, unknown and someone else's tokens") {
 
 TEST_CASE("MongoDB operators and dotted keys in every JSON body -> 422 naming the field, nothing stored") {
   Agentd a;
-  a.seed({e2e_plan("plan-x", std::string(kZeroUser))});
+  a.seed({e2e_plan("plan-x", std::string(kDevUser))});
   a.start();
   struct Case {
     const char* path;
@@ -184,7 +183,7 @@ TEST_CASE("MongoDB operators and dotted keys in every JSON body -> 422 naming th
 
 TEST_CASE("huge and deeply nested JSON: 413 over the limit, 422 too deep, the server unharmed") {
   Agentd a;
-  a.seed({e2e_plan("plan-x", std::string(kZeroUser))});
+  a.seed({e2e_plan("plan-x", std::string(kDevUser))});
   a.start({"--max-body-bytes", "65536"});
   // Over the limit, announced by Content-Length.
   auto big = http_post(a.port(), "/api/v3/agent_message", agent_message("plan-x", std::string(200000, 'x')));
@@ -291,7 +290,7 @@ TEST_CASE("slowloris: a header trickled byte by byte is cut off after --header-t
 
 TEST_CASE("WebSocket: oversized, fragmented, and flooded frames") {
   Agentd a;
-  a.seed({e2e_plan("plan-w", std::string(kZeroUser))});
+  a.seed({e2e_plan("plan-w", std::string(kDevUser))});
   a.start();
   SUBCASE("a frame over the limit (64 KiB) is refused with close 1009") {
     RawSocket s;

@@ -30,7 +30,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr const char* kZeroUser = "00000000-0000-0000-0000-000000000000";
 constexpr const char* kDb = "agentd_rel_fault";
 
 // A metric's value from /metrics text (the first line starting with `name `).
@@ -66,7 +65,7 @@ TEST_CASE("faults between agentd and MongoDB: 0 failed appends, 0 lost, 0 duplic
   const std::vector<std::string> plans{"plan-f1", "plan-f2", "plan-f3", "plan-f4"};
   Agentd a;
   std::vector<PlanRecord> seeds;
-  for (const auto& p : plans) seeds.push_back(e2e_plan(p, kZeroUser));
+  for (const auto& p : plans) seeds.push_back(e2e_plan(p, kDevUser));
   a.seed(seeds);
   a.start({"--mongo-uri",
            "mongodb://127.0.0.1:" + std::to_string(proxy->port()) + "/" + kDb +
