@@ -253,17 +253,68 @@ Status MessageStore::ensure_indexes() {
 }
 
 WriteStatus MessageStore::upsert_messages(std::span<const MessageDoc> batch) {
-  if (batch.empty()) return WriteStatus::ok();
+  std::span<const MessageDoc> todo = batch;
+  std::vector<MessageDoc> missing;  // backs `todo` once a replay was found
   if (options_.insert_fast_path) {
-    WriteStatus ws = bulk_write(batch, BulkMode::kInsert);
-    if (ws.is_ok() || ws.failure().reason != "duplicate_key") return ws;
-    // Some documents exist already: write the batch again as upserts.
+    for (int round = 0; !todo.empty() && round < kInsertRounds; ++round) {
+      WriteStatus ws = bulk_write(todo, BulkMode::kInsert);
+      if (ws.is_ok() || ws.failure().reason != "duplicate_key") return ws;
+      // A replay (a lost ack, a crash between write and ack): write only the
+      // documents MongoDB does not hold yet, again as inserts.
+      std::unordered_set<std::string> have;
+      if (WriteStatus found = existing_ids(todo, &have); !found.is_ok()) return found;
+      if (have.empty()) break;  // the conflict is not on _id (message_id?): the upserts decide
+      std::vector<MessageDoc> rest;
+      for (const MessageDoc& m : todo) {
+        if (have.count(message_doc_id(m.plan_id, m.seq)) == 0) rest.push_back(m);
+      }
+      replayed_.fetch_add(todo.size() - rest.size(), std::memory_order_relaxed);
+      missing = std::move(rest);
+      todo = missing;
+    }
+    if (todo.empty()) return WriteStatus::ok();
   }
   const size_t chunk = std::max<size_t>(1, options_.upsert_chunk);
-  for (size_t i = 0; i < batch.size(); i += chunk) {
-    WriteStatus ws = bulk_write(batch.subspan(i, std::min(chunk, batch.size() - i)), BulkMode::kUpsert);
+  for (size_t i = 0; i < todo.size(); i += chunk) {
+    WriteStatus ws = bulk_write(todo.subspan(i, std::min(chunk, todo.size() - i)), BulkMode::kUpsert);
     if (!ws.is_ok()) return ws;
   }
+  return WriteStatus::ok();
+}
+
+WriteStatus MessageStore::existing_ids(std::span<const MessageDoc> batch, std::unordered_set<std::string>* out) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kMessagesCollection);
+  Bson filter, opts;
+  bson_t id, in, projection;
+  BSON_APPEND_DOCUMENT_BEGIN(filter.get(), "_id", &id);
+  BSON_APPEND_ARRAY_BEGIN(&id, "$in", &in);
+  uint32_t i = 0;
+  for (const MessageDoc& m : batch) {
+    const char* key;
+    char buf[16];
+    bson_uint32_to_string(i++, &key, buf, sizeof buf);
+    std::string doc_id = message_doc_id(m.plan_id, m.seq);
+    bson_append_utf8(&in, key, -1, doc_id.data(), static_cast<int>(doc_id.size()));
+  }
+  bson_append_array_end(&id, &in);
+  bson_append_document_end(filter.get(), &id);
+  BSON_APPEND_DOCUMENT_BEGIN(opts.get(), "projection", &projection);
+  BSON_APPEND_INT32(&projection, "_id", 1);
+  bson_append_document_end(opts.get(), &projection);
+  mongoc_cursor_t* cur = mongoc_collection_find_with_opts(coll.get(), filter.get(), opts.get(), nullptr);
+  const bson_t* doc = nullptr;
+  while (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it)) out->emplace(bson_iter_utf8(&it, nullptr));
+  }
+  bson_error_t err;
+  const bson_t* reply = nullptr;
+  bool failed = mongoc_cursor_error_document(cur, &err, &reply);
+  MongoFailure f;
+  if (failed) f = classify(err, reply);
+  mongoc_cursor_destroy(cur);
+  if (failed) return WriteStatus(std::move(f));
   return WriteStatus::ok();
 }
 

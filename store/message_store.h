@@ -51,12 +51,14 @@
 
 #include <bson/bson.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "core/message_log.h"
@@ -166,14 +168,22 @@ class MessageStore {
   //  1. Fast path: one ordered bulk *insert* (FerretDB commits an insert
   //     bulk in one transaction; measured 30–100x faster than upserts).
   //  2. If that fails with a duplicate key, some documents already exist (a
-  //     replay after a crash or a lost ack): the batch is written again as
-  //     ordered bulks of `$setOnInsert` upserts filtered by _id, at most
-  //     `upsert_chunk` statements each.
+  //     replay after a crash or a lost ack): one find of the batch's _ids,
+  //     and the documents MongoDB does not hold are inserted again (up to
+  //     kInsertRounds rounds, for a concurrent writer). Replayed documents
+  //     are counted in replayed_documents().
+  //  3. If a duplicate key remains that is not on _id (or the rounds ran
+  //     out), the rest is written as ordered bulks of `$setOnInsert` upserts
+  //     filtered by _id, at most `upsert_chunk` statements each, so the
+  //     server decides (a message_id taken by another _id fails permanently).
   // Invalid JSON / unmappable bytes fail permanently before anything is
   // sent. On a bulk error the failure is reported as a whole (FerretDB does
   // not reliably say which document); the caller splits the batch to find
   // the offender.
   WriteStatus upsert_messages(std::span<const MessageDoc> batch);
+
+  // Documents upsert_messages() found already stored and skipped (replays).
+  uint64_t replayed_documents() const { return replayed_.load(std::memory_order_relaxed); }
 
   // True when a message document with this _id exists (used to tell an
   // upsert race's duplicate key from a real unique-index conflict).
@@ -201,10 +211,14 @@ class MessageStore {
  private:
   enum class BulkMode { kInsert, kUpsert };
   WriteStatus bulk_write(std::span<const MessageDoc> batch, BulkMode mode);
+  // Adds to `out` the _ids of `batch` that the messages collection holds.
+  WriteStatus existing_ids(std::span<const MessageDoc> batch, std::unordered_set<std::string>* out);
+  static constexpr int kInsertRounds = 3;
 
   MongoPool* pool_;
   MessageStoreOptions options_;
   mongoc_write_concern_t* write_concern_;  // owned; built from options_
+  std::atomic<uint64_t> replayed_{0};
 };
 
 }  // namespace agentd

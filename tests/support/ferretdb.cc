@@ -29,6 +29,17 @@ std::string ferretdb_binary() {
   return cache + "/ferretdb-v1.24.2";
 }
 
+namespace {
+
+// $AGENTD_FERRETDB_LOG_LEVEL (debug, info, warn, error) when set: for chasing
+// a database-side problem; warn keeps CI logs short.
+std::string log_level() {
+  const char* l = std::getenv("AGENTD_FERRETDB_LOG_LEVEL");
+  return l && *l ? l : "warn";
+}
+
+}  // namespace
+
 FerretDb::FerretDb() : port_(free_port()), dir_(make_temp_dir("agentd-ferretdb")) {
   log_ = dir_ + "/ferretdb.log";
   uri_ = "mongodb://127.0.0.1:" + std::to_string(port_) + "/";
@@ -53,7 +64,7 @@ void FerretDb::start() {
   }
   proc_ = ChildProcess::spawn({bin, "--handler=sqlite", "--sqlite-url=file:" + dir_ + "/data/",
                                "--listen-addr=127.0.0.1:" + std::to_string(port_), "--state-dir=-", "--debug-addr=-",
-                               "--telemetry=disable", "--log-level=warn"},
+                               "--telemetry=disable", "--log-level=" + log_level()},
                               log_, {"DO_NOT_TRACK=1"});
   mongo_global_init();
   auto pool = MongoPool::open(uri_ + "?serverSelectionTimeoutMS=200&connectTimeoutMS=200");
