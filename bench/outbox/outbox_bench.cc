@@ -5,13 +5,18 @@
 // Baselines: (a) write(2) + fdatasync(2) of one record, (b) bare LMDB
 // committing batches of B records (B = 1, 64, 1024) with no outbox logic.
 // Outbox: append latency p50/p99 with one producer; throughput with 1, 8 and
-// 64 producers each waiting for its append, and with 1,024 appends in flight,
+// 64 producers each waiting for its append — as threads blocking on
+// append_sync, and as asynchronous producers on one Asio thread the way
+// agentd's sessions append — and with 1,024 appends in flight,
 // at 256 B and 1 KiB; peak RssAnon while N messages are pending.
 // Prints JSON on stdout and a readable summary on stderr.
 #include <fcntl.h>
 #include <lmdb.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +27,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -142,6 +148,50 @@ std::unique_ptr<Outbox> open_outbox(const std::string& name, bool track_pending)
 }
 
 // The producer's part of a message of about `size` bytes, encoded once.
+// Bare LMDB with the outbox's layout, no outbox logic: a loop that commits
+// batches of B records, each put as the outbox stores a message — a message
+// key (plan, seq) in one named database and a (plan, message_id) -> seq entry
+// in another — with `plans` plans round-robin. No queue, no writer thread,
+// no callbacks: what is left of the outbox's cost is group commit itself.
+double bare_layout_rate(size_t batch, size_t size, size_t plans) {
+  std::string d = fresh_dir("layout");
+  MDB_env* env;
+  MDB_txn* txn;
+  MDB_dbi msgs, ids;
+  if (mdb_env_create(&env) || mdb_env_set_mapsize(env, 8ull << 30) || mdb_env_set_maxdbs(env, 4) ||
+      mdb_env_open(env, d.c_str(), 0, 0644)) {
+    std::abort();
+  }
+  std::string val(size, 'v');
+  std::vector<uint64_t> seq(plans, 0);
+  uint64_t n = 0;
+  std::string key, idkey;
+  auto start = Clock::now();
+  while (elapsed_ms(start) < g_seconds * 1000) {
+    if (mdb_txn_begin(env, nullptr, 0, &txn) || mdb_dbi_open(txn, "messages", MDB_CREATE, &msgs) ||
+        mdb_dbi_open(txn, "msgids", MDB_CREATE, &ids)) {
+      std::abort();
+    }
+    for (size_t i = 0; i < batch; ++i, ++n) {
+      size_t p = n % plans;
+      uint64_t s = ++seq[p];
+      uint64_t be = __builtin_bswap64(s);
+      std::string plan = "plan-" + std::to_string(p);
+      key.assign(plan).push_back('\0');
+      key.append(reinterpret_cast<const char*>(&be), 8);
+      idkey.assign(plan).push_back('\0');
+      idkey.append(plan).append("-").append(std::to_string(n));
+      MDB_val k{key.size(), key.data()}, v{val.size(), val.data()};
+      MDB_val ik{idkey.size(), idkey.data()}, iv{8, &be};
+      if (mdb_put(txn, ids, &ik, &iv, MDB_NOOVERWRITE) || mdb_put(txn, msgs, &k, &v, MDB_NOOVERWRITE)) std::abort();
+    }
+    if (mdb_txn_commit(txn)) std::abort();
+  }
+  double rate = static_cast<double>(n) / (elapsed_ms(start) / 1000);
+  mdb_env_close(env);
+  return rate;
+}
+
 PreparedMessage message(size_t size, const std::string& plan, uint64_t i) {
   MessageDraft d;
   d.type = "agent_message";
@@ -213,6 +263,49 @@ Rate producers_rate(size_t producers, size_t size) {
   stop = true;
   for (auto& t : ts) t.join();
   r.mean_batch = mean_batch(*ob);
+  return r;
+}
+
+// `producers` asynchronous producers on one Asio io_context thread, each
+// waiting for its append: the completion is posted back to the io thread,
+// which issues that producer's next append. This is how agentd's producers
+// (HTTP/WebSocket sessions, runtime coroutines) use the outbox.
+Rate async_producers_rate(size_t producers, size_t size) {
+  auto ob = open_outbox("async", false);
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::atomic<uint64_t> n{0};
+  std::atomic<size_t> outstanding{producers};  // producers whose append is in flight
+  std::atomic<bool> stop{false};
+  std::vector<PreparedMessage> msgs;
+  for (size_t p = 0; p < producers; ++p) msgs.push_back(message(size, "plan-" + std::to_string(p % 16), p));
+  std::vector<uint64_t> next(producers);
+  std::function<void(size_t)> issue = [&](size_t p) {
+    ob->append(request(msgs[p], (uint64_t{p} << 32) + next[p]++), [&, p](Result<AppendResult> r) {
+      if (!r.is_ok()) std::abort();
+      boost::asio::post(io, [&, p] {
+        ++n;
+        if (stop) {
+          --outstanding;
+        } else {
+          issue(p);
+        }
+      });
+    });
+  };
+  for (size_t p = 0; p < producers; ++p) boost::asio::post(io, [&, p] { issue(p); });
+  std::thread io_thread([&] { io.run(); });
+  auto start = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(g_seconds));
+  uint64_t done = n;
+  Rate r{static_cast<double>(done) / (elapsed_ms(start) / 1000), 0};
+  stop = true;
+  r.mean_batch = mean_batch(*ob);
+  // Every producer's last append completes (and is posted) before the
+  // io_context and the outbox go away.
+  while (outstanding > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  work.reset();
+  io_thread.join();
   return r;
 }
 
@@ -306,11 +399,12 @@ int main(int argc, char** argv) {
     const size_t batches[3] = {1, 64, 1024};
     const size_t producers[3] = {1, 8, 64};
     const int baseline_of[3] = {0, 1, 1};  // producers -> bare batch index
-    std::vector<double> fsync_p50, p50, p99, p50_ratio, bare[3], rate[3], rate_ratio[3], batch[3], inflight,
-        inflight_ratio, inflight_batch;
+    std::vector<double> fsync_p50, p50, p99, p50_ratio, bare[3], layout[3], rate[3], rate_ratio[3], batch[3], arate[3],
+        arate_ratio[3], abatch[3], inflight, inflight_ratio, inflight_batch;
     for (int round = 0; round < g_rounds; ++round) {
       fsync_p50.push_back(raw_fdatasync_p50(size));
       for (int b = 0; b < 3; ++b) bare[b].push_back(bare_lmdb_rate(batches[b], size));
+      for (int b = 0; b < 3; ++b) layout[b].push_back(bare_layout_rate(batches[b], size, b == 2 ? 1 : 16));
       auto lat = one_producer_latencies(size);
       p50.push_back(pct(lat, 0.5));
       p99.push_back(pct(lat, 0.99));
@@ -320,6 +414,10 @@ int main(int argc, char** argv) {
         rate[i].push_back(r.msg_s);
         batch[i].push_back(r.mean_batch);
         rate_ratio[i].push_back(r.msg_s / bare[baseline_of[i]].back());
+        Rate a = async_producers_rate(producers[i], size);
+        arate[i].push_back(a.msg_s);
+        abatch[i].push_back(a.mean_batch);
+        arate_ratio[i].push_back(a.msg_s / bare[baseline_of[i]].back());
       }
       auto f = in_flight_rate(1024, size, false, 0);
       inflight.push_back(f.rate);
@@ -333,6 +431,9 @@ int main(int argc, char** argv) {
       json_field("bare_lmdb_B" + std::to_string(batches[b]) + "_msg_s_" + sz, pct(bare[b], 0.5));
       std::fprintf(stderr, "[%4zu B] bare LMDB B=%-4zu %9.0f msg/s (rounds: %s)\n", size, batches[b], pct(bare[b], 0.5),
                    list(bare[b]).c_str());
+      json_field("bare_layout_B" + std::to_string(batches[b]) + "_msg_s_" + sz, pct(layout[b], 0.5));
+      std::fprintf(stderr, "[%4zu B] bare LMDB, outbox layout, B=%-4zu %9.0f msg/s (rounds: %s)\n", size, batches[b],
+                   pct(layout[b], 0.5), list(layout[b]).c_str());
     }
     json_field("append_p50_ms_" + sz, pct(p50, 0.5));
     json_field("append_p99_ms_" + sz, pct(p99, 0.5));
@@ -350,6 +451,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "[%4zu B] outbox %2zu producers %9.0f msg/s = %.2fx %s (batch %.1f; rounds: %s)\n", size,
                    producers[i], pct(rate[i], 0.5), pct(rate_ratio[i], 0.5), base.c_str(), pct(batch[i], 0.5),
                    list(rate_ratio[i]).c_str());
+      key = "outbox_" + std::to_string(producers[i]) + "_async_producers";
+      json_field(key + "_msg_s_" + sz, pct(arate[i], 0.5));
+      json_field(key + "_over_" + base + "_" + sz, pct(arate_ratio[i], 0.5));
+      json_field(key + "_mean_batch_" + sz, pct(abatch[i], 0.5));
+      std::fprintf(stderr, "[%4zu B] outbox %2zu async producers %9.0f msg/s = %.2fx %s (batch %.1f; rounds: %s)\n",
+                   size, producers[i], pct(arate[i], 0.5), pct(arate_ratio[i], 0.5), base.c_str(), pct(abatch[i], 0.5),
+                   list(arate_ratio[i]).c_str());
     }
     json_field("outbox_1024_in_flight_msg_s_" + sz, pct(inflight, 0.5));
     json_field("outbox_1024_in_flight_over_bare_B1024_" + sz, pct(inflight_ratio, 0.5));
