@@ -193,6 +193,8 @@ struct Outbox::Impl {
 
   void run();
   void commit_batch(std::vector<std::unique_ptr<Op>>& batch);
+  static constexpr size_t kRoomProbeBytes = 2048;  // an ordinary message, no overflow pages
+  bool has_room();
   Status run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_appends, TxnState* st);
   Status apply(MDB_txn* txn, Op& op, TxnState* st);
   Status apply_append(MDB_txn* txn, Op& op, TxnState* st);
@@ -490,12 +492,12 @@ void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
     s = others ? run_txn(batch, true, &st) : Status::ok();
     health = kFull;
   } else if (s.is_ok()) {
-    for (auto& op : batch) {
-      if (op->kind == Op::Kind::kAppend) {
-        health = kHealthy;  // an append committed: there is room again
-        break;
-      }
-    }
+    bool appended = false;
+    for (auto& op : batch) appended = appended || op->kind == Op::Kind::kAppend;
+    // An append committed: there is room again. Acks, prunes and dropped dead
+    // letters free pages too: then probe, so that /readyz recovers without
+    // waiting for an append nobody sends to an instance marked not ready.
+    if (appended || (health == kFull && has_room())) health = kHealthy;
   }
   if (!s.is_ok()) {
     if (s.code() != Code::kOutboxFull && sticky.is_ok()) {
@@ -509,6 +511,20 @@ void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
   }
   if (!st.committed.empty()) (*obs)(st.committed);
   for (auto& op : batch) op->complete();
+}
+
+// Whether one more append of an ordinary size would find pages: a write
+// transaction puts a probe value of kRoomProbeBytes and is aborted (LMDB
+// reports MDB_MAP_FULL from the put that cannot allocate). Writer thread only.
+bool Outbox::Impl::has_room() {
+  MDB_txn* txn;
+  if (mdb_txn_begin(env, nullptr, 0, &txn) != 0) return false;
+  std::string probe(kRoomProbeBytes, '\0');
+  std::string_view key = "room-probe";
+  MDB_val k = mval(key), v = mval(probe);
+  int rc = mdb_put(txn, meta, &k, &v, 0);
+  mdb_txn_abort(txn);
+  return rc == 0;
 }
 
 Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_appends, TxnState* st) {

@@ -177,8 +177,9 @@ class Outbox final : public MessageLog {
 
   Result<OutboxStats> stats();
   // Whether appends can succeed now: kOutboxFull after an append found the
-  // map full (until an append commits again), kIoError after a failed commit
-  // (sticky). For /readyz; cheap, any thread.
+  // map full, until an append commits again or a commit that frees space
+  // (ack, prune, dropped dead letter) leaves room for a 2 KiB value;
+  // kIoError after a failed commit (sticky). For /readyz; cheap, any thread.
   Status writable() const;
   // Applies the retention options now (the writer also runs it periodically).
   Status prune_sync();

@@ -567,6 +567,9 @@ TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and 
   REQUIRE(ob->ack_sync(ids).is_ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
   REQUIRE(ob->prune_sync().is_ok());
+  // Writable again before any append: /readyz must not wait for traffic that
+  // a load balancer withholds from an instance it thinks is not ready.
+  CHECK(ob->writable().is_ok());
   auto after = ob->append_sync(message_request("p1", "after", big));
   REQUIRE_MESSAGE(after.is_ok(), after.status().to_string());
   CHECK(after->seq == stored.size() + 1);
