@@ -210,14 +210,20 @@ g = find_latency(net.get("get-plan") or {}, "plan")
 if g:
     figure("net", "GET /api/v3/plan p50 (net_bench big plan)", pct(g, "p50"), "ms")
     figure("net", "GET /api/v3/plan p99 (net_bench big plan)", pct(g, "p99"), "ms")
+# The target is on "append acknowledged -> frame received". agentd
+# fans a frame out at commit, before the HTTP answer is written, so frames
+# beat the ack and ack->frame is 0 (reported, never graded: it cannot fail).
+# The target is graded on post->frame instead, an upper bound of it that also
+# counts the HTTP request and the durable commit.
 for case, target in (("ws", 10), ("fanout", 50)):
     w = find_latency(net.get(case) or {}, "ack")
     if w:
-        figure("net", f"WebSocket ack->frame p50 ({case})", pct(w, "p50"), "ms")
-        figure("net", f"WebSocket ack->frame p99 ({case})", pct(w, "p99"), "ms", target=("<=", target))
+        figure("net", f"WebSocket ack->frame p99, 0 = frame before the ack ({case})", pct(w, "p99"), "ms")
     w = find_latency(net.get(case) or {}, "post")
     if w:
-        figure("net", f"WebSocket post->frame p99, incl. the durable commit ({case})", pct(w, "p99"), "ms")
+        figure("net", f"WebSocket post->frame p50, incl. the durable commit ({case})", pct(w, "p50"), "ms")
+        figure("net", f"WebSocket post->frame p99, incl. the durable commit ({case})", pct(w, "p99"), "ms",
+               target=("<=", target))
     if net.get(case) and net[case].get("peak_rss_kib"):
         figure("net", f"agentd peak RSS ({case})", net[case]["peak_rss_kib"] / 1024, "MiB")
 
