@@ -250,6 +250,55 @@ TEST_CASE("WebSocket: replay then live with no gap and no duplicate, frames equa
   CHECK(ws.read().text.find("unknown_message_type") != std::string::npos);
 }
 
+TEST_CASE("WebSocket: user_clarification_response reaches the PlanService like POST /user_clarification") {
+  ServerFixture f;
+  f.append(make_plan("pq", "alice"), "x", true);
+  WsClient ws;
+  REQUIRE_MESSAGE(ws.connect(f.port, "/api/v3/socket/pq?user_id=alice"), ws.error());
+  REQUIRE(seq_of(ws.read().text) == 1);
+  // Recorded with the socket's user and plan; answered clarification_processed.
+  REQUIRE(ws.write(R"({"type":"user_clarification_response","data":{"request_id":"r1","answer":"yes"}})"));
+  auto ack = json(ws.read().text);
+  CHECK(std::string(ack["type"].GetString()) == "clarification_processed");
+  CHECK(std::string(ack["plan_id"].GetString()) == "pq");
+  CHECK(std::string(ack["data"]["status"].GetString()) == "clarification recorded");
+  CHECK(ack["data"]["ok"].GetBool());
+  {
+    std::lock_guard lock(f.plans->mu);
+    REQUIRE(f.plans->clarifications.size() == 1);
+    CHECK(f.plans->clarifications[0].request_id == "r1");
+    CHECK(f.plans->clarifications[0].answer == "yes");
+    CHECK(f.plans->clarifications[0].user_id == "alice");
+    CHECK(f.plans->clarifications[0].plan_id == "pq");
+  }
+  // The PlanService's refusal comes back in the same frame type, ok=false
+  // (REST answers it 404).
+  REQUIRE(ws.write(R"({"type":"user_clarification_response","data":{"request_id":"unknown","answer":"a"}})"));
+  auto refused = json(ws.read().text);
+  CHECK(std::string(refused["type"].GetString()) == "clarification_processed");
+  CHECK_FALSE(refused["data"]["ok"].GetBool());
+  CHECK(std::string(refused["data"]["status"].GetString()).find("No active plan found") != std::string::npos);
+  // Malformed (no request_id, no data, data not an object): error_notification
+  // naming the field, and the PlanService is not called.
+  for (const char* bad :
+       {R"({"type":"user_clarification_response","data":{"answer":"yes"}})",
+        R"({"type":"user_clarification_response"})", R"({"type":"user_clarification_response","data":"r1"})",
+        R"({"type":"user_clarification_response","data":{"request_id":7}})"}) {
+    REQUIRE(ws.write(bad));
+    auto err = json(ws.read().text);
+    CHECK_MESSAGE(std::string(err["type"].GetString()) == "error_notification", bad);
+    CHECK_MESSAGE(std::string(err["data"]["error_type"].GetString()) == "invalid_message", bad);
+    CHECK_MESSAGE(std::string(err["data"]["error_message"].GetString()) == "data.request_id: missing", bad);
+  }
+  {
+    std::lock_guard lock(f.plans->mu);
+    CHECK(f.plans->clarifications.size() == 2);
+  }
+  // The session is still usable.
+  REQUIRE(ws.write(R"({"type":"ping"})"));
+  CHECK(ws.read().text.find("\"type\":\"pong\"") != std::string::npos);
+}
+
 TEST_CASE("WebSocket: isolation, per-plan cap, shutdown closes with 1001") {
   net::ServerConfig cfg;
   cfg.ws_max_per_plan = 2;
