@@ -15,6 +15,8 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
 
+#include <cctype>
+
 #include "core/json.h"
 
 namespace agentd::net {
@@ -36,6 +38,14 @@ using Attempt = LlmClient::Attempt;
 
 Attempt transient(std::string what) { return {unavailable("model endpoint: " + std::move(what)), true}; }
 
+// True for application/json and application/<x>+json (parameters ignored).
+bool is_json(std::string_view content_type) {
+  std::string t(content_type.substr(0, content_type.find(';')));
+  while (!t.empty() && t.back() == ' ') t.pop_back();
+  for (char& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return t == "application/json" || (t.rfind("application/", 0) == 0 && t.size() > 5 && t.ends_with("+json"));
+}
+
 template <typename Stream>
 asio::awaitable<Attempt> exchange(Stream& s, http::request<http::string_body>& req, bool streaming,
                                   const ChunkFn& on_chunk, size_t max_bytes) {
@@ -54,7 +64,9 @@ asio::awaitable<Attempt> exchange(Stream& s, http::request<http::string_body>& r
     if (status >= 500 || status == 429) co_return transient(what);
     co_return Attempt{invalid_argument("model endpoint: " + what), false};
   }
-  if (!streaming) {
+  // An endpoint may ignore "stream": true and answer one JSON completion:
+  // the Content-Type decides how the body is read, not what was asked.
+  if (!streaming || is_json(p.get()[http::field::content_type])) {
     auto [rec, rn] = co_await http::async_read(s, buf, p, kTuple);
     if (rec) co_return transient("read: " + rec.message());
     co_return Attempt{LlmClient::parse_reply(p.get().body()), false};
@@ -196,6 +208,10 @@ asio::awaitable<void> LlmClient::run(std::shared_ptr<Call> call) {
   auto backoff = std::chrono::milliseconds(250);
   for (int attempt = 0;; ++attempt) {
     Attempt a = co_await attempt_once(c);
+    if (a.value.is_ok() && a.value->empty()) {
+      // A completion without text is no answer: an error, like a 4xx.
+      a = Attempt{invalid_argument("model endpoint: empty reply (no content)"), false};
+    }
     if (a.value.is_ok() || !a.retryable || attempt >= opts_.retries) {
       c.done(std::move(a.value));
       co_return;

@@ -7,7 +7,12 @@
 // ChatRequest::timeout. Transport errors, timeouts and 5xx are retried
 // (`retries` times, backoff 250 ms doubling); 4xx and malformed replies are
 // not. With stream=true the reply is read as server-sent events and each
-// delta goes to on_chunk as it arrives.
+// delta goes to on_chunk as it arrives — when the endpoint answers
+// text/event-stream: a JSON reply (application/json, as from endpoints that
+// ignore "stream") is read as one non-streaming completion
+// (choices[0].message.content) and no chunk is delivered. A reply without
+// text (empty or missing content) is an error (kInvalidArgument, not
+// retried).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

@@ -637,6 +637,10 @@ asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(PlanRun& run, const MPla
     *error = "agent " + agent.name + ": model error: " + reply.status().message();
     co_return StepOutcome::kFailed;
   }
+  if (reply->empty()) {  // whatever the ModelClient: no text is no answer
+    *error = "agent " + agent.name + ": model error: empty reply (no content)";
+    co_return StepOutcome::kFailed;
+  }
   const std::string data = JsonObject()
                                .str("agent_name", agent.name)
                                .str("agent_type", "AI_Agent")

@@ -490,3 +490,70 @@ TEST_CASE("team files: errors name the file and the field") {
   CHECK(shipped->size() == 2);
   CHECK_FALSE(load_teams(src + "/no-such-dir").is_ok());
 }
+
+namespace {
+
+// An LLM-team harness on its own client thread (the model client's executor).
+struct LlmHarness {
+  explicit LlmHarness(FakeLlm& llm, int retries = 1) : guard(asio::make_work_guard(io)) {
+    thread = std::thread([this] { io.run(); });
+    auto c = net::LlmClient::create(io.get_executor(), {llm.url(), "test-model", "", retries});
+    REQUIRE(c.is_ok());
+    client = std::move(c).value();
+    h = std::make_unique<Harness>(std::vector<TeamConfig>{team_from(llm_team())}, RuntimeOptions{}, client.get());
+  }
+  ~LlmHarness() {
+    h.reset();
+    guard.reset();
+    io.stop();
+    thread.join();
+  }
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> guard;
+  std::thread thread;
+  std::unique_ptr<net::LlmClient> client;
+  std::unique_ptr<Harness> h;
+};
+
+}  // namespace
+
+TEST_CASE("LLM agents: an endpoint that ignores stream:true and answers plain JSON is read as a completion") {
+  FakeLlm llm;
+  LlmHarness l(llm);
+  Harness& h = *l.h;
+  auto s = h.submit("NOSTREAM haiku", true);
+  h.wait_status(s.plan_id, PlanStatus::kCompleted);
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(msgs.size() == 5);
+  CHECK(msgs[2].type == "agent_message");
+  CHECK(h.field(msgs[2], "content").rfind("Reply to: Task: NOSTREAM haiku", 0) == 0);
+  CHECK(h.field(msgs[3], "content").rfind("Reply to: Task: NOSTREAM haiku", 0) == 0);
+  CHECK(test::read_file(llm.log).find("\"stream\": true") != std::string::npos);  // it was asked to stream
+}
+
+TEST_CASE("LLM agents: an empty reply (plain JSON or streamed) fails the step and the plan with an error") {
+  FakeLlm llm;
+  LlmHarness l(llm);
+  Harness& h = *l.h;
+  for (std::string task : {"NOSTREAM EMPTY", "EMPTY streamed"}) {
+    CAPTURE(task);
+    auto s = h.submit(task, true);
+    h.wait_status(s.plan_id, PlanStatus::kFailed);
+    auto msgs = h.messages(s.plan_id);
+    for (const auto& e : msgs) CHECK(e.type != "agent_message");
+    REQUIRE(msgs.back().type == "error_message");
+    CHECK(h.field(msgs.back(), "agent_name") == "Writer");
+    CHECK(h.field(msgs.back(), "content").find("empty reply") != std::string::npos);
+  }
+  // The client itself answers an error, whoever calls it.
+  for (bool stream : {false, true}) {
+    std::promise<Result<std::string>> got;
+    ChatRequest req;
+    req.messages.push_back({"user", "NOSTREAM EMPTY"});
+    req.stream = stream;
+    l.client->complete(req, nullptr, [&](Result<std::string> r) { got.set_value(std::move(r)); });
+    Result<std::string> r = got.get_future().get();
+    CHECK(r.status().code() == Code::kInvalidArgument);
+    CHECK(r.status().message().find("empty reply") != std::string::npos);
+  }
+}

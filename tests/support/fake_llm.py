@@ -7,6 +7,14 @@ usage: fake_llm.py PORT REQUEST_LOG
 Behaviour, chosen by the request's last user message:
   contains FAIL500  -> HTTP 500
   contains SLOW     -> sleeps 3 s before answering (client timeout tests)
+  contains NOSTREAM -> ignores "stream": true and answers one plain JSON
+                       chat completion (Content-Type application/json)
+  contains EMPTY    -> the reply's content is "" (agents only, not the
+                       planner): a JSON message with content "", or an SSE
+                       stream with no delta before [DONE]
+  contains DROPONCE -> the first streamed reply to this exact user message
+                       stops after half its deltas and the connection is
+                       cut (no [DONE], no last chunk); later ones are whole
   system prompt "You plan work" -> a JSON plan over the agents it lists
   otherwise         -> "Reply to: <first 40 chars>", streamed as SSE deltas
                        when "stream" is true
@@ -14,9 +22,15 @@ Every request body is appended as one JSON line to REQUEST_LOG.
 """
 import json
 import re
+import socket
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+DROPPED = set()
+DROPPED_LOCK = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -40,15 +54,26 @@ class Handler(BaseHTTPRequestHandler):
         if system.startswith("You plan work"):
             agents = re.findall(r"^- ([^:]+):", system, re.M)
             text = json.dumps({"steps": [{"agent": a, "action": "LLM step for " + a} for a in agents]})
+        elif "EMPTY" in user:
+            text = ""
         else:
             text = "Reply to: " + user[:40]
-        if body.get("stream"):
+        drop = False
+        if "DROPONCE" in user:
+            with DROPPED_LOCK:
+                drop = user not in DROPPED
+                DROPPED.add(user)
+        if body.get("stream") and "NOSTREAM" not in user:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            words = text.split(" ")
+            words = text.split(" ") if text else []
             for i, w in enumerate(words):
+                if drop and i == len(words) // 2:
+                    self.close_connection = True
+                    self.request.shutdown(socket.SHUT_RDWR)
+                    return
                 delta = w if i == 0 else " " + w
                 ev = {"choices": [{"index": 0, "delta": {"content": delta}}]}
                 self.chunk(("data: " + json.dumps(ev) + "\n\n").encode())
