@@ -11,6 +11,11 @@
 //
 //   "meta"       key := "format_version"        value := be32 (kFormatVersion)
 //                key := "next_pending_id"       value := be64 (next id to hand out)
+//                key := "untracked"             value := empty; set by a run without MongoDB
+//                       (its appends make no pending entries), cleared once a run with
+//                       MongoDB queued them all (Outbox::Impl::backfill_untracked)
+//                key := "backfill_from"         value := "m" message key | "p" plan_id:
+//                       where an interrupted backfill continues
 //   "messages"   key := plan_id:str16 seq:be64
 //                value := appended_at_ms:be64 pending_id:be64 message_id:str16 envelope
 //                (envelope = core/envelope.h bytes, never changed after commit;
@@ -64,6 +69,8 @@ inline constexpr const char* kUserPlansDb = "user_plans";
 inline constexpr const char* kDeadDb = "dead";
 inline constexpr std::string_view kFormatVersionKey = "format_version";
 inline constexpr std::string_view kNextPendingIdKey = "next_pending_id";
+inline constexpr std::string_view kUntrackedKey = "untracked";
+inline constexpr std::string_view kBackfillFromKey = "backfill_from";
 
 // LMDB's default maximum key size is 511 bytes; these keep every key below it.
 inline constexpr size_t kMaxPlanIdLen = 200;

@@ -82,6 +82,7 @@ class Cursor {
   Status status() const { return rc_ == 0 ? Status() : lmdb_error(rc_, "open cursor"); }
   // Returns 0, MDB_NOTFOUND or an error.
   int get(MDB_val* k, MDB_val* v, MDB_cursor_op op) { return mdb_cursor_get(c_, k, v, op); }
+  int put(MDB_val* k, MDB_val* v, unsigned flags) { return mdb_cursor_put(c_, k, v, flags); }
 
  private:
   MDB_cursor* c_ = nullptr;
@@ -193,6 +194,8 @@ struct Outbox::Impl {
 
   void run();
   void commit_batch(std::vector<std::unique_ptr<Op>>& batch);
+  static constexpr size_t kBackfillChunk = 10000;
+  Status backfill_untracked(uint64_t* pending_count);
   static constexpr size_t kRoomProbeBytes = 2048;  // an ordinary message, no overflow pages
   bool has_room();
   Status run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_appends, TxnState* st);
@@ -308,7 +311,14 @@ Status Outbox::Impl::open_env() {
       }
     }
   }
+  if (!options.track_pending) {
+    // Appends of this run make no pending entries: remember it, so that a
+    // later run with MongoDB sends them there (backfill_untracked()).
+    MDB_val uk = mval(of::kUntrackedKey), empty{0, nullptr};
+    if ((rc = mdb_put(txn, meta, &uk, &empty, 0)) != 0) return fail(lmdb_error(rc, "write untracked flag"));
+  }
   if ((rc = mdb_txn_commit(txn)) != 0) return lmdb_error(rc, "commit open transaction");
+  if (options.track_pending) AGENTD_RETURN_IF_ERROR(backfill_untracked(&pending_count));
   if (pending_count > 0 && !options.track_pending) {
     spdlog::warn(
         "outbox {}: {} entries left pending by a run with MongoDB (oldest {} s old); they stay, and "
@@ -511,6 +521,108 @@ void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
   }
   if (!st.committed.empty()) (*obs)(st.committed);
   for (auto& op : batch) op->complete();
+}
+
+// A run with MongoDB after runs without it (meta "untracked" set): every
+// message whose pending_id is 0 gets a pending entry now, and its value the
+// new pending_id, in (plan, seq) order; then every plan record is queued at
+// its current version. Without this the flusher would never send them and
+// retention would take them for flushed. Runs before the writer starts, in
+// transactions of kBackfillChunk entries; meta "backfill_from" holds where
+// to continue if the process stops halfway, and the flag goes last.
+Status Outbox::Impl::backfill_untracked(uint64_t* pending_count) {
+  MDB_txn* txn;
+  int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+  if (rc != 0) return lmdb_error(rc, "begin read transaction");
+  MDB_val k = mval(of::kUntrackedKey), v;
+  rc = mdb_get(txn, meta, &k, &v);
+  mdb_txn_abort(txn);
+  if (rc == MDB_NOTFOUND) return Status::ok();
+  if (rc != 0) return lmdb_error(rc, "read untracked flag");
+  uint64_t messages_queued = 0, plans_queued = 0;
+  for (bool done = false; !done;) {
+    if ((rc = mdb_txn_begin(env, nullptr, 0, &txn)) != 0) return lmdb_error(rc, "begin backfill transaction");
+    auto fail = [&](Status s) {
+      mdb_txn_abort(txn);
+      return s;
+    };
+    // Where this chunk starts: "m" + message key, or "p" + plan id.
+    std::string from;
+    MDB_val fk = mval(of::kBackfillFromKey);
+    if ((rc = mdb_get(txn, meta, &fk, &v)) == 0) {
+      from.assign(static_cast<const char*>(v.mv_data), v.mv_size);
+    } else if (rc != MDB_NOTFOUND) {
+      return fail(lmdb_error(rc, "read backfill_from"));
+    }
+    if (from.empty()) from = "m";
+    const bool on_messages = from[0] == 'm';
+    uint64_t id = next_pending_id;
+    int64_t now_ms = std::max(now_unix_ms(), last_appended_ms);
+    std::string next;              // "": the last chunk
+    Status st = [&]() -> Status {  // the cursor closes before the transaction ends
+      Cursor c(txn, on_messages ? messages : plans);
+      AGENTD_RETURN_IF_ERROR(c.status());
+      std::string start = from.substr(1);
+      MDB_val ck = mval(start), cv_;
+      int crc = start.empty() ? c.get(&ck, &cv_, MDB_FIRST) : c.get(&ck, &cv_, MDB_SET_RANGE);
+      size_t n = 0;
+      for (; crc == 0 && n < kBackfillChunk; crc = c.get(&ck, &cv_, MDB_NEXT), ++n) {
+        std::string pv;
+        if (on_messages) {
+          auto m = of::parse_message_value(sv(cv_));
+          if (!m.is_ok()) return m.status();
+          if (m->pending_id != 0) continue;
+          of::Reader r(sv(ck), "message key");
+          std::string_view plan;
+          uint64_t seq = 0;
+          if (!r.str16(&plan) || !r.be64(&seq)) return r.error("message key");
+          pv = of::pending_value(PendingKind::kMessage, 0, m->appended_at_ms, plan, seq, std::string_view());
+          std::string value = of::message_value(m->appended_at_ms, id, m->message_id, m->envelope);
+          MDB_val nv = mval(value);
+          if ((crc = c.put(&ck, &nv, MDB_CURRENT)) != 0) return lmdb_error(crc, "rewrite message value");
+          ++messages_queued;
+        } else {
+          auto p = decode_plan(sv(cv_));
+          if (!p.is_ok()) return corruption("corrupt plan record " + std::string(sv(ck)) + ": " + p.status().message());
+          pv = of::pending_value(PendingKind::kPlan, of::kInline, now_ms, p->plan_id, p->version, sv(cv_));
+          ++plans_queued;
+        }
+        std::string key = of::pending_key(id++);
+        MDB_val pk = mval(key), pvv = mval(pv);
+        if ((crc = mdb_put(txn, pending, &pk, &pvv, MDB_APPEND)) != 0) return lmdb_error(crc, "write pending entry");
+      }
+      if (crc == 0) {
+        next = (on_messages ? "m" : "p") + std::string(sv(ck));
+      } else if (crc == MDB_NOTFOUND) {
+        if (on_messages) next = "p";
+      } else {
+        return lmdb_error(crc, "scan for backfill");
+      }
+      return Status::ok();
+    }();
+    if (!st.is_ok()) return fail(st);
+    if (next.empty()) {  // the plans are queued too: done
+      done = true;
+      MDB_val uk = mval(of::kUntrackedKey);
+      if ((rc = mdb_del(txn, meta, &uk, nullptr)) != 0) return fail(lmdb_error(rc, "delete untracked flag"));
+      if ((rc = mdb_del(txn, meta, &fk, nullptr)) != 0 && rc != MDB_NOTFOUND) {
+        return fail(lmdb_error(rc, "delete backfill_from"));
+      }
+    } else {
+      MDB_val nv = mval(next);
+      if ((rc = mdb_put(txn, meta, &fk, &nv, 0)) != 0) return fail(lmdb_error(rc, "write backfill_from"));
+    }
+    std::string idv;
+    of::put_be64(&idv, id);
+    MDB_val nk = mval(of::kNextPendingIdKey), iv = mval(idv);
+    if ((rc = mdb_put(txn, meta, &nk, &iv, 0)) != 0) return fail(lmdb_error(rc, "write next_pending_id"));
+    if ((rc = mdb_txn_commit(txn)) != 0) return lmdb_error(rc, "commit backfill transaction");
+    *pending_count += id - next_pending_id;
+    next_pending_id = id;
+  }
+  spdlog::warn("outbox {}: earlier runs had no MongoDB; queued their {} messages and {} plan records for the flusher",
+               options.dir, messages_queued, plans_queued);
+  return Status::ok();
 }
 
 // Whether one more append of an ordinary size would find pages: a write

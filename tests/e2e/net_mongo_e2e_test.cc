@@ -3,9 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <csignal>
 #include <thread>
 
 #include "core/json.h"
+#include "store/message_store.h"
 #include "tests/e2e/net_agentd.h"
 #include "tests/support/ferretdb.h"
 
@@ -70,4 +72,46 @@ TEST_CASE("MongoDB down: REST reads and writes keep working from the outbox; /re
   db.start();
   REQUIRE(wait_mongo_state(a.port(), "ok", 15000));
   CHECK(http_get(a.port(), "/api/v3/plan?plan_id=plan-m").status == 200);
+}
+
+TEST_CASE("started without MongoDB, then with it: what the embedded runs stored reaches MongoDB, byte for byte") {
+  FerretDb db;
+  db.start();
+  Agentd a;
+  a.seed({e2e_plan("plan-e", kDevUser)});
+  a.start();  // the embedded default: no --mongo-uri
+  for (int i = 1; i <= 30; ++i)
+    REQUIRE(post_message(a.port(), "plan-e", "embedded " + std::to_string(i)).status == 200);
+  a.proc().signal(SIGTERM);
+  REQUIRE(a.proc().wait(10000) == 0);
+
+  const std::string uri = db.uri() + "agentd_net_e2e_switch";
+  a.start({"--mongo-uri", uri + "?serverSelectionTimeoutMS=500&connectTimeoutMS=500"});
+  for (int i = 31; i <= 35; ++i)
+    REQUIRE(post_message(a.port(), "plan-e", "with mongo " + std::to_string(i)).status == 200);
+  auto p = http_get(a.port(), "/api/v3/plan?plan_id=plan-e");
+  REQUIRE(p.status == 200);
+  std::vector<std::string> rest;
+  for (const auto& m : json(p.body)["messages"].GetArray()) rest.push_back(write_canonical(m));
+  REQUIRE(rest.size() == 35);
+
+  auto pool = MongoPool::open(uri);
+  REQUIRE(pool.is_ok());
+  MessageStore store(pool->get());
+  std::vector<std::string> stored;
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+    auto msgs = store.read_messages("plan-e", 0, 1000);
+    stored.clear();
+    if (msgs.is_ok()) {
+      for (const auto& m : *msgs) stored.push_back(*m.bytes);
+    }
+    if (stored.size() >= rest.size()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE_MESSAGE(stored.size() == rest.size(), "MongoDB holds " << stored.size() << " of 35");
+  for (size_t i = 0; i < rest.size(); ++i) CHECK(stored[i] == rest[i]);
+  auto plan = store.get_plan("plan-e");
+  REQUIRE(plan.is_ok());
+  CHECK(plan->has_value());
 }

@@ -620,3 +620,84 @@ TEST_CASE("a failed commit is sticky: every later write fails, reads still work,
   CHECK(append_ok(*ob, message_request("p1", "m2")).seq == 2);
   CHECK(ob->stats()->pending == 2);
 }
+
+TEST_CASE("a run with MongoDB after runs without it queues what they appended, once, in (plan, seq) order") {
+  TempDir d;
+  // 25,000 messages: more than one backfill transaction (10,000 entries).
+  const int kPlans = 5, kPerPlan = 5000;
+  {
+    OutboxOptions o;
+    o.dir = d.path;
+    o.sync = false;  // test speed; the backfill does not depend on it
+    auto r = Outbox::open(o);
+    REQUIRE(r.is_ok());
+    for (int p = 0; p < kPlans; ++p) {
+      AppendRequest pr;
+      pr.plan = make_plan("p" + std::to_string(p), "alice", "2026-11-26T01:00:00.000Z");
+      append_ok(**r, std::move(pr));
+    }
+    std::atomic<int> left{kPlans * kPerPlan};
+    std::atomic<int> failed{0};
+    for (int i = 0; i < kPerPlan; ++i) {
+      for (int p = 0; p < kPlans; ++p) {
+        (*r)->append(message_request("p" + std::to_string(p), "m" + std::to_string(i)), [&](Result<AppendResult> a) {
+          if (!a.is_ok()) failed.fetch_add(1);
+          left.fetch_sub(1);
+        });
+      }
+      while (left.load() > kPlans * kPerPlan - (i + 1) * kPlans + 4096) std::this_thread::yield();
+    }
+    while (left.load() > 0) std::this_thread::yield();
+    REQUIRE(failed.load() == 0);
+    auto none = (*r)->read_pending(10, 1 << 20);
+    REQUIRE(none.is_ok());
+    CHECK(none->empty());  // embedded: nothing pending
+  }
+  OutboxOptions o;
+  o.dir = d.path;
+  o.track_pending = true;
+  o.flushed_retention = std::chrono::seconds(0);
+  {
+    auto r = Outbox::open(o);
+    REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+    auto& ob = *r;
+    // Retention must not take the backfilled messages for flushed.
+    REQUIRE(ob->prune_sync().is_ok());
+    auto all = ob->read_pending(1000000, 1u << 30);
+    REQUIRE(all.is_ok());
+    REQUIRE(all->size() == static_cast<size_t>(kPlans * kPerPlan + kPlans));
+    std::map<std::string, uint64_t> last_seq;
+    size_t plans_seen = 0;
+    uint64_t prev_id = 0;
+    for (const auto& e : *all) {
+      CHECK(e.id > prev_id);
+      prev_id = e.id;
+      if (e.kind == PendingKind::kPlan) {
+        ++plans_seen;
+        CHECK(e.plan_version == 1);
+        continue;
+      }
+      CHECK(e.seq == last_seq[e.plan_id] + 1);  // per plan in seq order, no gap
+      last_seq[e.plan_id] = e.seq;
+      REQUIRE(e.bytes);
+      CHECK(e.bytes->rfind("{\"seq\":" + std::to_string(e.seq) + ",", 0) == 0);
+    }
+    CHECK(plans_seen == static_cast<size_t>(kPlans));
+    for (const auto& [plan, seq] : last_seq) CHECK(seq == static_cast<uint64_t>(kPerPlan));
+    // Acked, they are flushed: retention may take them (all but each last).
+    std::vector<uint64_t> ids;
+    for (const auto& e : *all) ids.push_back(e.id);
+    REQUIRE(ob->ack_sync(ids).is_ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (int i = 0; i < 100; ++i) REQUIRE(ob->prune_sync().is_ok());
+    auto left = ob->read_messages("p0", 0, 100000);
+    REQUIRE(left.is_ok());
+    CHECK(left->size() == 1);
+  }
+  // Once queued, never again.
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  auto again = (*r)->read_pending(10, 1 << 20);
+  REQUIRE(again.is_ok());
+  CHECK(again->empty());
+}
