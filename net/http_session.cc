@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "net/body.h"
+#include "net/query.h"
 #include "net/websocket_session.h"
 
 namespace agentd::net {
@@ -84,11 +85,13 @@ void HttpSession::on_header(beast::error_code ec, std::size_t) {
   start_ = std::chrono::steady_clock::now();
   const auto& h = parser_->get();
   method_ = std::string(h.method_string());
-  target_ = std::string(h.target());
+  // The access log never shows a ?token= secret (WebSocket clients in
+  // --auth=token mode pass it there).
+  log_target_ = redact_target(h.target());
   version_ = h.version();
   origin_.clear();
   if (auto it = h.find(http::field::origin); it != h.end()) origin_ = std::string(it->value());
-  std::string_view path = target_;
+  std::string_view path = h.target();
   route_ = std::string(match_route(h.method(), path.substr(0, path.find('?'))).name);
   if (ec || (parser_->content_length() && *parser_->content_length() > st_.cfg.max_body_bytes)) {
     closing_ = true;  // the body stays unread
@@ -163,7 +166,7 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
           auto ws = std::make_shared<WebsocketSession>(self->stream_.release_socket(), self->st_, plan_id,
                                                        ident.user_id, after_seq, ident.ws_protocol);
           spdlog::info(
-              "{} {} 101 user={} {:.1f}ms", self->method_, self->target_, ident.user_id,
+              "{} {} 101 user={} {:.1f}ms", self->method_, self->log_target_, ident.user_id,
               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - self->start_).count());
           self->st_.metrics.record_request(
               self->route_, 101,
@@ -201,7 +204,7 @@ void HttpSession::send(Response res, bool keep_alive) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   unsigned code = res.result_int();
   st_.metrics.record_request(route_, code, secs);
-  spdlog::info("{} {} {} {}B {:.1f}ms", method_, target_, code, res.body().size(), secs * 1000);
+  spdlog::info("{} {} {} {}B {:.1f}ms", method_, log_target_, code, res.body().size(), secs * 1000);
   res_ = std::make_shared<Response>(std::move(res));
   stream_.expires_after(st_.cfg.read_timeout);
   http::async_write(stream_, *res_, [self = shared_from_this(), keep_alive](beast::error_code e, std::size_t n) {

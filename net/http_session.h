@@ -43,8 +43,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession>, public Clo
   boost::beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<Response> res_;
-  // The request being answered (for the access log and CORS).
-  std::string method_, target_, origin_, route_;
+  // The request being answered (for the access log and CORS); log_target_
+  // is the target with ?token= values redacted (redact_target).
+  std::string method_, log_target_, origin_, route_;
   unsigned version_ = 11;
   std::chrono::steady_clock::time_point start_;
   bool busy_ = false;      // a request is being handled or written

@@ -35,6 +35,54 @@ Result<Target> parse_target(std::string_view target) {
   return t;
 }
 
+namespace {
+
+// `key` percent-decoded where the escapes are valid ('+' left as is: no
+// space can make "token"), lower-cased.
+std::string lenient_key(std::string_view key) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < key.size(); ++i) {
+    char c = key[i];
+    if (c == '%' && i + 2 < key.size() && hex(key[i + 1]) >= 0 && hex(key[i + 2]) >= 0) {
+      c = static_cast<char>(hex(key[i + 1]) * 16 + hex(key[i + 2]));
+      i += 2;
+    }
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string redact_target(std::string_view target) {
+  size_t q = target.find('?');
+  if (q == std::string_view::npos) return std::string(target);
+  std::string out(target.substr(0, q + 1));
+  std::string_view rest = target.substr(q + 1);
+  for (bool first = true;; first = false) {
+    size_t amp = rest.find('&');
+    std::string_view param = rest.substr(0, amp);
+    size_t eq = param.find('=');
+    if (!first) out += '&';
+    if (eq != std::string_view::npos && lenient_key(param.substr(0, eq)) == "token") {
+      out.append(param.substr(0, eq + 1));
+      out += "REDACTED";
+    } else {
+      out.append(param);
+    }
+    if (amp == std::string_view::npos) break;
+    rest = rest.substr(amp + 1);
+  }
+  return out;
+}
+
 std::optional<std::string_view> path_param(std::string_view path, std::string_view prefix, std::string_view suffix) {
   if (path.size() <= prefix.size() + suffix.size()) return std::nullopt;
   if (path.substr(0, prefix.size()) != prefix) return std::nullopt;

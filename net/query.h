@@ -25,6 +25,12 @@ struct Target {
 // kInvalidArgument when the target is not an origin-form ("/path?query").
 Result<Target> parse_target(std::string_view target);
 
+// The target as it may be logged: the value of every `token` query parameter
+// (the key compared after percent-decoding, ignoring case) replaced by
+// "REDACTED"; everything else byte for byte. Works on any bytes, including
+// targets parse_target rejects: "/s/p?a=1&token=abc&b" -> "/s/p?a=1&token=REDACTED&b".
+std::string redact_target(std::string_view target);
+
 // "/api/v3/plan/abc/messages" with prefix "/api/v3/plan/" and suffix
 // "/messages" -> "abc"; nullopt when it does not match or the middle is empty
 // or contains '/'.

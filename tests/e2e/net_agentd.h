@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -79,9 +80,12 @@ class Agentd {
 
   void start(std::vector<std::string> extra = {}) {
     port_ = free_port();
-    std::vector<std::string> argv{agentd_binary(), "--listen", "127.0.0.1:" + std::to_string(port_),
-                                  "--data-dir",    data_dir(), "--log-level",
-                                  "warn"};
+    std::vector<std::string> argv{agentd_binary(), "--listen", "127.0.0.1:" + std::to_string(port_), "--data-dir",
+                                  data_dir()};
+    // warn unless the test asks for another level (e.g. info: the access log).
+    if (std::find(extra.begin(), extra.end(), "--log-level") == extra.end()) {
+      argv.insert(argv.end(), {"--log-level", "warn"});
+    }
     for (auto& a : extra) argv.push_back(std::move(a));
     proc_ = ChildProcess::spawn(argv, log_path());
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);

@@ -34,6 +34,24 @@ TEST_CASE("parse_target decodes the path and query parameters") {
   CHECK(!parse_target("http://example.com/x").is_ok());
 }
 
+TEST_CASE("redact_target hides every token value, whatever its spelling, and keeps the rest") {
+  CHECK(redact_target("/api/v3/socket/p?token=s3cret&after_seq=4") == "/api/v3/socket/p?token=REDACTED&after_seq=4");
+  CHECK(redact_target("/api/v3/socket/p?after_seq=4&token=s3cret") == "/api/v3/socket/p?after_seq=4&token=REDACTED");
+  CHECK(redact_target("/x?token=a&token=b&y") == "/x?token=REDACTED&token=REDACTED&y");
+  // parse_target decodes keys, so auth reads these as `token` too.
+  CHECK(redact_target("/x?%74oken=s3cret") == "/x?%74oken=REDACTED");
+  CHECK(redact_target("/x?tok%65N=s3cret") == "/x?tok%65N=REDACTED");
+  CHECK(redact_target("/x?TOKEN=s3cret&a=%zz") == "/x?TOKEN=REDACTED&a=%zz");
+  // Targets the parser would reject are redacted all the same.
+  CHECK(redact_target("/x?token=s3cret#frag&%") == "/x?token=REDACTED&%");
+  CHECK(redact_target("/x?a=1&&token=s3cret&") == "/x?a=1&&token=REDACTED&");
+  // Other keys and values, and targets without a query, are untouched.
+  CHECK(redact_target("/x?tokens=1&my_token=2&a=token%3Dx&token") == "/x?tokens=1&my_token=2&a=token%3Dx&token");
+  CHECK(redact_target("/api/v3/plans") == "/api/v3/plans");
+  CHECK(redact_target("/x?") == "/x?");
+  CHECK(redact_target("/x?%7") == "/x?%7");
+}
+
 TEST_CASE("path_param extracts one segment") {
   CHECK(path_param("/api/v3/plan/abc/messages", "/api/v3/plan/", "/messages") == "abc");
   CHECK(!path_param("/api/v3/plan//messages", "/api/v3/plan/", "/messages"));

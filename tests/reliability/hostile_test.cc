@@ -136,6 +136,43 @@ TEST_CASE("token mode: missing, malformed, unknown and someone else's tokens") {
   check_healthy(a.port());
 }
 
+TEST_CASE("token mode: a ?token= secret never reaches the access log, however it is spelled") {
+  Agentd a;
+  a.seed({e2e_plan("plan-alice", "alice")});
+  {
+    std::ofstream t(a.dir() + "/tokens");
+    t << "tok-alice-5ecr3t alice\n";
+  }
+  a.start({"--auth", "token", "--auth-token-file", a.dir() + "/tokens", "--log-level", "info"});
+  const std::string tok = "tok-alice-5ecr3t";
+  // REST: the token in the header and (ignored there) in the query; a wrong
+  // one; a target the parser rejects.
+  CHECK(http_get(a.port(), "/api/v3/plans?token=" + tok, {{"Authorization", "Bearer " + tok}}).status == 200);
+  CHECK(http_get(a.port(), "/api/v3/plan?plan_id=plan-alice&token=" + tok).status == 401);
+  CHECK(http_get(a.port(), "/api/v3/plans?token=guess-5ecr3t").status == 401);
+  CHECK(http_get(a.port(), "/api/v3/plans?token=" + tok + "&x=%zz").status == 422);
+  // WebSocket: the way browsers pass it, plus a percent-encoded key that auth
+  // decodes to `token` all the same.
+  for (std::string target :
+       {"/api/v3/socket/plan-alice?token=" + tok + "&after_seq=0", "/api/v3/socket/plan-alice?%74oken=" + tok}) {
+    WsClient ws;
+    CHECK_MESSAGE(ws.connect(a.port(), target), ws.error());
+    ws.close();
+  }
+  WsClient wrong;
+  CHECK(!wrong.connect(a.port(), "/api/v3/socket/plan-alice?token=guess-5ecr3t"));
+  CHECK(wrong.upgrade_status() == 401);
+
+  std::string log = read_file(a.log_path());
+  CHECK_MESSAGE(log.find("5ecr3t") == std::string::npos, log);
+  // The access log is there, with the rest of each target.
+  CHECK_MESSAGE(log.find("GET /api/v3/plans?token=REDACTED 200") != std::string::npos, log);
+  CHECK_MESSAGE(log.find("GET /api/v3/socket/plan-alice?token=REDACTED&after_seq=0 101") != std::string::npos, log);
+  CHECK_MESSAGE(log.find("GET /api/v3/socket/plan-alice?%74oken=REDACTED 101") != std::string::npos, log);
+  CHECK_MESSAGE(log.find("GET /api/v3/plans?token=REDACTED&x=%zz 422") != std::string::npos, log);
+  check_healthy(a.port());
+}
+
 TEST_CASE("MongoDB operators and dotted keys in every JSON body -> 422 naming the field, nothing stored") {
   Agentd a;
   a.seed({e2e_plan("plan-x", std::string(kDevUser))});
