@@ -71,7 +71,9 @@ void add_flags(CLI::App& app, Config& cfg) {
       ->capture_default_str();
   app.add_option("--auth-token-file", cfg.auth_token_file, "file of '<token> <user_id>' lines for --auth=token")
       ->envname("AGENTD_AUTH_TOKEN_FILE");
-  app.add_option("--cors-origins", cfg.cors_origins, "comma-separated allowed browser origins ('*' = any)")
+  app.add_option("--cors-origins", cfg.cors_origins,
+                 "comma-separated browser origins (scheme://host[:port]) allowed to call the API cross-origin, "
+                 "with credentials; '*' = any origin, without credentials; empty = same origin only")
       ->envname("AGENTD_CORS_ORIGINS");
   app.add_option("--max-body-bytes", cfg.max_body_bytes, "largest request body; larger -> 413")
       ->envname("AGENTD_MAX_BODY_BYTES")

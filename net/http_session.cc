@@ -177,13 +177,21 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
 }
 
 void HttpSession::send(Response res, bool keep_alive) {
+  // CORS: a listed origin is reflected with credentials allowed; under "*"
+  // any other origin gets "*" and no credentials (browsers then send no
+  // cookies and hide the response from credentialed calls). With a list the
+  // answer depends on Origin, so every response says so to caches.
+  const OriginPolicy& cors = st_.origins;
+  if (cors.has_list()) res.set(http::field::vary, "Origin");
   if (!origin_.empty()) {
-    const auto& allowed = st_.cfg.cors_origins;
-    bool any = std::find(allowed.begin(), allowed.end(), "*") != allowed.end();
-    if (any || std::find(allowed.begin(), allowed.end(), origin_) != allowed.end()) {
-      res.set(http::field::access_control_allow_origin, origin_);
-      res.set(http::field::vary, "Origin");
-      res.set(http::field::access_control_allow_credentials, "true");
+    bool listed = cors.listed(origin_);
+    if (listed || cors.any()) {
+      if (listed) {
+        res.set(http::field::access_control_allow_origin, origin_);
+        res.set(http::field::access_control_allow_credentials, "true");
+      } else {
+        res.set(http::field::access_control_allow_origin, "*");
+      }
       if (res.result() == http::status::no_content) {
         res.set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
         res.set(http::field::access_control_allow_headers, "Content-Type, Authorization, x-ms-client-principal-id");

@@ -8,6 +8,7 @@ namespace agentd::net {
 
 Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, ServerDeps deps) {
   if (!deps.log || !deps.metrics) return invalid_argument("net::Server needs a MessageLog and a MetricsRegistry");
+  if (Status o = OriginPolicy::validate(cfg.cors_origins); !o.is_ok()) return o;
   auto auth = Auth::create(cfg.auth, cfg.auth_token_file);
   if (!auth) return auth.status();
   std::unique_ptr<Server> s(new Server());

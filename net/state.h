@@ -19,6 +19,7 @@
 #include "net/history.h"
 #include "net/hub.h"
 #include "net/net_metrics.h"
+#include "net/origin.h"
 
 namespace agentd::net {
 
@@ -60,6 +61,7 @@ struct ServerState {
   ServerState(ServerConfig c, Auth a, ServerDeps d)
       : cfg(std::move(c)),
         auth(std::move(a)),
+        origins(cfg.cors_origins),
         deps(std::move(d)),
         hub(cfg.ws_max_per_plan),
         reader(*deps.log, deps.first_seq, deps.history,
@@ -79,6 +81,7 @@ struct ServerState {
 
   const ServerConfig cfg;
   const Auth auth;
+  const OriginPolicy origins;  // cfg.cors_origins
   const ServerDeps deps;
   Hub hub;
   MergedReader reader;

@@ -381,6 +381,83 @@ TEST_CASE("WebSocket: a slow consumer is closed with a resume hint and its memor
   CHECK(http_get(f.port, "/metrics").body.find("agentd_ws_slow_consumers_closed_total 1") != std::string::npos);
 }
 
+TEST_CASE("CORS: '*' answers Allow-Origin * without credentials; a listed origin is reflected with credentials") {
+  const Headers evil{{"Origin", "https://evil.example"}};
+  const Headers app{{"Origin", "https://app.example"}};
+  const Headers preflight_app{{"Origin", "https://app.example"}, {"Access-Control-Request-Method", "POST"}};
+  SUBCASE("default (no --cors-origins): no CORS headers for anyone") {
+    ServerFixture f;
+    for (const auto& h : {evil, app}) {
+      auto r = http_get(f.port, "/api/v3/plans", h);
+      CHECK(r.status == 200);
+      CHECK(r.header("access-control-allow-origin") == "");
+      CHECK(r.header("access-control-allow-credentials") == "");
+      CHECK(r.header("vary") == "");
+    }
+  }
+  SUBCASE("'*': any origin, never credentials") {
+    net::ServerConfig cfg;
+    cfg.cors_origins = {"*"};
+    ServerFixture f(cfg);
+    auto r = http_get(f.port, "/api/v3/plans", evil);
+    CHECK(r.status == 200);
+    CHECK(r.header("access-control-allow-origin") == "*");
+    CHECK(r.header("access-control-allow-credentials") == "");
+    auto pre = http_request(f.port, "OPTIONS", "/api/v3/process_request", "", preflight_app);
+    CHECK(pre.status == 204);
+    CHECK(pre.header("access-control-allow-origin") == "*");
+    CHECK(pre.header("access-control-allow-credentials") == "");
+    CHECK(pre.header("access-control-allow-methods").find("POST") != std::string::npos);
+    CHECK(pre.header("access-control-allow-headers").find("Authorization") != std::string::npos);
+    // No Origin, no CORS headers.
+    CHECK(http_get(f.port, "/api/v3/plans").header("access-control-allow-origin") == "");
+  }
+  SUBCASE("a list: listed origins reflected with credentials and Vary: Origin, others get nothing") {
+    net::ServerConfig cfg;
+    cfg.cors_origins = {"https://app.example", "http://localhost:3000"};
+    ServerFixture f(cfg);
+    auto r = http_get(f.port, "/api/v3/plans", app);
+    CHECK(r.header("access-control-allow-origin") == "https://app.example");
+    CHECK(r.header("access-control-allow-credentials") == "true");
+    CHECK(r.header("vary") == "Origin");
+    auto pre = http_request(f.port, "OPTIONS", "/api/v3/process_request", "", preflight_app);
+    CHECK(pre.status == 204);
+    CHECK(pre.header("access-control-allow-origin") == "https://app.example");
+    CHECK(pre.header("access-control-allow-credentials") == "true");
+    auto other = http_get(f.port, "/api/v3/plans", evil);
+    CHECK(other.status == 200);
+    CHECK(other.header("access-control-allow-origin") == "");
+    CHECK(other.header("access-control-allow-credentials") == "");
+    CHECK(other.header("vary") == "Origin");
+    // Caches learn that the answer depends on Origin even from a request without one.
+    CHECK(http_get(f.port, "/api/v3/plans").header("vary") == "Origin");
+  }
+  SUBCASE("'*' and a list: listed ones with credentials, the rest '*' without") {
+    net::ServerConfig cfg;
+    cfg.cors_origins = {"*", "https://app.example"};
+    ServerFixture f(cfg);
+    auto listed = http_get(f.port, "/api/v3/plans", app);
+    CHECK(listed.header("access-control-allow-origin") == "https://app.example");
+    CHECK(listed.header("access-control-allow-credentials") == "true");
+    auto other = http_get(f.port, "/api/v3/plans", evil);
+    CHECK(other.header("access-control-allow-origin") == "*");
+    CHECK(other.header("access-control-allow-credentials") == "");
+  }
+  SUBCASE("an entry that is not an origin is refused at start") {
+    ServerFixture f;
+    net::ServerConfig cfg;
+    cfg.cors_origins = {"https://app.example", "app.example"};
+    cfg.listen = {boost::asio::ip::make_address("127.0.0.1"), 0};
+    net::ServerDeps deps;
+    deps.log = f.outbox.get();
+    deps.metrics = &f.metrics;
+    auto s = net::Server::create(cfg, std::move(deps));
+    REQUIRE(!s.is_ok());
+    CHECK(s.status().code() == Code::kInvalidArgument);
+    CHECK(s.status().message().find("'app.example'") != std::string::npos);
+  }
+}
+
 TEST_CASE("connection cap: connections over --max-connections are closed at accept; oversized client frames close") {
   net::ServerConfig cfg;
   cfg.max_connections = 2;

@@ -12,6 +12,7 @@
 #include "net/body.h"
 #include "net/history.h"
 #include "net/hub.h"
+#include "net/origin.h"
 #include "net/query.h"
 #include "net/router.h"
 
@@ -50,6 +51,55 @@ TEST_CASE("redact_target hides every token value, whatever its spelling, and kee
   CHECK(redact_target("/api/v3/plans") == "/api/v3/plans");
   CHECK(redact_target("/x?") == "/x?");
   CHECK(redact_target("/x?%7") == "/x?%7");
+}
+
+TEST_CASE("origins: normalized for comparison, same origin against Host, the --cors-origins policy") {
+  CHECK(normalize_origin("HTTPS://App.Example") == "https://app.example");
+  CHECK(normalize_origin("https://app.example:443") == "https://app.example");
+  CHECK(normalize_origin("http://app.example:80") == "http://app.example");
+  CHECK(normalize_origin("http://app.example:443") == "http://app.example:443");
+  CHECK(normalize_origin("http://[::1]:8000") == "http://[::1]:8000");
+  CHECK(normalize_origin("http://[::1]") == "http://[::1]");
+  for (const char* bad : {"null", "", "app.example", "file://x", "https://", "https://a.b/path", "https://u@a.b",
+                          "https://a.b:", "https://a.b:x", "https://:80"}) {
+    CHECK_MESSAGE(normalize_origin(bad).empty(), bad);
+  }
+  CHECK(same_origin("http://127.0.0.1:8000", "127.0.0.1:8000"));
+  CHECK(same_origin("http://LOCALHOST:8000", "localhost:8000"));
+  CHECK(same_origin("https://agentd.example", "agentd.example:443"));
+  CHECK(same_origin("http://agentd.example", "agentd.example"));
+  CHECK(!same_origin("http://127.0.0.1:8001", "127.0.0.1:8000"));
+  CHECK(!same_origin("http://evil.example:8000", "127.0.0.1:8000"));
+  CHECK(!same_origin("http://127.0.0.1:8000", ""));
+  CHECK(!same_origin("null", "127.0.0.1:8000"));
+
+  OriginPolicy none({});
+  CHECK(!none.any());
+  CHECK(!none.has_list());
+  CHECK(!none.listed("https://app.example"));
+  CHECK(none.upgrade_allowed("", "127.0.0.1:8000"));
+  CHECK(none.upgrade_allowed("http://127.0.0.1:8000", "127.0.0.1:8000"));
+  CHECK(!none.upgrade_allowed("https://evil.example", "127.0.0.1:8000"));
+  CHECK(!none.upgrade_allowed("null", "127.0.0.1:8000"));
+  OriginPolicy list({"https://App.example", "http://localhost:3000"});
+  CHECK(list.has_list());
+  CHECK(list.listed("https://app.example:443"));
+  CHECK(list.listed("http://localhost:3000"));
+  CHECK(!list.listed("http://localhost:3001"));
+  CHECK(list.upgrade_allowed("http://localhost:3000", "127.0.0.1:8000"));
+  CHECK(!list.upgrade_allowed("https://evil.example", "127.0.0.1:8000"));
+  OriginPolicy any({"*"});
+  CHECK(any.any());
+  CHECK(!any.has_list());
+  CHECK(!any.listed("https://evil.example"));
+  CHECK(any.upgrade_allowed("https://evil.example", "127.0.0.1:8000"));
+  CHECK(any.upgrade_allowed("null", "127.0.0.1:8000"));
+
+  CHECK(OriginPolicy::validate({}).is_ok());
+  CHECK(OriginPolicy::validate({"*", "https://a.example", "http://localhost:3000"}).is_ok());
+  auto bad = OriginPolicy::validate({"https://a.example", "a.example"});
+  CHECK(bad.code() == Code::kInvalidArgument);
+  CHECK(bad.message().find("'a.example'") != std::string::npos);
 }
 
 TEST_CASE("path_param extracts one segment") {
