@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "core/json.h"
 #include "net/body.h"
 #include "net/query.h"
 #include "net/websocket_session.h"
@@ -91,6 +92,8 @@ void HttpSession::on_header(beast::error_code ec, std::size_t) {
   version_ = h.version();
   origin_.clear();
   if (auto it = h.find(http::field::origin); it != h.end()) origin_ = std::string(it->value());
+  host_.clear();
+  if (auto it = h.find(http::field::host); it != h.end()) host_ = std::string(it->value());
   std::string_view path = h.target();
   route_ = std::string(match_route(h.method(), path.substr(0, path.find('?'))).name);
   if (ec || (parser_->content_length() && *parser_->content_length() > st_.cfg.max_body_bytes)) {
@@ -137,6 +140,14 @@ void HttpSession::handle(Request req) {
 }
 
 void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
+  // Browsers open cross-site WebSockets with the user's cookies and no CORS
+  // check: only the server's own origin and --cors-origins may upgrade.
+  // Clients that send no Origin (not browsers) are not concerned.
+  if (!st_.origins.upgrade_allowed(origin_, host_)) {
+    std::string detail =
+        "WebSocket origin '" + origin_ + "' is not allowed: not this server's origin, not in --cors-origins";
+    return send(json_response(http::status::forbidden, JsonObject().str("detail", detail).done()), false);
+  }
   auto id = st_.auth.identify(req, true, t.get("user_id").value_or(""), t.get("token").value_or(""));
   if (!id) return send(error_response(id.status(), st_.cfg.retry_after_seconds), false);
   auto after = t.get_u64("after_seq", 0);

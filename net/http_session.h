@@ -45,7 +45,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession>, public Clo
   std::shared_ptr<Response> res_;
   // The request being answered (for the access log and CORS); log_target_
   // is the target with ?token= values redacted (redact_target).
-  std::string method_, log_target_, origin_, route_;
+  std::string method_, log_target_, origin_, host_, route_;
   unsigned version_ = 11;
   std::chrono::steady_clock::time_point start_;
   bool busy_ = false;      // a request is being handled or written

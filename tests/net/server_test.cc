@@ -458,6 +458,68 @@ TEST_CASE("CORS: '*' answers Allow-Origin * without credentials; a listed origin
   }
 }
 
+TEST_CASE("WebSocket upgrade: a foreign Origin is refused 403; none, the server's own, listed or under '*' pass") {
+  const std::string target = "/api/v3/socket/po?user_id=alice";
+  // The upgrade request as a browser sends it, through the plain HTTP client
+  // (to read the refusal's body).
+  auto upgrade = [&](int port, const std::string& origin) {
+    Headers h{{"Connection", "Upgrade"},
+              {"Upgrade", "websocket"},
+              {"Sec-WebSocket-Version", "13"},
+              {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
+              {"Host", "127.0.0.1:" + std::to_string(port)}};
+    if (!origin.empty()) h["Origin"] = origin;
+    return http_get(port, target, h);
+  };
+  auto opens = [&](int port, const Headers& h) {
+    WsClient ws;
+    bool ok = ws.connect(port, target, h);
+    CHECK_MESSAGE(ok, ws.error());
+    return ok && ws.upgrade_status() == 101;
+  };
+  SUBCASE("default: only no Origin and the server's own origin") {
+    ServerFixture f;
+    f.append(make_plan("po", "alice"), "x", true);
+    const std::string self = "http://127.0.0.1:" + std::to_string(f.port);
+    for (const std::string& foreign :
+         std::vector<std::string>{"https://evil.example", "http://127.0.0.1:1", "null", "http://localhost:3000",
+                                  "http://127.0.0.1:" + std::to_string(f.port) + ".evil.example"}) {
+      auto r = upgrade(f.port, foreign);
+      CHECK_MESSAGE(r.status == 403, foreign);
+      CHECK(r.header("content-type") == "application/json");
+      auto d = json(r.body);
+      CHECK(std::string(d["detail"].GetString()).find("origin '" + foreign + "' is not allowed") != std::string::npos);
+      WsClient ws;
+      CHECK(!ws.connect(f.port, target, {{"Origin", foreign}}));
+      CHECK(ws.upgrade_status() == 403);
+    }
+    // A cross-site page cannot even probe which plans exist.
+    CHECK(upgrade(f.port, "https://evil.example").body.find("po") == std::string::npos);
+    CHECK(opens(f.port, {}));
+    CHECK(opens(f.port, {{"Origin", self}}));
+    CHECK(opens(f.port, {{"Origin", "HTTP://127.0.0.1:" + std::to_string(f.port)}}));
+    CHECK(f.metrics.render().find(R"(agentd_http_requests_total{route="/api/v3/socket/{plan_id}",status="403"})") !=
+          std::string::npos);
+  }
+  SUBCASE("a list: listed origins pass, others are refused") {
+    net::ServerConfig cfg;
+    cfg.cors_origins = {"http://localhost:3000"};
+    ServerFixture f(cfg);
+    f.append(make_plan("po", "alice"), "x", true);
+    CHECK(opens(f.port, {{"Origin", "http://localhost:3000"}}));
+    CHECK(opens(f.port, {{"Origin", "http://127.0.0.1:" + std::to_string(f.port)}}));
+    CHECK(upgrade(f.port, "https://evil.example").status == 403);
+  }
+  SUBCASE("'*': any origin") {
+    net::ServerConfig cfg;
+    cfg.cors_origins = {"*"};
+    ServerFixture f(cfg);
+    f.append(make_plan("po", "alice"), "x", true);
+    CHECK(opens(f.port, {{"Origin", "https://evil.example"}}));
+    CHECK(opens(f.port, {{"Origin", "null"}}));
+  }
+}
+
 TEST_CASE("connection cap: connections over --max-connections are closed at accept; oversized client frames close") {
   net::ServerConfig cfg;
   cfg.max_connections = 2;
