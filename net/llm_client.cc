@@ -48,7 +48,7 @@ bool is_json(std::string_view content_type) {
 
 template <typename Stream>
 asio::awaitable<Attempt> exchange(Stream& s, http::request<http::string_body>& req, bool streaming,
-                                  const ChunkFn& on_chunk, size_t max_bytes) {
+                                  const ChunkFn& on_chunk, bool* delivered, size_t max_bytes) {
   auto [wec, wn] = co_await http::async_write(s, req, kTuple);
   if (wec) co_return transient("write: " + wec.message());
   beast::flat_buffer buf;
@@ -99,7 +99,8 @@ asio::awaitable<Attempt> exchange(Stream& s, http::request<http::string_body>& r
       }
       if (!delta.empty()) {
         full += delta;
-        if (on_chunk) on_chunk(delta);
+        *delivered = true;
+        if (on_chunk) on_chunk(delta, false);
       }
     }
   }
@@ -183,6 +184,7 @@ struct LlmClient::Call {
   bool stream = false;
   std::chrono::milliseconds timeout{0};
   ChunkFn on_chunk;
+  bool delivered = false;  // the current attempt passed chunks to on_chunk
   std::function<void(Result<std::string>)> done;
 };
 
@@ -219,6 +221,11 @@ asio::awaitable<void> LlmClient::run(std::shared_ptr<Call> call) {
     asio::steady_timer t(co_await asio::this_coro::executor, backoff);
     co_await t.async_wait(kTuple);
     backoff *= 2;
+    if (c.delivered) {
+      // The retry starts the reply over; what was streamed is void.
+      c.delivered = false;
+      if (c.on_chunk) c.on_chunk({}, true);
+    }
   }
 }
 
@@ -232,7 +239,7 @@ asio::awaitable<Attempt> LlmClient::attempt_once(Call& c) {
     s.expires_after(c.timeout);
     auto [cec, ep] = co_await s.async_connect(results, kTuple);
     if (cec) co_return transient("connect: " + cec.message());
-    Attempt a = co_await exchange(s, c.req, c.stream, c.on_chunk, opts_.max_reply_bytes);
+    Attempt a = co_await exchange(s, c.req, c.stream, c.on_chunk, &c.delivered, opts_.max_reply_bytes);
     beast::error_code ignored;
     s.socket().shutdown(tcp::socket::shutdown_both, ignored);
     co_return a;
@@ -247,7 +254,7 @@ asio::awaitable<Attempt> LlmClient::attempt_once(Call& c) {
   if (cec) co_return transient("connect: " + cec.message());
   auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::client, kTuple);
   if (hec) co_return Attempt{unavailable("model endpoint: TLS handshake: " + hec.message()), true};
-  Attempt a = co_await exchange(s, c.req, c.stream, c.on_chunk, opts_.max_reply_bytes);
+  Attempt a = co_await exchange(s, c.req, c.stream, c.on_chunk, &c.delivered, opts_.max_reply_bytes);
   co_return a;
 }
 

@@ -12,7 +12,10 @@
 // ignore "stream") is read as one non-streaming completion
 // (choices[0].message.content) and no chunk is delivered. A reply without
 // text (empty or missing content) is an error (kInvalidArgument, not
-// retried).
+// retried). A stream cut after some deltas (transport error, 5xx) is
+// retried like any transient failure: the reply starts over and on_chunk
+// first hears ("", restart = true) — consumers drop what they had shown, so
+// nobody sees the text twice (model_client.h).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

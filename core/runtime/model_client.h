@@ -24,8 +24,12 @@ struct ChatRequest {
   std::chrono::milliseconds timeout{60000};
 };
 
-// Called for each streamed token chunk (only when request.stream is true).
-using ChunkFn = std::function<void(std::string_view delta)>;
+// Called for each streamed token chunk (only when request.stream is true),
+// with restart = false. When an attempt that already delivered chunks fails
+// and the call is retried, the reply starts over: on_chunk("", true) comes
+// first, and everything delivered before it is void (the retry may say
+// something else). `done` always carries the text of the last attempt only.
+using ChunkFn = std::function<void(std::string_view delta, bool restart)>;
 
 class ModelClient {
  public:

@@ -610,12 +610,16 @@ asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(PlanRun& run, const MPla
   }
   req.messages.push_back({"user", user});
   auto self = run.shared_from_this();
-  ChunkFn on_chunk = [this, self, name = agent.name](std::string_view delta) {
+  ChunkFn on_chunk = [this, self, name = agent.name](std::string_view delta, bool restart) {
     {
       std::lock_guard l(mu_);
+      if (restart) self->streaming.clear();  // a retried reply starts over
       self->streaming.append(delta);
     }
-    std::string data = JsonObject().str("agent_name", name).str("content", delta).boolean("is_final", false).done();
+    JsonObject o;
+    o.str("agent_name", name).str("content", delta).boolean("is_final", false);
+    if (restart) o.boolean("restart", true);  // live clients drop what they have shown
+    std::string data = o.done();
     std::string frame = JsonObject()
                             .str("type", msgtype::kAgentMessageStreaming)
                             .raw("data", data)

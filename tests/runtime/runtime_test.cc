@@ -557,3 +557,56 @@ TEST_CASE("LLM agents: an empty reply (plain JSON or streamed) fails the step an
     CHECK(r.status().message().find("empty reply") != std::string::npos);
   }
 }
+
+TEST_CASE("LLM agents: a stream cut mid-reply is retried and the streaming text restarts, never doubles") {
+  FakeLlm llm;
+  LlmHarness l(llm);
+  Harness& h = *l.h;
+  std::mutex mu;
+  std::vector<std::string> live, buffers;  // live frames' data; streaming_message at each frame
+  std::string plan_id;
+  h.runtime->set_live_sink([&](const std::string& id, std::shared_ptr<const std::string> f) {
+    auto buf = h.runtime->streaming_message(id);
+    auto d = parse_strict(*f);
+    REQUIRE(d.is_ok());
+    std::lock_guard lk(mu);
+    live.push_back(write_canonical((*d)["data"]));
+    buffers.push_back(buf.value_or(""));
+  });
+  auto s = h.submit("DROPONCE poem", true);
+  h.wait_status(s.plan_id, PlanStatus::kCompleted);
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(msgs.size() == 5);
+  std::string writer = h.field(msgs[2], "content");
+  std::string checker = h.field(msgs[3], "content");
+  CHECK(writer.rfind("Reply to: Task: DROPONCE poem", 0) == 0);
+  CHECK(writer.find("Reply to:", 1) == std::string::npos);
+  CHECK(checker.find("Reply to:", 1) == std::string::npos);
+  // Each request was sent twice: the first reply was cut.
+  std::string reqs = test::read_file(llm.log);
+  size_t n = 0;
+  for (size_t at = reqs.find("You write."); at != std::string::npos; at = reqs.find("You write.", at + 1)) ++n;
+  CHECK(n == 2);
+
+  std::lock_guard lk(mu);
+  REQUIRE(!buffers.empty());
+  bool restarted = false;
+  std::string since_restart;
+  for (size_t i = 0; i < live.size(); ++i) {
+    CAPTURE(buffers[i]);
+    // The buffer GET /plan serves is always a prefix of one agent's reply.
+    CHECK((writer.rfind(buffers[i], 0) == 0 || checker.rfind(buffers[i], 0) == 0));
+    auto d = parse_strict(live[i]);
+    REQUIRE(d.is_ok());
+    bool writer_frame = std::string((*d)["agent_name"].GetString()) == "Writer";
+    if (d->HasMember("restart") && (*d)["restart"].GetBool()) {
+      restarted = true;
+      if (writer_frame) since_restart.clear();
+      CHECK(buffers[i].empty());
+      continue;
+    }
+    if (writer_frame) since_restart += (*d)["content"].GetString();
+  }
+  CHECK(restarted);
+  CHECK(since_restart == writer);  // live frames after the last restart spell the reply once
+}
