@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -10,6 +11,15 @@
 
 namespace agentd {
 namespace {
+
+// The agent types a team may name; anything else (a typo) is refused
+// rather than run as some default agent.
+constexpr std::string_view kAgentTypes[] = {
+    "script",    // agentd's deterministic script agent
+    "llm",       // the model (needs --llm-base-url)
+    "ai_agent",  // MACAE: the model when configured, else the script agent
+    "",          // MACAE's shipped teams leave `type` empty: same as ai_agent
+};
 
 Status field_error(const std::string& source, const std::string& field, const std::string& what) {
   return invalid_argument(source + ": " + field + ": " + what);
@@ -46,7 +56,14 @@ Result<TeamConfig> parse_team(std::string_view text, const std::string& source) 
     if (!a.IsObject()) return field_error(source, path.substr(0, path.size() - 1), "not an object");
     AgentConfig ac;
     AGENTD_RETURN_IF_ERROR(str(a, "name", path, &ac.name, true));
-    AGENTD_RETURN_IF_ERROR(str(a, "type", path, &ac.type, true));
+    auto type = a.FindMember("type");
+    if (type == a.MemberEnd()) return field_error(source, path + "type", "missing");
+    if (!type->value.IsString()) return field_error(source, path + "type", "not a string");
+    ac.type.assign(type->value.GetString(), type->value.GetStringLength());
+    if (std::find(std::begin(kAgentTypes), std::end(kAgentTypes), ac.type) == std::end(kAgentTypes)) {
+      return field_error(source, path + "type",
+                         "unknown agent type '" + ac.type + "' (known: \"script\", \"llm\", \"ai_agent\", \"\")");
+    }
     AGENTD_RETURN_IF_ERROR(str(a, "description", path, &ac.description, false));
     AGENTD_RETURN_IF_ERROR(str(a, "system_message", path, &ac.system_message, false));
     if (!names.insert(ac.name).second)
@@ -77,7 +94,21 @@ Result<TeamConfig> parse_team(std::string_view text, const std::string& source) 
     t.agents.push_back(std::move(ac));
   }
   auto tasks = d.FindMember("starting_tasks");
-  if (tasks != d.MemberEnd() && !tasks->value.IsArray()) return field_error(source, "starting_tasks", "not an array");
+  if (tasks != d.MemberEnd()) {
+    if (!tasks->value.IsArray()) return field_error(source, "starting_tasks", "not an array");
+    std::set<std::string> ids;
+    for (rapidjson::SizeType i = 0; i < tasks->value.Size(); ++i) {
+      const rapidjson::Value& st = tasks->value[i];
+      std::string path = "starting_tasks[" + std::to_string(i) + "].";
+      if (!st.IsObject()) return field_error(source, path.substr(0, path.size() - 1), "not an object");
+      std::string id, name, prompt, ignored;
+      AGENTD_RETURN_IF_ERROR(str(st, "id", path, &id, true));
+      AGENTD_RETURN_IF_ERROR(str(st, "name", path, &name, true));
+      AGENTD_RETURN_IF_ERROR(str(st, "prompt", path, &prompt, true));
+      for (const char* f : {"created", "creator", "logo"}) AGENTD_RETURN_IF_ERROR(str(st, f, path, &ignored, false));
+      if (!ids.insert(id).second) return field_error(source, path + "id", "duplicate starting task id '" + id + "'");
+    }
+  }
   t.json = write_canonical(d);
   return t;
 }

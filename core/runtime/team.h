@@ -4,10 +4,12 @@
 //   {"team_id": s, "name": s, "description": s, "status"?: s, "logo"?: s,
 //    "agents": [{"name": s, "type": s, "description"?: s, "system_message"?: s,
 //                "input_key"?: s, "icon"?: s, "script"?: {...}}, ...],   (>= 1)
-//    "starting_tasks"?: [{"id": s, "name": s, "prompt": s, ...}]}
-// Agent `type`: "llm" (needs --llm-base-url), "script" (deterministic), or
-// any MACAE type (e.g. "ai_agent"), run by the LLM when one is configured and
-// by the script agent otherwise. `script` tunes the script agent:
+//    "starting_tasks"?: [{"id": s, "name": s, "prompt": s, "created"?: s,
+//                         "creator"?: s, "logo"?: s, ...}]}   (ids unique)
+// Agent `type`, one of: "llm" (needs --llm-base-url), "script"
+// (deterministic), "ai_agent" or "" (MACAE's types; MACAE's own team files
+// leave it empty), run by the LLM when one is configured and by the script
+// agent otherwise. Any other type is an error. `script` tunes the script agent:
 //   {"messages": n (1), "size": bytes (0 = a short sentence), "delay_ms": n (0),
 //    "clarify": "question" (none), "fail": bool (false)}
 // Unknown fields are kept (served back as-is) and ignored.

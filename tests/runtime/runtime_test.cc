@@ -610,3 +610,39 @@ TEST_CASE("LLM agents: a stream cut mid-reply is retried and the streaming text 
   CHECK(restarted);
   CHECK(since_restart == writer);  // live frames after the last restart spell the reply once
 }
+
+TEST_CASE("team files: agent types are a known set; starting_tasks entries are checked") {
+  auto with_agent = [](const std::string& type_field) {
+    return R"({"team_id":"x","name":"n","agents":[{"name":"A","type":"script"},{"name":"B")" + type_field + "}]}";
+  };
+  auto typo = parse_team(with_agent(R"(,"type":"scirpt")"), "typo.json");
+  REQUIRE_FALSE(typo.is_ok());
+  CHECK(typo.status().message().rfind("typo.json: agents[1].type: unknown agent type 'scirpt'", 0) == 0);
+  CHECK(parse_team(with_agent(R"(,"type":7)"), "n.json").status().message() == "n.json: agents[1].type: not a string");
+  CHECK(parse_team(with_agent(""), "m.json").status().message() == "m.json: agents[1].type: missing");
+  for (std::string t : {"script", "llm", "ai_agent", ""}) {
+    CAPTURE(t);
+    auto ok = parse_team(with_agent(R"(,"type":")" + t + "\""), "ok.json");
+    CHECK_MESSAGE(ok.is_ok(), ok.status().to_string());
+  }
+
+  auto with_tasks = [](const std::string& tasks) {
+    return R"({"team_id":"x","name":"n","agents":[{"name":"A","type":"script"}],"starting_tasks":)" + tasks + "}";
+  };
+  const std::string good = R"({"id":"t1","name":"Close","prompt":"Close March","created":"","creator":"me","logo":""})";
+  CHECK(parse_team(with_tasks("[" + good + "]"), "s.json").is_ok());
+  CHECK(parse_team(with_tasks("[]"), "s.json").is_ok());
+  CHECK(parse_team(with_tasks("{}"), "s.json").status().message() == "s.json: starting_tasks: not an array");
+  CHECK(parse_team(with_tasks("[" + good + ",3]"), "s.json").status().message() ==
+        "s.json: starting_tasks[1]: not an object");
+  CHECK(parse_team(with_tasks(R"([{"name":"a","prompt":"p"}])"), "s.json").status().message() ==
+        "s.json: starting_tasks[0].id: missing");
+  CHECK(parse_team(with_tasks(R"([{"id":"a","prompt":"p"}])"), "s.json").status().message() ==
+        "s.json: starting_tasks[0].name: missing");
+  CHECK(parse_team(with_tasks(R"([{"id":"a","name":"n","prompt":""}])"), "s.json").status().message() ==
+        "s.json: starting_tasks[0].prompt: empty");
+  CHECK(parse_team(with_tasks(R"([{"id":"a","name":"n","prompt":"p","logo":1}])"), "s.json").status().message() ==
+        "s.json: starting_tasks[0].logo: not a string");
+  CHECK(parse_team(with_tasks("[" + good + "," + good + "]"), "s.json").status().message() ==
+        "s.json: starting_tasks[1].id: duplicate starting task id 't1'");
+}
