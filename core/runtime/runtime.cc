@@ -37,10 +37,20 @@ auto async_callback(Start&& start) {
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(
       [](auto handler, std::decay_t<Start> start) {
         auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        start([h](T v) {
+        auto fired = std::make_shared<std::atomic<bool>>(false);
+        auto deliver = [h, fired](T v) {
+          if (fired->exchange(true)) return;  // once, even after a throw
           auto ex = asio::get_associated_executor(*h);
           asio::post(ex, [h, v = std::move(v)]() mutable { std::move (*h)(std::move(v)); });
-        });
+        };
+        // An exception thrown by `start` (a ModelClient, the planner, a
+        // MessageLog) would escape the io_context's run(): it becomes the
+        // awaited result instead.
+        try {
+          start(deliver);
+        } catch (const std::exception& x) {
+          deliver(T(internal_error(std::string("runtime error: ") + x.what())));
+        }
       },
       asio::use_awaitable, std::forward<Start>(start));
 }
@@ -266,13 +276,16 @@ void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)
     }
     run->record.version = r->plan_version;
     done(SubmitResult{run->plan_id, run->record.session_id});
-    asio::co_spawn(run->strand, run_plan(run), [run](std::exception_ptr e) {  // not a coroutine: safe
+    asio::co_spawn(run->strand, run_plan(run), [this, run](std::exception_ptr e) {  // not a coroutine: safe
       if (!e) return;
+      std::string what = "unknown exception";
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& x) {
-        spdlog::error("plan {}: runtime error: {}", run->plan_id, x.what());
+        what = x.what();
+      } catch (...) {
       }
+      asio::post(run->strand, [this, run, what = std::move(what)] { end_after_exception(run, what); });
     });
   });
 }
@@ -316,6 +329,52 @@ asio::awaitable<void> Runtime::finish(PlanRun& run, std::string_view type, const
   for (auto& cb : std::exchange(run.cancel_done, {})) cb(st);
   abandon(run);
   plans_finished_.inc();
+}
+
+void Runtime::answer_pending(PlanRun& run, const Status& st) {
+  if (run.approval_done) std::exchange(run.approval_done, nullptr)(st);
+  if (run.clarify_done) std::exchange(run.clarify_done, nullptr)(st);
+  for (auto& cb : std::exchange(run.cancel_done, {})) cb(st);
+}
+
+asio::awaitable<void> Runtime::end_on_append_failure(PlanRun& run, const Status& why) {
+  spdlog::error("plan {}: ended: a message could not be appended: {}", run.plan_id, why.to_string());
+  if (stopping_) {  // left as it is; the next start marks it interrupted
+    const Status st = unavailable("agentd is shutting down");
+    answer_pending(run, st);
+    abandon(run);
+    co_return;
+  }
+  // The outbox may still take this one (the failure was about that message).
+  const std::string err = status_data("Plan failed: agentd could not record a message: " + why.message(), "error");
+  co_await finish(run, msgtype::kErrorMessage, err, PlanStatus::kFailed);
+}
+
+void Runtime::end_after_exception(const std::shared_ptr<PlanRun>& run, const std::string& what) {
+  spdlog::error("plan {}: ended by a runtime error: {}", run->plan_id, what);
+  {
+    // The coroutine is gone: the plan must not stay queued for a slot, and
+    // a slot already handed to it is released below with the rest.
+    std::lock_guard l(mu_);
+    slot_waiters_.erase(std::remove(slot_waiters_.begin(), slot_waiters_.end(), run.get()), slot_waiters_.end());
+    if (run->slot_granted) run->holds_slot = true;
+  }
+  const Status failed = internal_error("plan ended by a runtime error: " + what);
+  if (stopping_) {
+    answer_pending(*run, failed);
+    abandon(*run);
+    return;
+  }
+  const std::string err = status_data("Plan failed: internal error: " + what, "error");
+  log_.append(make_request(run->record, msgtype::kErrorMessage, err, PlanStatus::kFailed),
+              [this, run, failed](Result<AppendResult> r) {
+                if (!r) spdlog::error("plan {}: append failed: {}", run->plan_id, r.status().to_string());
+                asio::post(run->strand, [this, run, failed] {
+                  answer_pending(*run, failed);
+                  abandon(*run);
+                  plans_finished_.inc();
+                });
+              });
 }
 
 void Runtime::abandon(PlanRun& run) {
@@ -400,7 +459,8 @@ asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
   Result<AppendResult> asked =
       co_await emit(run, msgtype::kPlanApprovalRequest, request, PlanStatus::kAwaitingApproval);
   if (!asked) {
-    abandon(run);
+    const Status why = asked.status();
+    co_await end_on_append_failure(run, why);
     co_return StepOutcome::kEnded;
   }
 
@@ -433,7 +493,8 @@ asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
     std::exchange(run.approval_done, nullptr)(ok ? Result<std::string>("approval recorded") : ok.status());
   }
   if (!ok) {
-    abandon(run);
+    const Status why = ok.status();
+    co_await end_on_append_failure(run, why);
     co_return StepOutcome::kEnded;
   }
 
@@ -535,7 +596,8 @@ asio::awaitable<Runtime::StepOutcome> Runtime::script_step(PlanRun& run, const M
                                  .done();
     Result<AppendResult> r = co_await emit(run, msgtype::kAgentMessage, data, std::nullopt);
     if (!r) {
-      abandon(run);
+      const Status why = r.status();
+      co_await end_on_append_failure(run, why);
       co_return StepOutcome::kEnded;
     }
     if (run.transcript.size() < kTranscriptMax) run.transcript.push_back(agent.name + ": " + content);
@@ -561,7 +623,8 @@ asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, c
   Result<AppendResult> asked =
       co_await emit(run, msgtype::kUserClarificationRequest, ask, PlanStatus::kAwaitingClarification);
   if (!asked) {
-    abandon(run);
+    const Status why = asked.status();
+    co_await end_on_append_failure(run, why);
     co_return StepOutcome::kEnded;
   }
   bool answered = co_await wait_until(run, opts_.clarification_timeout, Await::kAnswer);
@@ -585,7 +648,8 @@ asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, c
   Result<AppendResult> got = co_await emit(run, msgtype::kUserClarificationResponse, reply, PlanStatus::kRunning);
   if (run.clarify_done) std::exchange(run.clarify_done, nullptr)(got.status());
   if (!got) {
-    abandon(run);
+    const Status why = got.status();
+    co_await end_on_append_failure(run, why);
     co_return StepOutcome::kEnded;
   }
   run.transcript.push_back("Human_Agent: " + *run.answer);
@@ -653,7 +717,8 @@ asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(PlanRun& run, const MPla
                                .done();
   Result<AppendResult> r = co_await emit(run, msgtype::kAgentMessage, data, std::nullopt);
   if (!r) {
-    abandon(run);
+    const Status why = r.status();
+    co_await end_on_append_failure(run, why);
     co_return StepOutcome::kEnded;
   }
   if (run.transcript.size() < kTranscriptMax) run.transcript.push_back(agent.name + ": " + *reply);

@@ -97,6 +97,16 @@ class Runtime final : public PlanService {
   boost::asio::awaitable<void> finish(PlanRun& run, std::string_view type, const std::string& data, PlanStatus status);
   // Drops the plan from memory (releasing its slot) without announcing more.
   void abandon(PlanRun& run);
+  // Completes the plan's pending approve/clarify/cancel callbacks with `st`.
+  void answer_pending(PlanRun& run, const Status& st);
+  // Ends a plan whose append failed (other than "outbox full"): logged at
+  // error level; unless agentd is stopping, an error_message moves the plan
+  // to failed when the outbox still takes it. Always frees the slot and the
+  // run entry and answers pending callbacks.
+  boost::asio::awaitable<void> end_on_append_failure(PlanRun& run, const Status& why);
+  // Ends a plan whose coroutine ended by an exception (on the plan's strand):
+  // the same, without a coroutine.
+  void end_after_exception(const std::shared_ptr<PlanRun>& run, const std::string& what);
   // Waits on the run's wake timer until ready(what) or the timeout; false on
   // timeout. Returns early (true) when cancel or shutdown is requested.
   enum class Await { kApproval, kAnswer, kSlot, kTime };

@@ -7,9 +7,11 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <stdexcept>
 #include <thread>
 
 #include "core/json.h"
@@ -40,10 +42,36 @@ std::string script_team(const std::string& id, const std::string& script_b = "{}
          script_b + R"(}]})";
 }
 
+// A MessageLog over the outbox that fails appends of one message type with
+// kIoError (not sticky: later appends go through), `fail` times.
+struct FlakyLog final : MessageLog {
+  void append(AppendRequest req, AppendCallback done) override {
+    if (req.message && req.message->tail.find("\"type\":\"" + fail_type + "\"") != std::string::npos &&
+        fail.fetch_sub(1) > 0) {
+      return done(io_error("injected append failure"));
+    }
+    inner->append(std::move(req), std::move(done));
+  }
+  Result<std::vector<StoredMessage>> read_messages(std::string_view id, uint64_t after, size_t limit) override {
+    return inner->read_messages(id, after, limit);
+  }
+  Result<std::optional<PlanRecord>> get_plan(std::string_view id) override { return inner->get_plan(id); }
+  Result<std::vector<PlanRecord>> list_plans(std::string_view user, size_t limit) override {
+    return inner->list_plans(user, limit);
+  }
+  Result<uint64_t> last_seq(std::string_view id) override { return inner->last_seq(id); }
+  Result<std::vector<PlanRecord>> list_unfinished_plans(size_t limit) override {
+    return inner->list_unfinished_plans(limit);
+  }
+  MessageLog* inner = nullptr;
+  std::string fail_type;
+  std::atomic<int> fail{0};
+};
+
 // An io_context with two threads, an outbox and a runtime, torn down in order.
 struct Harness {
   explicit Harness(std::vector<TeamConfig> teams, RuntimeOptions opts = {}, ModelClient* model = nullptr,
-                   std::string dir = test::make_temp_dir("agentd-runtime"))
+                   std::string dir = test::make_temp_dir("agentd-runtime"), FlakyLog* flaky = nullptr)
       : dir_(std::move(dir)), work_(asio::make_work_guard(ioc_)) {
     OutboxOptions o;
     o.dir = dir_;
@@ -51,7 +79,12 @@ struct Harness {
     REQUIRE_MESSAGE(ob.is_ok(), ob.status().to_string());
     outbox = std::move(ob).value();
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
-    runtime = std::make_unique<Runtime>(ioc_.get_executor(), *outbox, std::move(teams), opts, model, metrics);
+    MessageLog* log = outbox.get();
+    if (flaky) {
+      flaky->inner = outbox.get();
+      log = flaky;
+    }
+    runtime = std::make_unique<Runtime>(ioc_.get_executor(), *log, std::move(teams), opts, model, metrics);
   }
   ~Harness() {
     runtime->shutdown(2000ms);
@@ -645,4 +678,83 @@ TEST_CASE("team files: agent types are a known set; starting_tasks entries are c
         "s.json: starting_tasks[0].logo: not a string");
   CHECK(parse_team(with_tasks("[" + good + "," + good + "]"), "s.json").status().message() ==
         "s.json: starting_tasks[1].id: duplicate starting task id 't1'");
+}
+
+TEST_CASE("an append that fails (not outbox full) ends the plan failed, frees its slot and its run entry") {
+  RuntimeOptions o;
+  o.max_concurrent_plans = 1;
+  FlakyLog flaky;
+  flaky.fail_type = "agent_message";
+  flaky.fail = 1;
+  Harness h({team_from(script_team("t1"))}, o, nullptr, test::make_temp_dir("agentd-runtime"), &flaky);
+  auto s = h.submit("first", true);
+  h.wait_status(s.plan_id, PlanStatus::kFailed);
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(msgs.back().type == "error_message");
+  CHECK(h.field(msgs.back(), "content").find("injected append failure") != std::string::npos);
+  // The slot was freed: the next plan runs (max_concurrent_plans is 1).
+  auto next = h.submit("second", true);
+  h.wait_status(next.plan_id, PlanStatus::kCompleted);
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (h.runtime->active_plans() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  CHECK(h.runtime->active_plans() == 0);
+}
+
+namespace {
+
+// Plans every task over the team's first agent; its agent call throws
+// when the task says THROW (an exception escaping the plan's coroutine).
+struct ThrowingModel final : ModelClient {
+  void complete(ChatRequest req, ChunkFn, std::function<void(Result<std::string>)> done) override {
+    if (req.messages.front().content.rfind("You plan work", 0) == 0) {
+      return done(std::string(R"({"steps":[{"agent":"Writer","action":"write"}]})"));
+    }
+    if (req.messages.back().content.find("THROW") != std::string::npos) throw std::runtime_error("injected throw");
+    done(std::string("written"));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("an exception escaping a plan ends it failed, frees its slot and its run entry") {
+  // A callback the plan calls (here the clarify caller's) throws inside the
+  // plan's coroutine, which holds the only slot.
+  RuntimeOptions o;
+  o.max_concurrent_plans = 1;
+  Harness h({team_from(script_team("t1", R"({"clarify":"Which?"})"))}, o);
+  auto s = h.submit("ask", true);
+  h.wait_status(s.plan_id, PlanStatus::kAwaitingClarification);
+  std::string rid = h.field(h.messages(s.plan_id).back(), "request_id");
+  std::promise<Status> answered;
+  h.runtime->clarify({kUser, rid, "this", s.plan_id}, [&](Status st) {
+    answered.set_value(st);
+    throw std::runtime_error("injected throw from a callback");
+  });
+  CHECK(answered.get_future().get().is_ok());
+  h.wait_status(s.plan_id, PlanStatus::kFailed);
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(msgs.back().type == "error_message");
+  CHECK(h.field(msgs.back(), "content").find("injected throw from a callback") != std::string::npos);
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (h.runtime->active_plans() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  CHECK(h.runtime->active_plans() == 0);
+  auto next = h.submit("fine", true);  // its step needs the slot the failed plan held
+  h.wait_status(next.plan_id, PlanStatus::kAwaitingClarification);
+}
+
+TEST_CASE("a model client that throws fails the step, not the process") {
+  RuntimeOptions o;
+  o.max_concurrent_plans = 1;
+  ThrowingModel model;
+  Harness h({team_from(llm_team())}, o, &model);
+  auto s = h.submit("THROW please", true);
+  h.wait_status(s.plan_id, PlanStatus::kFailed);
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(msgs.back().type == "error_message");
+  CHECK(h.field(msgs.back(), "content").find("injected throw") != std::string::npos);
+  auto next = h.submit("fine", true);
+  h.wait_status(next.plan_id, PlanStatus::kCompleted);
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (h.runtime->active_plans() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  CHECK(h.runtime->active_plans() == 0);
 }
