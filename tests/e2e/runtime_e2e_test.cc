@@ -8,6 +8,8 @@
 #include <fstream>
 #include <set>
 
+#include <sys/wait.h>
+
 #include "core/json.h"
 #include "store/message_store.h"
 #include "tests/e2e/net_agentd.h"
@@ -310,4 +312,21 @@ TEST_CASE("FerretDB killed during a run: the plan completes, REST serves it all,
   std::string metrics = http_get(a.port(), "/metrics").body;
   CHECK(metrics.find("agentd_outbox_pending_messages 0\n") != std::string::npos);
   CHECK(metrics.find("agentd_dead_letters_total 0\n") != std::string::npos);
+}
+
+TEST_CASE("a team file with a mistyped agent type stops agentd at start, naming the file and the field") {
+  Agentd a;
+  std::string teams = write_team(a.dir());
+  std::ofstream(teams + "/t.json") << R"({"team_id":"t","name":"T","agents":[
+      {"name":"A","type":"script"},{"name":"B","type":"scirpt"}]})";
+  std::string log = a.dir() + "/typo.log";
+  ChildProcess p = ChildProcess::spawn({agentd_binary(), "--listen", "127.0.0.1:" + std::to_string(free_port()),
+                                        "--data-dir", a.data_dir(), "--teams-dir", teams},
+                                       log);
+  int st = p.wait(20000);
+  REQUIRE(st != -1);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) != 0);
+  CHECK_MESSAGE(read_file(log).find("t.json: agents[1].type: unknown agent type 'scirpt'") != std::string::npos,
+                read_file(log));
 }
