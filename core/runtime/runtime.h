@@ -8,6 +8,18 @@
 // (one transaction). Nothing is announced that was not appended: callers'
 // callbacks fire after the append completed.
 //
+// LLM agents stream their reply live (never persisted) as
+// agent_message_streaming frames {agent_name, content, is_final:false}; when
+// the model call is retried after a cut stream, one frame with
+// "restart": true and empty content says the text starts over (the buffer
+// streaming_message() serves is cleared with it). The agent_message appended
+// at the end holds the whole reply; an empty reply fails the step.
+//
+// A plan that cannot append a message (other than "outbox full") or whose
+// coroutine ends by an exception is logged at error level, written failed
+// (error_message) when the outbox still takes it, and always leaves memory:
+// its slot, its run entry and its pending callbacks are released.
+//
 // Threads: each plan runs as a coroutine on its own strand of the executor
 // passed in. API calls (approve, clarify, cancel) post to that strand. The
 // members of PlanRun marked "strand" are only touched there; the indexes in
