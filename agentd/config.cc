@@ -108,6 +108,18 @@ void add_flags(CLI::App& app, Config& cfg) {
   app.add_option("--outbox-max-bytes", cfg.outbox_max_bytes, "outbox size limit; appends beyond it get 503")
       ->envname("AGENTD_OUTBOX_MAX_BYTES")
       ->capture_default_str();
+  app.add_option("--outbox-retention-hours", cfg.outbox_retention_hours,
+                 "with --mongo-uri: messages MongoDB acknowledged stay in the outbox this long (reads while MongoDB "
+                 "is down are served from it); pending ones are never removed")
+      ->envname("AGENTD_OUTBOX_RETENTION_HOURS")
+      ->check(CLI::Range(0u, 87600u))
+      ->capture_default_str();
+  app.add_option("--embedded-retention-days", cfg.embedded_retention_days,
+                 "without --mongo-uri: finished plans not updated for this many days are removed with their "
+                 "messages; 0 = keep everything")
+      ->envname("AGENTD_EMBEDDED_RETENTION_DAYS")
+      ->check(CLI::Range(0u, 36500u))
+      ->capture_default_str();
   app.add_option("--web-dir", cfg.web_dir, "serve the web page at / from this folder; empty = the copy built in")
       ->envname("AGENTD_WEB_DIR");
   // ---- store flags ----

@@ -34,6 +34,8 @@ struct Config {
   unsigned ws_idle_timeout_ms = 60000;
   unsigned shutdown_timeout_ms = 10000;
   uint64_t outbox_max_bytes = 8ull << 30;
+  unsigned outbox_retention_hours = 24;  // with MongoDB: flushed messages kept this long
+  unsigned embedded_retention_days = 0;  // embedded: finished plans kept this long (0 = forever)
   std::string web_dir;
   // ---- store (MongoDB flusher) ----
   std::string write_concern = "1";

@@ -80,6 +80,8 @@ int main(int argc, char** argv) {
   oopts.dir = cfg.data_dir;
   oopts.track_pending = !cfg.mongo_uri.empty();
   oopts.max_bytes = cfg.outbox_max_bytes;
+  oopts.flushed_retention = std::chrono::hours(cfg.outbox_retention_hours);
+  oopts.finished_plan_retention = std::chrono::hours(24) * cfg.embedded_retention_days;
   auto outbox = agentd::Outbox::open(oopts);
   if (!outbox) {
     spdlog::error("--data-dir {}: {}", cfg.data_dir, outbox.status().to_string());
