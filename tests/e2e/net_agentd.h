@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -57,10 +58,39 @@ inline PlanRecord e2e_plan(const std::string& plan_id, const std::string& user) 
 class Agentd {
  public:
   Agentd() : dir_(make_temp_dir("agentd-net-e2e")) {}
+  // Stops agentd the way an operator does (SIGTERM; SIGKILL after 15 s), so
+  // that a sanitizer build runs its exit checks (LeakSanitizer), then fails
+  // the test if agentd's log holds a sanitizer report from any of its runs;
+  // the folder is then kept and named.
   ~Agentd() {
-    proc_.kill();
+    if (proc_.running()) {
+      proc_.signal(SIGTERM);
+      if (proc_.wait(15000) == -1) proc_.kill();
+    }
+    std::string report = sanitizer_report(read_file(log_path()));
+    CHECK_MESSAGE(report.empty(), "agentd (" << dir_ << ") reported:\n" << report);
     std::error_code ec;
-    if (!keep_) std::filesystem::remove_all(dir_, ec);
+    if (!keep_ && report.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+
+  // The first sanitizer report in `log` (ASan, LSan, UBSan, TSan) with some
+  // lines after it, or "".
+  static std::string sanitizer_report(const std::string& log) {
+    size_t at = std::string::npos;
+    for (const char* marker : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer"}) {
+      at = std::min(at, log.find(marker));
+    }
+    // UBSan: "file.cc:LINE:COL: runtime error: ..." (not agentd's own "a runtime error:").
+    for (size_t p = log.find(": runtime error: "); p != std::string::npos; p = log.find(": runtime error: ", p + 1)) {
+      if (p > 0 && log[p - 1] >= '0' && log[p - 1] <= '9') {
+        at = std::min(at, p);
+        break;
+      }
+    }
+    if (at == std::string::npos) return {};
+    size_t from = log.rfind('\n', at);
+    from = from == std::string::npos ? 0 : from + 1;
+    return log.substr(from, 6000);
   }
 
   // Plans the runtime would have created (the binary has no runtime wired

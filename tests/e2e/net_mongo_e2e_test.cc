@@ -92,7 +92,8 @@ TEST_CASE("started without MongoDB, then with it: what the embedded runs stored 
   auto p = http_get(a.port(), "/api/v3/plan?plan_id=plan-e");
   REQUIRE(p.status == 200);
   std::vector<std::string> rest;
-  for (const auto& m : json(p.body)["messages"].GetArray()) rest.push_back(write_canonical(m));
+  auto doc = json(p.body);
+  for (const auto& m : doc["messages"].GetArray()) rest.push_back(write_canonical(m));
   REQUIRE(rest.size() == 35);
 
   auto pool = MongoPool::open(uri);
