@@ -6,6 +6,7 @@
 #include <boost/asio/connect.hpp>
 
 #include <cctype>
+#include <chrono>
 #include <cstring>
 
 namespace agentd::test {
@@ -23,6 +24,27 @@ void socket_timeouts(tcp::socket& s, int ms) {
   tv.tv_usec = (ms % 1000) * 1000;
   ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+// Runs one asynchronous operation on `ioc` for at most `ms`: its error, or
+// timed_out after cancelling it. (A blocking read cannot time out: when
+// SO_RCVTIMEO fires, Asio waits for readability in poll() without a limit.)
+template <class Initiate>
+beast::error_code with_deadline(boost::asio::io_context& ioc, tcp::socket& s, int ms, Initiate initiate) {
+  beast::error_code result;
+  bool done = false;
+  initiate([&](beast::error_code ec, auto&&...) {
+    result = ec;
+    done = true;
+  });
+  ioc.restart();
+  ioc.run_for(std::chrono::milliseconds(ms));
+  if (done) return result;
+  beast::error_code ignored;
+  s.cancel(ignored);
+  ioc.restart();
+  ioc.run();  // the cancelled operation's handler
+  return boost::asio::error::timed_out;
 }
 
 std::string lower(std::string s) {
@@ -53,7 +75,7 @@ HttpReply http_request(int port, const std::string& method, const std::string& t
     req.prepare_payload();
   }
   req.keep_alive(false);
-  http::write(sock, req, ec);
+  ec = with_deadline(ioc, sock, timeout_ms, [&](auto h) { http::async_write(sock, req, h); });
   if (ec && ec != boost::asio::error::connection_reset && ec != boost::asio::error::broken_pipe) {
     out.error = "write: " + ec.message();
     return out;
@@ -62,7 +84,7 @@ HttpReply http_request(int port, const std::string& method, const std::string& t
   http::response_parser<http::string_body> parser;
   parser.skip(method == "HEAD");  // a HEAD response has no body, whatever its Content-Length
   parser.body_limit(1ull << 30);
-  http::read(sock, buf, parser, ec);
+  ec = with_deadline(ioc, sock, timeout_ms, [&](auto h) { http::async_read(sock, buf, parser, h); });
   if (ec) {
     out.error = "read: " + ec.message();
     return out;
@@ -94,7 +116,8 @@ bool WsClient::connect(int port, const std::string& target, const Headers& heade
     for (const auto& [k, v] : headers) req.set(k, v);
   }));
   websocket::response_type res;
-  ws_->handshake(res, "127.0.0.1:" + std::to_string(port), target, ec);
+  std::string host = "127.0.0.1:" + std::to_string(port);
+  ec = with_deadline(ioc_, ws_->next_layer(), timeout_ms, [&](auto h) { ws_->async_handshake(res, host, target, h); });
   upgrade_status_ = res.result_int();
   if (ec) {
     error_ = "handshake: " + ec.message() + " (HTTP " + std::to_string(upgrade_status_) + ")";
@@ -110,7 +133,7 @@ WsClient::Read WsClient::read(int timeout_ms) {
   set_timeout(timeout_ms);
   beast::error_code ec;
   buf_.clear();
-  ws_->read(buf_, ec);
+  ec = with_deadline(ioc_, ws_->next_layer(), timeout_ms, [&](auto h) { ws_->async_read(buf_, h); });
   if (!ec) {
     r.kind = Read::kFrame;
     r.text = beast::buffers_to_string(buf_.data());

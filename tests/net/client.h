@@ -1,6 +1,7 @@
 // Small blocking HTTP and WebSocket clients (Boost.Beast) for net's unit and
-// end-to-end tests. Every call has a timeout (SO_RCVTIMEO / SO_SNDTIMEO), so
-// a server bug fails a test instead of hanging it.
+// end-to-end tests. Every read (HTTP response, WebSocket handshake and
+// frame) runs asynchronously under a deadline and is cancelled when it
+// passes, so a server bug fails a test instead of hanging it.
 #pragma once
 
 #include <boost/asio/io_context.hpp>

@@ -199,6 +199,22 @@ TEST_CASE("token auth: 401 without a valid token; WebSocket token by query or su
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("the test client's reads time out: a quiet WebSocket is kTimeout after about the time asked") {
+  // Every test that waits for a frame relies on this to fail instead of
+  // hanging until ctest's limit.
+  ServerFixture f;
+  PlanRecord p = make_plan("quiet", "alice");
+  f.append(p, "m", true);
+  WsClient ws;
+  REQUIRE_MESSAGE(ws.connect(f.port, "/api/v3/socket/quiet?user_id=alice&after_seq=1"), ws.error());
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = ws.read(300);
+  auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(r.kind == WsClient::Read::kTimeout);
+  CHECK(took >= std::chrono::milliseconds(250));
+  CHECK(took < std::chrono::seconds(5));
+}
+
 TEST_CASE("WebSocket: replay then live with no gap and no duplicate, frames equal REST bytes") {
   ServerFixture f;
   PlanRecord p = make_plan("pw", "alice");
