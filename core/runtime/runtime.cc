@@ -124,6 +124,7 @@ struct Runtime::PlanRun : std::enable_shared_from_this<PlanRun> {
   std::vector<std::function<void(Status)>> cancel_done;
   std::vector<std::string> transcript;
   bool holds_slot = false;
+  bool ended = false;  // abandon() ran: the coroutine answers nothing more
 
   // guarded by Runtime::mu_:
   bool slot_granted = false;
@@ -324,11 +325,13 @@ asio::awaitable<Result<AppendResult>> Runtime::emit(PlanRun& run, std::string_vi
 asio::awaitable<void> Runtime::finish(PlanRun& run, std::string_view type, const std::string& data, PlanStatus status) {
   Result<AppendResult> r = co_await emit(run, type, data, status);
   Status st = r.status();
+  // Out of the indexes first: a caller told "done" that asks again must
+  // find the plan finished, not running.
+  abandon(run);
+  plans_finished_.inc();
   if (run.approval_done) std::exchange(run.approval_done, nullptr)(st.is_ok() ? Result<std::string>("rejected") : st);
   if (run.clarify_done) std::exchange(run.clarify_done, nullptr)(st);
   for (auto& cb : std::exchange(run.cancel_done, {})) cb(st);
-  abandon(run);
-  plans_finished_.inc();
 }
 
 void Runtime::answer_pending(PlanRun& run, const Status& st) {
@@ -378,6 +381,7 @@ void Runtime::end_after_exception(const std::shared_ptr<PlanRun>& run, const std
 }
 
 void Runtime::abandon(PlanRun& run) {
+  run.ended = true;
   if (run.holds_slot) release_slot();
   run.holds_slot = false;
   forget(run);
@@ -778,6 +782,10 @@ void Runtime::cancel(std::string user_id, std::string plan_id, std::function<voi
     return done(check_inactive_plan(user_id, plan_id, "running"));
   }
   asio::post(run->strand, [run, done = std::move(done)]() mutable {
+    if (run->ended) {  // found just before it left the indexes: nobody would answer
+      return done(failed_precondition(
+          "plan is not running (status: " + std::string(plan_status_name(run->record.status)) + ")"));
+    }
     run->cancel_requested = true;
     run->cancel_done.push_back(std::move(done));
     run->wake.cancel();

@@ -205,7 +205,11 @@ TEST_CASE("auto-approved plan runs every step and closes with a final result") {
   REQUIRE(mp.is_ok());
   CHECK((*mp)["steps"].Size() == 2);
   CHECK(std::string((*mp)["steps"][1]["agent"].GetString()) == "B");
-  CHECK(h.metrics.counter("agentd_plans_finished_total", "").value() == 1);
+  // Counted just after the final append commits (which wait_status sees).
+  auto& finished = h.metrics.counter("agentd_plans_finished_total", "");
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (finished.value() < 1 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(2ms);
+  CHECK(finished.value() == 1);
 }
 
 TEST_CASE("approval by m_plan_id or plan id; wrong, repeated, foreign and unknown approvals") {
