@@ -153,15 +153,9 @@ TEST_CASE("faults between agentd and MongoDB: 0 failed appends, 0 lost, 0 duplic
     }
     return false;
   };
-  if (!drained(20s)) {
-    // FerretDB (SQLite backend) sometimes wedges after the resets: it still
-    // accepts connections and answers ping (no SQLite involved), but every
-    // command on the test's database hangs (a SQLite connection left inside a
-    // cancelled transaction, it seems). That is the fixture's failure, not
-    // agentd's; so the probe is a real read on that database, and a wedged
-    // FerretDB is killed and restarted on the same port and data — one more
-    // fault agentd must survive (issue 9: "FerretDB killed and restarted
-    // mid-run").
+  if (!drained(60s)) {
+    // Say whether the database itself answers (a read on the test's
+    // database, not ping: ping needs no SQLite), and keep its log.
     auto direct = MongoPool::open(db.uri() + kDb + "?serverSelectionTimeoutMS=1000&socketTimeoutMS=2000");
     bool db_ok = false;
     if (direct.is_ok()) {
@@ -169,13 +163,8 @@ TEST_CASE("faults between agentd and MongoDB: 0 failed appends, 0 lost, 0 duplic
       db_ok = probe.count("messages").is_ok();
     }
     db.keep_files();
-    MESSAGE("not drained after 20 s; a direct read of FerretDB "
-            << std::string(db_ok ? "works" : "hangs or fails: restarting it") << "; its log: " << db.log_path());
-    if (!db_ok) {
-      db.kill();
-      db.start();
-    }
-    drained(60s);
+    MESSAGE("not drained after 60 s; a direct read of FerretDB " << std::string(db_ok ? "works" : "fails")
+                                                                 << "; its log: " << db.log_path());
   }
   auto ps = proxy->stats();
   MESSAGE("after recovery wait: pending=" << metric(m, "agentd_outbox_pending_messages")
@@ -231,11 +220,12 @@ TEST_CASE("faults between agentd and MongoDB: 0 failed appends, 0 lost, 0 duplic
     }
   }
   auto dead = store.count("dead_letters");
-  if (dead.is_ok()) MESSAGE("dead letters in MongoDB: " << *dead);
+  REQUIRE(dead.is_ok());
+  CHECK(*dead == 0);
   auto count = store.count("messages");
   REQUIRE(count.is_ok());
   CHECK(static_cast<size_t>(*count) == total);
   MESSAGE(total << " messages acknowledged and found once each in MongoDB; proxy: accepted=" << proxy->stats().accepted
                 << " resets=" << proxy->stats().resets);
-  CHECK(metric(m, "agentd_dead_letters_total") <= 0);
+  CHECK(metric(m, "agentd_dead_letters_total") == 0);
 }
