@@ -30,9 +30,27 @@ namespace {
 
 enum ExitCode { kExitOk = 0, kExitInternal = 1, kExitUsage = 2, kExitDataDir = 3, kExitListen = 4 };
 
+int run(int argc, char** argv);
+
 }  // namespace
 
+// Exit codes: see ExitCode. An exception that escapes (a bug, or memory
+// exhausted) is logged and ends agentd with 1; the outbox holds everything
+// acknowledged, so a supervisor's restart loses nothing.
 int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    spdlog::critical("agentd: internal error: {}", e.what());
+  } catch (...) {
+    spdlog::critical("agentd: internal error (unknown exception)");
+  }
+  return kExitInternal;
+}
+
+namespace {
+
+int run(int argc, char** argv) {
   agentd::Config cfg;
   CLI::App app{"agentd — agent-execution backend; every message is durable the moment it exists"};
   agentd::add_flags(app, cfg);
@@ -200,3 +218,5 @@ int main(int argc, char** argv) {
   spdlog::info("agentd stopped");
   return kExitOk;
 }
+
+}  // namespace
