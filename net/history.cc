@@ -7,9 +7,12 @@ namespace agentd::net {
 
 namespace {
 
+// `to` == 0: the end of the range is not known here (the outbox holds
+// nothing of the plan and its record's last_seq is not past `from`).
 Status pruned_unavailable(std::string_view plan_id, uint64_t from, uint64_t to, const Status& cause) {
-  return unavailable("messages " + std::to_string(from) + ".." + std::to_string(to) + " of plan " +
-                     std::string(plan_id) +
+  std::string range =
+      to >= from ? std::to_string(from) + ".." + std::to_string(to) : "from " + std::to_string(from) + " on";
+  return unavailable("messages " + range + " of plan " + std::string(plan_id) +
                      " were pruned from the outbox and MongoDB is unreachable: " + cause.message());
 }
 
@@ -50,7 +53,14 @@ Result<std::vector<StoredMessage>> MergedReader::read_once(std::string_view plan
       auto p = log_.get_plan(plan_id);
       if (p && p->has_value() && (*p)->last_seq <= after_seq) return out;
     }
-    if (!h) return pruned_unavailable(plan_id, next, first == 0 ? 0 : first - 1, h.status());
+    if (!h) {
+      uint64_t to = first - 1;  // first == 0: up to the record's last_seq, if it says more
+      if (first == 0) {
+        auto p = log_.get_plan(plan_id);
+        to = p && p->has_value() ? (*p)->last_seq : 0;
+      }
+      return pruned_unavailable(plan_id, next, to, h.status());
+    }
     for (auto& m : *h) {
       if (m.seq != next) {
         return unavailable("MongoDB is missing message " + std::to_string(next) + " of plan " + std::string(plan_id) +

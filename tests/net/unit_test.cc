@@ -429,6 +429,27 @@ TEST_CASE("merged read without MongoDB serves the outbox alone; a hole in MongoD
   CHECK(bad.status().message().find("missing message 3") != std::string::npos);
 }
 
+TEST_CASE("merged read: the 503 names the missing range even when the outbox holds nothing of the plan") {
+  MemLog empty;  // everything pruned; the record says there were 12
+  PlanRecord p;
+  p.plan_id = "p";
+  p.last_seq = 12;
+  empty.plan = p;
+  MemHistory hist;
+  hist.down = true;
+  MergedReader r(
+      empty, [&](std::string_view) -> Result<uint64_t> { return empty.first(); }, &hist);
+  auto got = r.read_messages("p", 4, 100);
+  REQUIRE(!got.is_ok());
+  CHECK(got.status().code() == Code::kUnavailable);
+  CHECK_MESSAGE(got.status().message().find("messages 5..12 of plan p") != std::string::npos, got.status().message());
+  empty.plan->last_seq = 0;  // a record that does not know: the range is open
+  got = r.read_messages("p", 4, 100);
+  REQUIRE(!got.is_ok());
+  CHECK_MESSAGE(got.status().message().find("messages from 5 on of plan p") != std::string::npos,
+                got.status().message());
+}
+
 TEST_CASE("merged read: when MongoDB's last ping failed, needed history fails fast and optional lookups skip it") {
   MemLog log;
   for (uint64_t s = 4; s <= 6; ++s) log.msgs[s] = "x";
