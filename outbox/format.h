@@ -11,9 +11,9 @@
 //
 //   "meta"       key := "format_version"        value := be32 (kFormatVersion)
 //                key := "next_pending_id"       value := be64 (next id to hand out)
-//                key := "untracked"             value := empty; set by a run without MongoDB
-//                       (its appends make no pending entries), cleared once a run with
-//                       MongoDB queued them all (Outbox::Impl::backfill_untracked)
+//                key := "untracked"             value := empty; set with the first write of a
+//                       run without MongoDB (its appends make no pending entries), cleared
+//                       once a run with MongoDB queued them all (backfill_untracked)
 //                key := "backfill_from"         value := "m" message key | "p" plan_id:
 //                       where an interrupted backfill continues
 //   "messages"   key := plan_id:str16 seq:be64

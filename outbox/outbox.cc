@@ -145,6 +145,7 @@ struct TxnState {
   bool collect = false;                                // an observer wants `committed`
   std::vector<CommittedMessage> committed;             // in commit order: seq order per plan
   uint64_t requests = 0;
+  bool marks_untracked = false;  // wrote meta "untracked"
 };
 
 }  // namespace
@@ -174,6 +175,7 @@ struct Outbox::Impl {
   std::unordered_map<std::string, uint64_t> seq_cache;  // plan -> last seq
   uint64_t next_pending_id = 1;
   int64_t last_appended_ms = 0;
+  bool untracked_marked = false;  // meta "untracked" committed by this process
 
   ~Impl() {
     if (writer.joinable()) {
@@ -311,14 +313,12 @@ Status Outbox::Impl::open_env() {
       }
     }
   }
-  if (!options.track_pending) {
-    // Appends of this run make no pending entries: remember it, so that a
-    // later run with MongoDB sends them there (backfill_untracked()).
-    MDB_val uk = mval(of::kUntrackedKey), empty{0, nullptr};
-    if ((rc = mdb_put(txn, meta, &uk, &empty, 0)) != 0) return fail(lmdb_error(rc, "write untracked flag"));
-  }
   if ((rc = mdb_txn_commit(txn)) != 0) return lmdb_error(rc, "commit open transaction");
-  if (options.track_pending) AGENTD_RETURN_IF_ERROR(backfill_untracked(&pending_count));
+  if (options.track_pending) {
+    uint64_t before = pending_count;
+    AGENTD_RETURN_IF_ERROR(backfill_untracked(&pending_count));
+    if (before == 0 && pending_count > 0) oldest_ms = now_unix_ms();  // queued just now
+  }
   if (pending_count > 0 && !options.track_pending) {
     spdlog::warn(
         "outbox {}: {} entries left pending by a run with MongoDB (oldest {} s old); they stay, and "
@@ -681,6 +681,7 @@ Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_
   for (const auto& plan : st->erased_plans) seq_cache.erase(plan);
   next_pending_id = st->next_pending_id;
   last_appended_ms = st->now_ms;
+  untracked_marked = untracked_marked || st->marks_untracked;
   commits.fetch_add(1, std::memory_order_relaxed);
   committed_requests.fetch_add(st->requests, std::memory_order_relaxed);
   return Status::ok();
@@ -778,6 +779,13 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
   }
   AppendResult res;
   int rc;
+  if (!options.track_pending && !untracked_marked && !st->marks_untracked) {
+    // This write makes no pending entry: remember it in the same transaction,
+    // so that a later run with MongoDB sends it there (backfill_untracked()).
+    MDB_val uk = mval(of::kUntrackedKey), empty{0, nullptr};
+    if ((rc = mdb_put(txn, meta, &uk, &empty, 0)) != 0) return lmdb_error(rc, "write untracked flag");
+    st->marks_untracked = true;
+  }
   if (req.message) {
     const PreparedMessage& m = *req.message;
     auto seq = next_seq(txn, m.plan_id, st);

@@ -701,3 +701,34 @@ TEST_CASE("a run with MongoDB after runs without it queues what they appended, o
   REQUIRE(again.is_ok());
   CHECK(again->empty());
 }
+
+TEST_CASE("opening without MongoDB and writing nothing (the outbox tool does) queues nothing again later") {
+  TempDir d;
+  OutboxOptions with;
+  with.dir = d.path;
+  with.track_pending = true;
+  {
+    auto r = Outbox::open(with);
+    REQUIRE(r.is_ok());
+    AppendRequest pr;
+    pr.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z");
+    append_ok(**r, std::move(pr));
+    append_ok(**r, message_request("p1", "m1"));
+    auto all = (*r)->read_pending(100, 1 << 20);
+    REQUIRE(all.is_ok());
+    std::vector<uint64_t> ids;
+    for (const auto& e : *all) ids.push_back(e.id);
+    REQUIRE((*r)->ack_sync(ids).is_ok());
+  }
+  {
+    OutboxOptions without;
+    without.dir = d.path;
+    auto r = Outbox::open(without);  // e.g. agentd-outbox inspect / dead-letters
+    REQUIRE(r.is_ok());
+  }
+  auto r = Outbox::open(with);
+  REQUIRE(r.is_ok());
+  auto again = (*r)->read_pending(100, 1 << 20);
+  REQUIRE(again.is_ok());
+  CHECK(again->empty());
+}
