@@ -354,6 +354,15 @@ asio::awaitable<void> Runtime::end_on_append_failure(PlanRun& run, const Status&
 }
 
 void Runtime::end_after_exception(const std::shared_ptr<PlanRun>& run, const std::string& what) {
+  const Status failed = internal_error("plan ended by a runtime error: " + what);
+  if (run->ended) {
+    // Thrown after the plan ended (e.g. by a callback finish() called): its
+    // slot and indexes are already released and its end recorded; only
+    // callbacks still unanswered are left.
+    spdlog::error("plan {}: runtime error after the plan ended: {}", run->plan_id, what);
+    answer_pending(*run, failed);
+    return;
+  }
   spdlog::error("plan {}: ended by a runtime error: {}", run->plan_id, what);
   {
     // The coroutine is gone: the plan must not stay queued for a slot, and
@@ -362,7 +371,6 @@ void Runtime::end_after_exception(const std::shared_ptr<PlanRun>& run, const std
     slot_waiters_.erase(std::remove(slot_waiters_.begin(), slot_waiters_.end(), run.get()), slot_waiters_.end());
     if (run->slot_granted) run->holds_slot = true;
   }
-  const Status failed = internal_error("plan ended by a runtime error: " + what);
   if (stopping_) {
     answer_pending(*run, failed);
     abandon(*run);

@@ -746,6 +746,35 @@ TEST_CASE("an exception escaping a plan ends it failed, frees its slot and its r
   h.wait_status(next.plan_id, PlanStatus::kAwaitingClarification);
 }
 
+TEST_CASE("a callback that throws after its plan ended does not end the plan a second time") {
+  // The cancel's callback runs in finish(), after the plan left the indexes
+  // and released its slot; its throw must not write a "failed" end over the
+  // "canceled" one (nor release the slot again).
+  RuntimeOptions o;
+  o.max_concurrent_plans = 1;
+  Harness h({team_from(script_team("t1", R"({"clarify":"Which?"})"))}, o);
+  auto s = h.submit("ask", true);
+  h.wait_status(s.plan_id, PlanStatus::kAwaitingClarification);
+  std::promise<Status> answered;
+  h.runtime->cancel(kUser, s.plan_id, [&](Status st) {
+    answered.set_value(st);
+    throw std::runtime_error("injected throw from a cancel callback");
+  });
+  CHECK(answered.get_future().get().is_ok());
+  h.wait_status(s.plan_id, PlanStatus::kCanceled);
+  std::this_thread::sleep_for(300ms);  // what a second end would have appended by now
+  CHECK(h.plan(s.plan_id).status == PlanStatus::kCanceled);
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(!msgs.empty());
+  CHECK(msgs.back().type != "error_message");
+  // One slot, still one: two plans that need it run one after the other.
+  auto a = h.submit("first", true);
+  auto b = h.submit("second", true);
+  h.wait_status(a.plan_id, PlanStatus::kAwaitingClarification);
+  std::this_thread::sleep_for(200ms);
+  CHECK(h.plan(b.plan_id).status != PlanStatus::kAwaitingClarification);
+}
+
 TEST_CASE("a model client that throws fails the step, not the process") {
   RuntimeOptions o;
   o.max_concurrent_plans = 1;
