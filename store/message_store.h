@@ -182,6 +182,10 @@ class MessageStore {
   // the offender.
   WriteStatus upsert_messages(std::span<const MessageDoc> batch);
 
+  // Adds to `out` the _ids ("<plan_id>:<seq>") of `batch` that the messages
+  // collection holds: one find by _id. A failure is classified like a write's.
+  WriteStatus existing_ids(std::span<const MessageDoc> batch, std::unordered_set<std::string>* out);
+
   // Documents upsert_messages() found already stored and skipped (replays).
   uint64_t replayed_documents() const { return replayed_.load(std::memory_order_relaxed); }
 
@@ -211,8 +215,6 @@ class MessageStore {
  private:
   enum class BulkMode { kInsert, kUpsert };
   WriteStatus bulk_write(std::span<const MessageDoc> batch, BulkMode mode);
-  // Adds to `out` the _ids of `batch` that the messages collection holds.
-  WriteStatus existing_ids(std::span<const MessageDoc> batch, std::unordered_set<std::string>* out);
   static constexpr int kInsertRounds = 3;
 
   MongoPool* pool_;

@@ -229,48 +229,6 @@ class Progress {
   std::chrono::steady_clock::time_point last_line_{};
 };
 
-// The _ids among `docs` that MongoDB already holds (one find by _id).
-Result<std::unordered_set<std::string>> existing_ids(MongoPool* pool, std::span<const MessageDoc> docs) {
-  std::unordered_set<std::string> out;
-  if (docs.empty()) return out;
-  bson_t filter, idq, arr, opts, proj;
-  bson_init(&filter);
-  bson_append_document_begin(&filter, "_id", -1, &idq);
-  bson_append_array_begin(&idq, "$in", -1, &arr);
-  for (size_t i = 0; i < docs.size(); ++i) {
-    std::string key = std::to_string(i);
-    std::string id = message_doc_id(docs[i].plan_id, docs[i].seq);
-    bson_append_utf8(&arr, key.c_str(), static_cast<int>(key.size()), id.c_str(), static_cast<int>(id.size()));
-  }
-  bson_append_array_end(&idq, &arr);
-  bson_append_document_end(&filter, &idq);
-  bson_init(&opts);
-  bson_append_document_begin(&opts, "projection", -1, &proj);
-  bson_append_int32(&proj, "_id", -1, 1);
-  bson_append_document_end(&opts, &proj);
-  MongoPool::Lease lease = pool->lease();
-  mongoc_collection_t* coll =
-      mongoc_client_get_collection(lease.get(), pool->database().c_str(), std::string(kMessagesCollection).c_str());
-  mongoc_cursor_t* cursor = mongoc_collection_find_with_opts(coll, &filter, &opts, nullptr);
-  const bson_t* doc = nullptr;
-  while (mongoc_cursor_next(cursor, &doc)) {
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it)) {
-      uint32_t len = 0;
-      const char* id = bson_iter_utf8(&it, &len);
-      out.emplace(id, len);
-    }
-  }
-  bson_error_t err;
-  bool failed = mongoc_cursor_error(cursor, &err);
-  mongoc_cursor_destroy(cursor);
-  mongoc_collection_destroy(coll);
-  bson_destroy(&opts);
-  bson_destroy(&filter);
-  if (failed) return unavailable("find existing messages: " + describe(err));
-  return out;
-}
-
 // The driver's own log: only errors, so progress output stays readable.
 void quiet_mongoc_log(mongoc_log_level_t level, const char* domain, const char* message, void*) {
   if (level <= MONGOC_LOG_LEVEL_ERROR) std::fprintf(stderr, "mongoc %s: %s\n", domain, message);
@@ -282,8 +240,7 @@ struct Counts {
 
 class Replayer {
  public:
-  Replayer(const ReplayOptions& o, MongoPool* pool, MessageStore* store, Outbox* ack_to)
-      : o_(o), pool_(pool), store_(store), ack_to_(ack_to) {}
+  Replayer(const ReplayOptions& o, MessageStore* store, Outbox* ack_to) : o_(o), store_(store), ack_to_(ack_to) {}
 
   // Pushes one chunk; a transient failure comes back as kUnavailable.
   Status push(const std::vector<Item>& items, Counts* c) {
@@ -309,12 +266,12 @@ class Replayer {
       // Documents MongoDB already has are skipped: their $setOnInsert upsert
       // would be a no-op, and FerretDB makes such no-ops slow. The rest go
       // through the flusher's upsert (a concurrent writer is harmless).
-      auto existing = existing_ids(pool_, docs);
-      if (!existing.is_ok()) return existing.status();
+      std::unordered_set<std::string> existing;
+      if (WriteStatus found = store_->existing_ids(docs, &existing); !found.is_ok()) return found.to_status();
       std::vector<MessageDoc> missing;
       std::vector<const Item*> missing_items;
       for (size_t i = 0; i < docs.size(); ++i) {
-        if (existing->count(message_doc_id(docs[i].plan_id, docs[i].seq))) {
+        if (existing.count(message_doc_id(docs[i].plan_id, docs[i].seq))) {
           ++c->skipped;
           ack_ids.push_back(doc_items[i]->pending_id);
         } else {
@@ -369,7 +326,6 @@ class Replayer {
 
  private:
   const ReplayOptions& o_;
-  MongoPool* pool_;
   MessageStore* store_;
   Outbox* ack_to_;
 };
@@ -490,7 +446,7 @@ int run_replay(const ReplayOptions& o) {
 
   bool bar = o.progress < 0 ? ::isatty(STDERR_FILENO) != 0 : o.progress == 1;
   Progress progress(*total, bar);
-  Replayer rep(o, pool->get(), &store, writer.get());
+  Replayer rep(o, &store, writer.get());
   Counts c;
   for (;;) {
     std::vector<Item> items;
