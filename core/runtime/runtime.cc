@@ -329,9 +329,9 @@ asio::awaitable<void> Runtime::finish(PlanRun& run, std::string_view type, const
   // find the plan finished, not running.
   abandon(run);
   plans_finished_.inc();
-  if (run.approval_done) std::exchange(run.approval_done, nullptr)(st.is_ok() ? Result<std::string>("rejected") : st);
-  if (run.clarify_done) std::exchange(run.clarify_done, nullptr)(st);
-  for (auto& cb : std::exchange(run.cancel_done, {})) cb(st);
+  // An approval still waiting is answered "rejected" when the end is recorded.
+  if (run.approval_done && st.is_ok()) std::exchange(run.approval_done, nullptr)(Result<std::string>("rejected"));
+  answer_pending(run, st);
 }
 
 void Runtime::answer_pending(PlanRun& run, const Status& st) {
