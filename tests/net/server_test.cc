@@ -86,6 +86,33 @@ TEST_CASE("REST only: process_request, agent_message, GET /plan returns every me
   CHECK(http_get(f.port, "/api/v3/plan/" + plan_id + "/messages?after_seq=x", kAlice).status == 422);
 }
 
+TEST_CASE("GET /plan caps its messages: truncated + next_after_seq, and paging fetches the rest") {
+  net::ServerConfig cfg;
+  cfg.plan_messages_cap = 7;
+  ServerFixture f(cfg);
+  PlanRecord p = make_plan("big", "alice");
+  f.append(p, "m", true);
+  for (int i = 0; i < 11; ++i) f.append(p, "m" + std::to_string(i));  // seqs 1..12
+  auto r = http_get(f.port, "/api/v3/plan?plan_id=big", {{"x-ms-client-principal-id", "alice"}});
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  auto d = json(r.body);
+  CHECK(d["truncated"].GetBool());
+  CHECK(d["next_after_seq"].GetUint64() == 7);
+  auto first = raw_messages(r.body);
+  REQUIRE(first.size() == 7);
+  CHECK(seq_of(first.back()) == 7);
+  auto rest =
+      http_get(f.port, "/api/v3/plan/big/messages?after_seq=7&limit=100", {{"x-ms-client-principal-id", "alice"}});
+  REQUIRE_MESSAGE(rest.status == 200, rest.body);
+  auto more = json(rest.body);
+  bool array_or_object = more.IsArray() || more.HasMember("messages");
+  REQUIRE(array_or_object);
+  const auto& arr = more.IsArray() ? more : more["messages"];
+  REQUIRE(arr.Size() == 5);
+  CHECK(arr[0]["seq"].GetUint64() == 8);
+  CHECK(arr[4]["seq"].GetUint64() == 12);
+}
+
 TEST_CASE("agent_message is idempotent on message_id and on echoed frames") {
   ServerFixture f;
   PlanRecord p = make_plan("p1", "alice");
