@@ -16,8 +16,11 @@
 #include <thread>
 #include <vector>
 
+#include "core/envelope.h"
 #include "core/json.h"
+#include "store/message_store.h"
 #include "tests/e2e/net_agentd.h"
+#include "tests/support/ferretdb.h"
 
 using namespace agentd;
 using namespace agentd::test;
@@ -54,22 +57,19 @@ std::map<std::string, std::map<uint64_t, std::string>> read_all(int port, const 
   return out;
 }
 
-}  // namespace
-
-TEST_CASE("SIGKILLs under load: acknowledged messages survive exactly once, seqs contiguous") {
-  const char* env = std::getenv("AGENTD_CRASH_ITERATIONS");
-  const int iterations = env && *env ? std::max(1, std::atoi(env)) : 20;
-  const std::vector<std::string> plans{"plan-c1", "plan-c2", "plan-c3"};
-  Agentd a;
-  std::vector<PlanRecord> seeds;
-  for (const auto& p : plans) seeds.push_back(e2e_plan(p, kDevUser));
-  a.seed(seeds);
+// SIGKILLs agentd `iterations` times under REST load (three posters, a
+// random 50..400 ms each time), restarting it with `args` on the same data
+// folder, and retries each post whose outcome a crash swallowed, with its
+// message_id. Returns message_id -> (plan, seq) of every acknowledged post.
+std::map<std::string, std::pair<std::string, uint64_t>> crash_loop(Agentd& a, const std::vector<std::string>& plans,
+                                                                   int iterations,
+                                                                   const std::vector<std::string>& args) {
   std::mt19937 rng(20261126);
   std::map<std::string, std::pair<std::string, uint64_t>> acked;  // message_id -> (plan, seq)
   std::vector<std::pair<std::string, std::string>> unknown;       // (plan, message_id): no answer
   int next_id = 0;
   for (int iter = 0; iter < iterations; ++iter) {
-    a.start();
+    a.start(args);
     int port = a.port();
     // Retry the posts whose outcome the last crash swallowed: at most once each.
     for (const auto& [plan, mid] : unknown) {
@@ -112,6 +112,20 @@ TEST_CASE("SIGKILLs under load: acknowledged messages survive exactly once, seqs
     stop = true;
     for (auto& t : posters) t.join();
   }
+  return acked;
+}
+
+}  // namespace
+
+TEST_CASE("SIGKILLs under load: acknowledged messages survive exactly once, seqs contiguous") {
+  const char* env = std::getenv("AGENTD_CRASH_ITERATIONS");
+  const int iterations = env && *env ? std::max(1, std::atoi(env)) : 20;
+  const std::vector<std::string> plans{"plan-c1", "plan-c2", "plan-c3"};
+  Agentd a;
+  std::vector<PlanRecord> seeds;
+  for (const auto& p : plans) seeds.push_back(e2e_plan(p, kDevUser));
+  a.seed(seeds);
+  auto acked = crash_loop(a, plans, iterations, {});
   // Final restart: check everything.
   a.start();
   auto stored = read_all(a.port(), plans);
@@ -134,5 +148,67 @@ TEST_CASE("SIGKILLs under load: acknowledged messages survive exactly once, seqs
   }
   CHECK(lost == 0);
   MESSAGE(acked.size() << " acknowledged, " << total << " stored after " << iterations << " SIGKILLs");
+  CHECK(acked.size() > 20);
+}
+
+TEST_CASE("SIGKILLs with MongoDB configured: MongoDB ends up with every acknowledged message once, bytes as served") {
+  // The flusher is killed between its MongoDB write and its outbox ack too:
+  // the restart replays those batches, which must change nothing.
+  FerretDb db;
+  db.start();
+  const std::string uri = db.uri() + "agentd_crash_loop";
+  const std::vector<std::string> plans{"plan-m1", "plan-m2"};
+  Agentd a;
+  std::vector<PlanRecord> seeds;
+  for (const auto& p : plans) seeds.push_back(e2e_plan(p, kDevUser));
+  a.seed(seeds);
+  const std::vector<std::string> args{"--mongo-uri", uri + "?serverSelectionTimeoutMS=1000"};
+  auto acked = crash_loop(a, plans, 10, args);
+  a.start(args);
+  // Drained: nothing pending in the outbox.
+  auto until = std::chrono::steady_clock::now() + 60s;
+  bool drained = false;
+  while (!drained && std::chrono::steady_clock::now() < until) {
+    std::string m = http_get(a.port(), "/metrics").body;
+    drained = m.find("\nagentd_outbox_pending_messages 0\n") != std::string::npos;
+    if (!drained) std::this_thread::sleep_for(100ms);
+  }
+  REQUIRE(drained);
+  auto pool = MongoPool::open(uri);
+  REQUIRE(pool.is_ok());
+  MessageStore store(pool->get());
+  size_t total = 0;
+  std::map<std::string, std::map<uint64_t, std::string>> in_mongo;  // plan -> seq -> message_id
+  for (const auto& plan : plans) {
+    auto r = http_get(a.port(), "/api/v3/plan/" + plan + "/messages?after_seq=0&limit=10000");
+    REQUIRE(r.status == 200);
+    auto d = json(r.body);
+    std::vector<std::string> served;
+    for (const auto& m : d["messages"].GetArray()) served.push_back(write_canonical(m));
+    auto stored = store.read_messages(plan, 0, 100000);
+    REQUIRE_MESSAGE(stored.is_ok(), stored.status().to_string());
+    REQUIRE(stored->size() == served.size());
+    for (size_t i = 0; i < served.size(); ++i) {
+      CHECK((*stored)[i].seq == i + 1);
+      CHECK(*(*stored)[i].bytes == served[i]);
+      auto e = decode_envelope(*(*stored)[i].bytes);
+      REQUIRE(e.is_ok());
+      in_mongo[plan][(*stored)[i].seq] = e->message_id;
+    }
+    total += stored->size();
+  }
+  size_t lost = 0;
+  for (const auto& [mid, ps] : acked) {
+    auto it = in_mongo[ps.first].find(ps.second);
+    if (it == in_mongo[ps.first].end() || it->second != mid) ++lost;
+  }
+  CHECK(lost == 0);
+  auto count = store.count(kMessagesCollection);
+  REQUIRE(count.is_ok());
+  CHECK(static_cast<size_t>(*count) == total);
+  auto dead = store.count(kDeadLettersCollection);
+  REQUIRE(dead.is_ok());
+  CHECK(*dead == 0);
+  MESSAGE(acked.size() << " acknowledged; " << total << " in MongoDB, each once, after 10 SIGKILLs");
   CHECK(acked.size() > 20);
 }
