@@ -35,6 +35,9 @@ Flusher::Flusher(Outbox* outbox, MessageStore* store, MetricsRegistry* metrics, 
       options_(std::move(options)),
       m_{
           metrics->counter("agentd_messages_persisted_total", "Messages MongoDB acknowledged (replays included)."),
+          metrics->counter("agentd_persist_replayed_total",
+                           "Messages MongoDB already held when flushed: a lost ack or a crash between write and ack, "
+                           "replayed as a no-op."),
           metrics->counter("agentd_persist_retries_total", "Flush attempts retried after a transient failure."),
           metrics->counter("agentd_dead_letters_total", "Pending entries MongoDB rejected permanently."),
           metrics->gauge("agentd_mongo_up", "1 when the last MongoDB write succeeded, else 0."),
@@ -44,6 +47,7 @@ Flusher::Flusher(Outbox* outbox, MessageStore* store, MetricsRegistry* metrics, 
       },
       timer_(io_),
       rng_(std::random_device{}()) {
+  replayed_seen_ = store->replayed_documents();
   Counter& persisted = m_.persisted;
   Counter& dead = m_.dead_letters;
   metrics->gauge_fn("agentd_persist_success_ratio", "persisted / (persisted + permanently failed).",
@@ -237,6 +241,9 @@ void Flusher::do_cycle() {
   if (!outbox_ok_) spdlog::info("flusher: outbox writable again");
   outbox_ok_ = true;
   m_.persisted.inc(out.messages);
+  uint64_t replayed = store_->replayed_documents();  // the store's running total
+  m_.replayed.inc(replayed - std::min(replayed, replayed_seen_));
+  replayed_seen_ = replayed;
   refresh_stats(false);
   boost::asio::post(io_, [this] { do_cycle(); });
 }

@@ -121,6 +121,7 @@ class Flusher {
   struct Outcome;
   struct Metrics {
     Counter& persisted;
+    Counter& replayed;
     Counter& retries;
     Counter& dead_letters;
     Gauge& up;
@@ -173,6 +174,7 @@ class Flusher {
   std::chrono::steady_clock::time_point last_stats_{};
   std::chrono::steady_clock::time_point last_ok_{};  // last successful MongoDB command
   uint64_t last_pending_ = 0;
+  uint64_t replayed_seen_ = 0;  // store_->replayed_documents() when last counted
 };
 
 }  // namespace agentd

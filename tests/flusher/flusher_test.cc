@@ -239,6 +239,15 @@ TEST_CASE("crash between the MongoDB write and the outbox ack: reopen, no duplic
   REQUIRE(wait_until([&] { return pending(*ob) == 0; }, 20s));
   CHECK(flusher.stop(5s).is_ok());
   check_landed(store, expected);
+  // The 20 of batch 2 were replayed (FerretDB ignores `ordered`, so its failed
+  // insert may have written some of the 10 new ones too) and say so.
+  std::string text = metrics.render();
+  const std::string name = "\nagentd_persist_replayed_total ";
+  auto at = text.find(name);
+  REQUIRE(at != std::string::npos);
+  double replayed = std::stod(text.substr(at + name.size()));
+  CHECK(replayed >= 20);
+  CHECK(replayed <= 30);
 }
 
 TEST_CASE("outage: FerretDB killed mid-run, appends keep succeeding, the backlog drains after restart") {
