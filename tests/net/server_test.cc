@@ -242,6 +242,33 @@ TEST_CASE("the test client's reads time out: a quiet WebSocket is kTimeout after
   CHECK(took < std::chrono::seconds(5));
 }
 
+TEST_CASE(
+    "WebSocket keep-alive: a client that answers pings stays; one that stops reading is closed after the idle "
+    "timeout") {
+  net::ServerConfig cfg;
+  cfg.ws_idle_timeout = std::chrono::milliseconds(1000);  // pings every 500 ms
+  ServerFixture f(cfg);
+  PlanRecord p = make_plan("idle", "alice");
+  f.append(p, "m", true);
+  WsClient live, silent;
+  REQUIRE_MESSAGE(live.connect(f.port, "/api/v3/socket/idle?user_id=alice&after_seq=1"), live.error());
+  REQUIRE_MESSAGE(silent.connect(f.port, "/api/v3/socket/idle?user_id=alice&after_seq=1"), silent.error());
+  // `live` reads (and so answers pings) for 3 idle timeouts: still open.
+  CHECK(live.read(2500).kind == WsClient::Read::kTimeout);
+  // `silent` read nothing for as long: the server has dropped it.
+  auto gone = silent.read(1500);
+  CHECK(gone.kind != WsClient::Read::kTimeout);
+  CHECK(gone.kind != WsClient::Read::kFrame);
+  // `live` still gets what is appended (a fresh client: the timed-out one's
+  // stream is not reused after a cancelled read).
+  WsClient again;
+  REQUIRE(again.connect(f.port, "/api/v3/socket/idle?user_id=alice&after_seq=1"));
+  f.append(p, "m2");
+  auto r = again.read(2000);
+  REQUIRE(r.kind == WsClient::Read::kFrame);
+  CHECK(seq_of(r.text) == 2);
+}
+
 TEST_CASE("WebSocket: replay then live with no gap and no duplicate, frames equal REST bytes") {
   ServerFixture f;
   PlanRecord p = make_plan("pw", "alice");
