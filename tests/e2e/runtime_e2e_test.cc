@@ -81,9 +81,11 @@ void check_contiguous(const std::vector<std::string>& msgs) {
 std::vector<std::string> read_until_final(WsClient& ws, std::chrono::seconds timeout = 20s) {
   std::vector<std::string> frames;
   auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    auto r = ws.read(1000);
-    if (r.kind == WsClient::Read::kTimeout) continue;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    auto r = ws.read(static_cast<int>(left.count()));
+    if (r.kind == WsClient::Read::kTimeout) break;
     REQUIRE_MESSAGE(r.kind == WsClient::Read::kFrame, "ws read ended: " << r.kind << " " << r.close_reason);
     if (seq_of(r.text) == 0) continue;  // control / live-only frames
     frames.push_back(r.text);

@@ -27,8 +27,10 @@ void socket_timeouts(tcp::socket& s, int ms) {
 }
 
 // Runs one asynchronous operation on `ioc` for at most `ms`: its error, or
-// timed_out after cancelling it. (A blocking read cannot time out: when
-// SO_RCVTIMEO fires, Asio waits for readability in poll() without a limit.)
+// timed_out after closing the socket. (A blocking read cannot time out: when
+// SO_RCVTIMEO fires, Asio waits for readability in poll() without a limit.
+// Cancelling is not enough either: a WebSocket read busy answering a ping
+// when cancel() runs starts its next socket read afterwards and waits on.)
 template <class Initiate>
 beast::error_code with_deadline(boost::asio::io_context& ioc, tcp::socket& s, int ms, Initiate initiate) {
   beast::error_code result;
@@ -41,9 +43,9 @@ beast::error_code with_deadline(boost::asio::io_context& ioc, tcp::socket& s, in
   ioc.run_for(std::chrono::milliseconds(ms));
   if (done) return result;
   beast::error_code ignored;
-  s.cancel(ignored);
+  s.close(ignored);  // every pending and later operation fails
   ioc.restart();
-  ioc.run();  // the cancelled operation's handler
+  ioc.run();  // the operation's handler
   return boost::asio::error::timed_out;
 }
 
@@ -147,7 +149,7 @@ WsClient::Read WsClient::read(int timeout_ms) {
   }
   if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again ||
       ec == boost::asio::error::timed_out) {
-    r.kind = Read::kTimeout;  // the stream is unusable after this; tests stop reading
+    r.kind = Read::kTimeout;  // the connection is closed: later reads fail
     return r;
   }
   r.kind = Read::kError;

@@ -56,7 +56,8 @@ class WsClient {
     int close_code = 0;  // kClosed
     std::string close_reason;
   };
-  // Waits up to timeout_ms for the next frame.
+  // Waits up to timeout_ms for the next frame. After kTimeout the connection
+  // is closed (reads answer kError): wait with one read, not a loop of them.
   Read read(int timeout_ms = 5000);
   bool write(const std::string& text);
   void close();
