@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <optional>
 
 #include "store/bson_codec.h"
 
@@ -252,6 +253,21 @@ Status MessageStore::ensure_indexes() {
   return result;
 }
 
+namespace {
+
+// Destroys `cur`; the failure its iteration ended with, if any (classified
+// while the cursor still owns the reply).
+std::optional<MongoFailure> close_cursor(mongoc_cursor_t* cur) {
+  bson_error_t err;
+  const bson_t* reply = nullptr;
+  std::optional<MongoFailure> f;
+  if (mongoc_cursor_error_document(cur, &err, &reply)) f = classify(err, reply);
+  mongoc_cursor_destroy(cur);
+  return f;
+}
+
+}  // namespace
+
 WriteStatus MessageStore::upsert_messages(std::span<const MessageDoc> batch) {
   std::span<const MessageDoc> todo = batch;
   std::vector<MessageDoc> missing;  // backs `todo` once a replay was found
@@ -308,13 +324,7 @@ WriteStatus MessageStore::existing_ids(std::span<const MessageDoc> batch, std::u
     bson_iter_t it;
     if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it)) out->emplace(bson_iter_utf8(&it, nullptr));
   }
-  bson_error_t err;
-  const bson_t* reply = nullptr;
-  bool failed = mongoc_cursor_error_document(cur, &err, &reply);
-  MongoFailure f;
-  if (failed) f = classify(err, reply);
-  mongoc_cursor_destroy(cur);
-  if (failed) return WriteStatus(std::move(f));
+  if (auto f = close_cursor(cur)) return WriteStatus(std::move(*f));
   return WriteStatus::ok();
 }
 
@@ -482,13 +492,8 @@ Result<std::vector<StoredMessage>> MessageStore::read_messages(std::string_view 
     }
     out.push_back(StoredMessage{*seq, std::make_shared<const std::string>(std::move(*json))});
   }
-  bson_error_t err;
-  const bson_t* reply = nullptr;
-  bool failed = mongoc_cursor_error_document(cur, &err, &reply);
-  MongoFailure f;
-  if (failed) f = classify(err, reply);
-  mongoc_cursor_destroy(cur);
-  if (failed) return unavailable_or(Code::kInternal, f, "read messages of " + std::string(plan_id));
+  if (auto f = close_cursor(cur))
+    return unavailable_or(Code::kInternal, *f, "read messages of " + std::string(plan_id));
   if (!bad.is_ok()) return corruption("messages of " + std::string(plan_id) + ": " + bad.message());
   return out;
 }
@@ -515,13 +520,7 @@ Result<std::optional<PlanRecord>> MessageStore::get_plan(std::string_view plan_i
   const bson_t* doc = nullptr;
   std::optional<Result<PlanRecord>> got;
   if (mongoc_cursor_next(cur, &doc)) got.emplace(plan_from_doc(doc));
-  bson_error_t err;
-  const bson_t* reply = nullptr;
-  bool failed = mongoc_cursor_error_document(cur, &err, &reply);
-  MongoFailure f;
-  if (failed) f = classify(err, reply);
-  mongoc_cursor_destroy(cur);
-  if (failed) return unavailable_or(Code::kInternal, f, "get plan " + std::string(plan_id));
+  if (auto f = close_cursor(cur)) return unavailable_or(Code::kInternal, *f, "get plan " + std::string(plan_id));
   if (!got) return std::optional<PlanRecord>();
   if (!*got) return got->status();
   return std::optional<PlanRecord>(std::move(got->value()));
@@ -551,13 +550,7 @@ Result<std::vector<PlanRecord>> MessageStore::list_plans(std::string_view user_i
     }
     out.push_back(std::move(*plan));
   }
-  bson_error_t err;
-  const bson_t* reply = nullptr;
-  bool failed = mongoc_cursor_error_document(cur, &err, &reply);
-  MongoFailure f;
-  if (failed) f = classify(err, reply);
-  mongoc_cursor_destroy(cur);
-  if (failed) return unavailable_or(Code::kInternal, f, "list plans");
+  if (auto f = close_cursor(cur)) return unavailable_or(Code::kInternal, *f, "list plans");
   if (!bad.is_ok()) return bad;
   return out;
 }

@@ -241,11 +241,7 @@ TEST_CASE("crash between the MongoDB write and the outbox ack: reopen, no duplic
   check_landed(store, expected);
   // The 20 of batch 2 were replayed (FerretDB ignores `ordered`, so its failed
   // insert may have written some of the 10 new ones too) and say so.
-  std::string text = metrics.render();
-  const std::string name = "\nagentd_persist_replayed_total ";
-  auto at = text.find(name);
-  REQUIRE(at != std::string::npos);
-  double replayed = std::stod(text.substr(at + name.size()));
+  double replayed = metric(metrics, "agentd_persist_replayed_total");
   CHECK(replayed >= 20);
   CHECK(replayed <= 30);
 }
