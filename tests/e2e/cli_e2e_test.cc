@@ -25,12 +25,8 @@ struct Run {
 // Runs agentd until it exits by itself: its exit code and output.
 Run run_to_exit(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
   std::string dir = make_temp_dir("agentd-cli");
-  std::vector<std::string> argv{agentd_binary()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  ChildProcess p = ChildProcess::spawn(argv, dir + "/out", env);
-  int st = p.wait(20000);
   Run r;
-  if (st != -1) r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.code = run_agentd_to_exit(args, dir + "/out", env);
   r.out = read_file(dir + "/out");
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
@@ -39,6 +40,19 @@ inline std::string agentd_binary() {
   const char* dir = std::getenv("AGENTD_BINARY_DIR");
   REQUIRE_MESSAGE(dir, "AGENTD_BINARY_DIR is not set (run through ctest)");
   return std::string(dir) + "/agentd/agentd";
+}
+
+// Runs agentd with `args` until it exits by itself (20 s at most), its output
+// appended to `log`: the exit code (128 + signal when killed by one), or -1
+// when it did not exit.
+inline int run_agentd_to_exit(const std::vector<std::string>& args, const std::string& log,
+                              const std::vector<std::string>& env = {}) {
+  std::vector<std::string> argv{agentd_binary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ChildProcess p = ChildProcess::spawn(argv, log, env);
+  int st = p.wait(20000);
+  if (st == -1) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 inline PlanRecord e2e_plan(const std::string& plan_id, const std::string& user) {

@@ -3,8 +3,6 @@
 // same data folder.
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-
 #include <fstream>
 #include <string>
 #include <vector>
@@ -16,16 +14,6 @@ using namespace agentd;
 using namespace agentd::test;
 
 namespace {
-
-// Runs agentd to completion (it is expected to exit): the exit code, or -1.
-int run_to_exit(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<std::string> argv{agentd_binary()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  ChildProcess p = ChildProcess::spawn(argv, log);
-  int st = p.wait(20000);
-  if (st == -1) return -1;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 HttpReply post(int port, const std::string& plan_id, const std::string& content) {
   std::string b = R"({"plan_id":)";
@@ -79,9 +67,9 @@ TEST_CASE("outbox at its maximum (the 256 KiB minimum): 503 + Retry-After, no cr
 
 TEST_CASE("outbox limit below the minimum is refused at start") {
   std::string dir = make_temp_dir("agentd-disk");
-  int code = run_to_exit({"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", dir + "/data",
-                          "--outbox-max-bytes", "4096"},
-                         dir + "/log");
+  int code = run_agentd_to_exit({"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", dir + "/data",
+                                 "--outbox-max-bytes", "4096"},
+                                dir + "/log");
   CHECK_MESSAGE(code != 0, read_file(dir + "/log"));
   CHECK(code != -1);
   std::filesystem::remove_all(dir);
@@ -90,15 +78,15 @@ TEST_CASE("outbox limit below the minimum is refused at start") {
 TEST_CASE("a data folder beneath a regular file cannot be created: clear error, exit code 3") {
   std::string dir = make_temp_dir("agentd-disk");
   { std::ofstream(dir + "/file") << "not a folder"; }
-  int code = run_to_exit({"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", dir + "/file/data"},
-                         dir + "/log");
+  int code = run_agentd_to_exit(
+      {"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", dir + "/file/data"}, dir + "/log");
   std::string log = read_file(dir + "/log");
   CHECK_MESSAGE(code == 3, "exit " << code << "; log:\n" << log);
   CHECK_MESSAGE(log.find("--data-dir") != std::string::npos, log);
   CHECK_MESSAGE(log.find(dir + "/file/data") != std::string::npos, log);
   // The data folder is a regular file itself.
-  int code2 =
-      run_to_exit({"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", dir + "/file"}, dir + "/log2");
+  int code2 = run_agentd_to_exit({"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", dir + "/file"},
+                                 dir + "/log2");
   CHECK_MESSAGE(code2 == 3, "exit " << code2 << "; log:\n" << read_file(dir + "/log2"));
   std::filesystem::remove_all(dir);
 }
@@ -108,8 +96,8 @@ TEST_CASE("a second agentd on the same data folder is refused with exit code 3; 
   a.seed({e2e_plan("plan-1", kDevUser)});
   a.start();
   REQUIRE(post(a.port(), "plan-1", "before").status == 200);
-  int code = run_to_exit({"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", a.data_dir()},
-                         a.dir() + "/second.log");
+  int code = run_agentd_to_exit({"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", a.data_dir()},
+                                a.dir() + "/second.log");
   std::string log = read_file(a.dir() + "/second.log");
   CHECK_MESSAGE(code == 3, "exit " << code << "; log:\n" << log);
   CHECK(log.find(a.data_dir()) != std::string::npos);
