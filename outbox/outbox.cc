@@ -211,6 +211,7 @@ struct Outbox::Impl {
   Result<uint64_t> stored_last_seq(MDB_txn* txn, std::string_view plan_id);
   Result<uint64_t> next_seq(MDB_txn* txn, const std::string& plan_id, TxnState* st);
   Status put_pending(MDB_txn* txn, TxnState* st, std::string_view value);
+  Status put_next_pending_id(MDB_txn* txn, uint64_t id);  // meta "next_pending_id"
   Result<std::string> message_bytes(MDB_txn* txn, std::string_view plan_id, uint64_t seq);
   Result<PendingEntry> to_entry(MDB_txn* txn, uint64_t id, std::string_view value);
 };
@@ -556,7 +557,8 @@ Status Outbox::Impl::backfill_untracked(uint64_t* pending_count) {
     }
     if (from.empty()) from = "m";
     const bool on_messages = from[0] == 'm';
-    uint64_t id = next_pending_id;
+    TxnState tx;  // hands out pending ids as an append would
+    tx.next_pending_id = next_pending_id;
     int64_t now_ms = std::max(now_unix_ms(), last_appended_ms);
     std::string next;              // "": the last chunk
     Status st = [&]() -> Status {  // the cursor closes before the transaction ends
@@ -577,7 +579,7 @@ Status Outbox::Impl::backfill_untracked(uint64_t* pending_count) {
           uint64_t seq = 0;
           if (!r.str16(&plan) || !r.be64(&seq)) return r.error("message key");
           pv = of::pending_value(PendingKind::kMessage, 0, m->appended_at_ms, plan, seq, std::string_view());
-          std::string value = of::message_value(m->appended_at_ms, id, m->message_id, m->envelope);
+          std::string value = of::message_value(m->appended_at_ms, tx.next_pending_id, m->message_id, m->envelope);
           MDB_val nv = mval(value);
           if ((crc = c.put(&ck, &nv, MDB_CURRENT)) != 0) return lmdb_error(crc, "rewrite message value");
           ++messages_queued;
@@ -587,9 +589,7 @@ Status Outbox::Impl::backfill_untracked(uint64_t* pending_count) {
           pv = of::pending_value(PendingKind::kPlan, of::kInline, now_ms, p->plan_id, p->version, sv(cv_));
           ++plans_queued;
         }
-        std::string key = of::pending_key(id++);
-        MDB_val pk = mval(key), pvv = mval(pv);
-        if ((crc = mdb_put(txn, pending, &pk, &pvv, MDB_APPEND)) != 0) return lmdb_error(crc, "write pending entry");
+        AGENTD_RETURN_IF_ERROR(put_pending(txn, &tx, pv));
       }
       if (crc == 0) {
         next = (on_messages ? "m" : "p") + std::string(sv(ck));
@@ -612,13 +612,10 @@ Status Outbox::Impl::backfill_untracked(uint64_t* pending_count) {
       MDB_val nv = mval(next);
       if ((rc = mdb_put(txn, meta, &fk, &nv, 0)) != 0) return fail(lmdb_error(rc, "write backfill_from"));
     }
-    std::string idv;
-    of::put_be64(&idv, id);
-    MDB_val nk = mval(of::kNextPendingIdKey), iv = mval(idv);
-    if ((rc = mdb_put(txn, meta, &nk, &iv, 0)) != 0) return fail(lmdb_error(rc, "write next_pending_id"));
+    if (Status w = put_next_pending_id(txn, tx.next_pending_id); !w.is_ok()) return fail(w);
     if ((rc = mdb_txn_commit(txn)) != 0) return lmdb_error(rc, "commit backfill transaction");
-    *pending_count += id - next_pending_id;
-    next_pending_id = id;
+    *pending_count += tx.next_pending_id - next_pending_id;
+    next_pending_id = tx.next_pending_id;
   }
   spdlog::warn("outbox {}: earlier runs had no MongoDB; queued their {} messages and {} plan records for the flusher",
                options.dir, messages_queued, plans_queued);
@@ -657,13 +654,10 @@ Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_
     }
   }
   if (st->next_pending_id != next_pending_id) {
-    std::string idv;
-    of::put_be64(&idv, st->next_pending_id);
-    MDB_val k = mval(of::kNextPendingIdKey), v = mval(idv);
-    if ((rc = mdb_put(txn, meta, &k, &v, 0)) != 0) {
+    if (Status w = put_next_pending_id(txn, st->next_pending_id); !w.is_ok()) {
       mdb_txn_abort(txn);
       st->committed.clear();
-      return lmdb_error(rc, "write next_pending_id");
+      return w;
     }
   }
   if (fail_next_commit.exchange(false)) {
@@ -746,6 +740,14 @@ Result<uint64_t> Outbox::Impl::next_seq(MDB_txn* txn, const std::string& plan_id
   auto last = stored_last_seq(txn, plan_id);
   if (!last.is_ok()) return last.status();
   return *last + 1;
+}
+
+Status Outbox::Impl::put_next_pending_id(MDB_txn* txn, uint64_t id) {
+  std::string idv;
+  of::put_be64(&idv, id);
+  MDB_val k = mval(of::kNextPendingIdKey), v = mval(idv);
+  int rc = mdb_put(txn, meta, &k, &v, 0);
+  return rc == 0 ? Status::ok() : lmdb_error(rc, "write next_pending_id");
 }
 
 Status Outbox::Impl::put_pending(MDB_txn* txn, TxnState* st, std::string_view value) {
