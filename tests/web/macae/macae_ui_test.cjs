@@ -577,6 +577,63 @@ function makeScenarios(ctx) {
       },
     },
     {
+      // A reload while the question waits: GET /plan leaves the pending
+      // question out of the chat, the WebSocket re-sends it (which enables
+      // the chat input again), so it is shown once and can be answered.
+      name: "clarification-reload",
+      async run(s) {
+        await selectTeam(main, USER1, "ui-clarify");
+        const page = await newPage(browser, s);
+        await openHome(page, main, "UI Clarification Team");
+        const task = uniq("Write the sales report again after a reload");
+        const planId = await submitTask(page, task);
+        await waitPlanCard(page, main, USER1, planId, task);
+        await page.getByRole("button", { name: "Approve Task Plan" }).click();
+        const question = "Which region should the report cover?";
+        await waitText(page, question);
+        await waitStatus(main, USER1, planId, "awaiting_clarification", 5000);
+        await page.reload({ timeout: T });
+        await waitText(page, `Proposed Plan for ${task}`);
+        await waitText(page, question);
+        try {
+          await page.waitForFunction(() => {
+            const t = document.querySelector('textarea[placeholder="Type your message here..."]');
+            return t && !t.disabled;
+          }, null, { timeout: 5000 });
+        } catch (e) {
+          throw new Error("after the reload the chat input stays disabled (the pending question was not re-sent over the WebSocket?)");
+        }
+        await sleep(300);
+        let text = await bodyText(page);
+        check(countOf(text, question) === 1, `after the reload the question is shown ${countOf(text, question)}x`);
+        check(
+          (await page.getByRole("button", { name: "Approve Task Plan" }).count()) === 0,
+          "after the reload the Approve button is back (the answered plan_approval_request re-sent?)",
+        );
+        const answer = `Southern Europe ${crypto.randomBytes(3).toString("hex")}`;
+        const chat = page.getByPlaceholder("Type your message here...");
+        await chat.fill(answer);
+        await chat.press("Enter");
+        await waitText(page, answer, 5000);
+        await waitStatus(main, USER1, planId, "completed");
+        const log = await planLog(main, USER1, planId);
+        await waitText(page, finalShown(VER, ofType(log, "final_result_message")[0].data.content));
+        const resp = ofType(log, "user_clarification_response");
+        check(resp.length === 1 && resp[0].data.answer === answer, `API: clarification responses ${JSON.stringify(resp.map((m) => m.data.answer))}`);
+        await sleep(1200);
+        const after = await planLog(main, USER1, planId);
+        check(after.length === log.length, `API: the log grew from ${log.length} to ${after.length} messages after completion (echoes stored?)`);
+        check(ofType(after, "user_clarification_request").length === 1, "API: more than one clarification request");
+        text = await bodyText(page);
+        check(countOf(text, question) === 1, `the question is shown ${countOf(text, question)}x`);
+        check(countOf(text, answer) === 1, `the answer is shown ${countOf(text, answer)}x`);
+        for (const m of ofType(after, "agent_message")) {
+          check(countOf(text, m.data.content) === 1, `"${m.data.content}" is shown ${countOf(text, m.data.content)}x`);
+        }
+        completedTasks.push(task);
+      },
+    },
+    {
       name: "streaming",
       async run(s) {
         await selectTeam(llmInst, USER1, "ui-stream");
