@@ -143,6 +143,7 @@ int run(int argc, char** argv) {
   }
 
   // ---- runtime: teams, planner, agents (plans run on their own thread) ----
+  cfg.runtime.uploaded_teams_dir = cfg.data_dir + "/teams";
   auto runtime = agentd::RuntimeHost::create(cfg.runtime, **outbox, metrics);
   if (!runtime) {
     spdlog::error("{}", runtime.status().to_string());

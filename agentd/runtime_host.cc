@@ -75,6 +75,16 @@ Result<std::unique_ptr<RuntimeHost>> RuntimeHost::create(const RuntimeFlags& f, 
   o.auto_approve = f.auto_approve;
   o.default_team_id = f.default_team;
   o.model_timeout = std::chrono::seconds(f.llm_timeout_s);
+  o.uploaded_teams_dir = f.uploaded_teams_dir;
+  for (TeamConfig& t : load_uploaded_teams(f.uploaded_teams_dir)) {
+    bool taken = false;
+    for (const auto& b : *teams) taken = taken || b.team_id == t.team_id;
+    if (taken) {
+      spdlog::error("uploaded team {} skipped: a built-in team has its id", t.team_id);
+      continue;
+    }
+    teams->push_back(std::move(t));
+  }
   if (!o.default_team_id.empty()) {
     bool known = false;
     for (const auto& t : *teams) known = known || t.team_id == o.default_team_id;

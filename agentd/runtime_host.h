@@ -29,6 +29,7 @@ struct RuntimeFlags {
   std::string llm_model;
   std::string llm_api_key_env = "OPENAI_API_KEY";
   unsigned llm_timeout_s = 120;
+  std::string uploaded_teams_dir;  // set by main: <data-dir>/teams (not a flag)
 };
 
 void add_runtime_flags(CLI::App& app, RuntimeFlags& flags);

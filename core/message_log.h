@@ -65,6 +65,9 @@ class MessageLog {
   virtual Result<std::vector<PlanRecord>> list_plans(std::string_view user_id, size_t limit) = 0;
   // Highest seq appended to the plan (0 when none).
   virtual Result<uint64_t> last_seq(std::string_view plan_id) = 0;
+  // The seq of the plan's message with this message_id, while the log holds
+  // it (nullopt when it does not).
+  virtual Result<std::optional<uint64_t>> find_message(std::string_view plan_id, std::string_view message_id) = 0;
   // Plans of every user whose status is not final (is_final() false), for
   // marking them interrupted at start-up. At most `limit`.
   virtual Result<std::vector<PlanRecord>> list_unfinished_plans(size_t limit) = 0;

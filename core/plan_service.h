@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -67,6 +68,14 @@ class PlanService {
   virtual Status select_team(const std::string& user_id, const std::string& team_id) = 0;
   // The user's selected team (or the default), as a team config object.
   virtual std::optional<std::string> current_team(const std::string& user_id) const = 0;
+  // A team uploaded by a user (MACAE's upload_team_config): validated like a
+  // team file, kept across restarts, served by team_configs. Returns the team
+  // as served. kInvalidArgument names the field; kAlreadyExists for a taken
+  // team_id. Blocking (a file write): not on a network thread.
+  virtual Result<std::string> upload_team(const std::string& user_id, std::string_view json) = 0;
+  // Deletes an uploaded team. kNotFound for an unknown one, kFailedPrecondition
+  // for a built-in (protected) one. Plans already running with it finish.
+  virtual Status delete_team(const std::string& user_id, const std::string& team_id) = 0;
 
   // The live streaming buffer of a plan's current step, if any.
   virtual std::optional<std::string> streaming_message(const std::string& plan_id) const = 0;

@@ -5,6 +5,8 @@
 #include "core/envelope.h"
 #include "core/json.h"
 #include "net/body.h"
+#include "net/macae.h"
+#include "net/multipart.h"
 #include "net/router.h"
 #include "net/state.h"
 
@@ -52,6 +54,14 @@ void Router::metrics(Respond respond) {
   res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
   res.body() = st_.deps.metrics->render();
   respond(std::move(res));
+}
+
+void Router::config(const Request& req, Respond respond) {
+  // The browser asked this origin, so the API is here: scheme from a TLS
+  // proxy's X-Forwarded-Proto when it says https, host from Host.
+  std::string_view proto = req["X-Forwarded-Proto"] == "https" ? "https" : "http";
+  std::string api = std::string(proto) + "://" + std::string(req[http::field::host]) + "/api";
+  respond(json_response(http::status::ok, JsonObject().str("API_URL", api).str("ENABLE_AUTH", "false").done()));
 }
 
 void Router::process_request(const std::string& user, const Request& req, Respond respond) {
@@ -125,23 +135,22 @@ void Router::plan(const std::string& user, const Target& t, Respond respond) {
         o.messages = std::move(*m);
         return o;
       },
-      [this, respond = std::move(respond), cap](Out o) {
+      [this, respond = std::move(respond), cap, user](Out o) {
         if (!o.status.is_ok()) return respond(error_response(o.status, st_.cfg.retry_after_seconds));
         bool truncated = o.messages.size() > cap;
         if (truncated) o.messages.resize(cap);
-        size_t bytes = 256 + o.plan.m_plan.size() * 2;
-        for (const auto& m : o.messages) bytes += m.bytes->size() + 1;
+        // A WebSocket this user opens next without after_seq continues from
+        // here (net/resume_cursors.h).
+        st_.cursors.set(user, o.plan.plan_id, o.messages.empty() ? 0 : o.messages.back().seq);
+        std::string messages = chat_view(o.messages, o.plan);
         std::string out;
-        out.reserve(bytes);
+        out.reserve(messages.size() + 2 * o.plan.m_plan.size() + 512);
         out += "{\"plan\":";
         out += plan_json(o.plan);
-        out += ",\"messages\":[";
-        for (size_t i = 0; i < o.messages.size(); ++i) {
-          if (i) out += ',';
-          out += *o.messages[i].bytes;  // the stored envelope, verbatim
-        }
-        out += "],\"m_plan\":";
-        out += o.plan.m_plan;
+        out += ",\"messages\":";
+        out += messages;
+        out += ",\"m_plan\":";
+        out += current_m_plan(o.plan);
         out += ",\"team\":";
         std::optional<std::string> team, streaming;
         if (st_.deps.plans) {
@@ -213,7 +222,7 @@ void Router::plan_approval(const std::string& user, const Request& req, Respond 
   a.m_plan_id = std::move(*m_plan_id);
   a.approved = *approved;
   if (feedback) a.feedback = std::move(*feedback);
-  if (plan_id) a.plan_id = std::move(*plan_id);
+  if (plan_id) a.plan_id = std::move(*plan_id);  // "" (the v4 UI's "unknown") = absent
   int retry = st_.cfg.retry_after_seconds;
   st_.deps.plans->approve(std::move(a), [respond = std::move(respond), retry](Result<std::string> r) {
     if (!r) return respond(error_response(r.status(), retry));
@@ -246,7 +255,10 @@ void Router::user_clarification(const std::string& user, const Request& req, Res
 // metadata (object). Appended as an `agent_message` envelope with
 // data = {agent_name, agent_type, content[, is_final][, raw_data][, streaming_message]}.
 // Idempotent on message_id; without one, the message_id of a frame echoed in
-// raw_data (what the UP frontend does) is used, so echoes are not duplicated.
+// raw_data is used. An echo (contract decision 6: the MACAE UIs post back
+// every frame they show) is recognised by any message_id or request_id in
+// raw_data, at any depth, that names a message the plan holds: answered 200
+// with that message's seq and duplicate=true, neither stored nor broadcast.
 void Router::agent_message(const std::string& user, const Request& req, Respond respond) {
   Body b(req.body(), st_.cfg.max_body_bytes);
   auto plan_id = b.string("plan_id", true);
@@ -264,9 +276,6 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
     b.string("raw_data", false);
   }
   if (!b.ok()) return respond(unprocessable(b));
-
-  auto plan = owned_plan(user, *plan_id);
-  if (!plan) return respond(error_response(plan.status(), st_.cfg.retry_after_seconds));
 
   std::string raw_text;
   if (raw) raw_text = raw->IsString() ? std::string(raw->GetString(), raw->GetStringLength()) : write_canonical(*raw);
@@ -297,21 +306,58 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
   d.type = std::string(msgtype::kAgentMessage);
   d.plan_id = *plan_id;
   if (message_id) d.message_id = *message_id;
-  d.user_id = plan->user_id;
-  d.session_id = plan->session_id;
   d.data = std::move(data);
   d.metadata = metadata ? *metadata : R"({"source":"rest"})";
-  AppendRequest ar;
-  ar.message = prepare(std::move(d));
-  std::string mid = ar.message->message_id;
+
+  struct Found {
+    Status status;
+    PlanRecord plan;
+    std::optional<std::pair<uint64_t, std::string>> echo;  // (seq, message_id)
+  };
+  std::vector<std::string> ids = raw_text.empty() ? std::vector<std::string>() : echoed_ids(raw_text);
   int retry = st_.cfg.retry_after_seconds;
-  st_.deps.log->append(std::move(ar), [respond = std::move(respond), retry, pid = *plan_id,
-                                       mid](Result<AppendResult> r) {
-    if (!r) return respond(error_response(r.status(), retry));
-    respond(json_response(http::status::ok, "{\"status\":\"message recorded\",\"plan_id\":" + jstr(pid) +
-                                                ",\"message_id\":" + jstr(mid) + ",\"seq\":" + std::to_string(r->seq) +
-                                                ",\"duplicate\":" + (r->duplicate ? "true" : "false") + "}"));
-  });
+  auto draft = std::make_shared<MessageDraft>(std::move(d));
+  st_.run_read(
+      [this, user, pid = *plan_id, ids = std::move(ids)] {
+        Found f;
+        auto p = owned_plan(user, pid);
+        if (!p) {
+          f.status = p.status();
+          return f;
+        }
+        f.plan = std::move(*p);
+        for (const auto& id : ids) {
+          auto seq = st_.deps.log->find_message(pid, id);
+          if (!seq) {
+            f.status = seq.status();
+            return f;
+          }
+          if (*seq) {
+            f.echo.emplace(**seq, id);
+            break;
+          }
+        }
+        return f;
+      },
+      [this, respond = std::move(respond), retry, draft](Found f) {
+        if (!f.status.is_ok()) return respond(error_response(f.status, retry));
+        auto ok = [pid = draft->plan_id](const std::string& mid, uint64_t seq, bool duplicate) {
+          return json_response(http::status::ok, "{\"status\":\"message recorded\",\"plan_id\":" + jstr(pid) +
+                                                     ",\"message_id\":" + jstr(mid) +
+                                                     ",\"seq\":" + std::to_string(seq) +
+                                                     ",\"duplicate\":" + (duplicate ? "true" : "false") + "}");
+        };
+        if (f.echo) return respond(ok(f.echo->second, f.echo->first, true));
+        draft->user_id = f.plan.user_id;
+        draft->session_id = f.plan.session_id;
+        AppendRequest ar;
+        ar.message = prepare(std::move(*draft));
+        std::string mid = ar.message->message_id;
+        st_.deps.log->append(std::move(ar), [respond, retry, mid, ok](Result<AppendResult> r) {
+          if (!r) return respond(error_response(r.status(), retry));
+          respond(ok(mid, r->seq, r->duplicate));
+        });
+      });
 }
 
 void Router::init_team(const std::string& user, Respond respond) {
@@ -374,6 +420,60 @@ void Router::select_team(const std::string& user, const Request& req, Respond re
                         "\"team_id\":" +
                             jstr(*team_id) + ",\"team_name\":" + jstr(name) + ",\"agents_count\":" +
                             std::to_string(agents) + ",\"team_description\":" + jstr(description) + "}"));
+}
+
+void Router::upload_team(const std::string& user, const Request& req, Respond respond) {
+  if (!st_.deps.plans) return respond(no_runtime());
+  if (req.body().size() > st_.cfg.max_body_bytes) {
+    return respond(error_response(Status(Code::kTooLarge, "body: larger than " + std::to_string(st_.cfg.max_body_bytes) + " bytes"),
+                                  st_.cfg.retry_after_seconds));
+  }
+  std::string_view type = req[http::field::content_type];
+  std::string text;
+  if (type.starts_with("application/json")) {
+    text = req.body();
+  } else {
+    auto boundary = multipart_boundary(type);
+    auto file = boundary ? multipart_field(req.body(), *boundary, "file") : Result<std::string>(boundary.status());
+    if (!file) return respond(error_response(file.status(), st_.cfg.retry_after_seconds));
+    text = std::move(*file);
+  }
+  int retry = st_.cfg.retry_after_seconds;
+  st_.run_read([this, user, text = std::move(text)] { return st_.deps.plans->upload_team(user, text); },
+               [respond = std::move(respond), retry](Result<std::string> team) {
+                 if (!team) return respond(error_response(team.status(), retry));
+                 std::string team_id, name;
+                 if (auto d = parse_strict(*team); d && d->IsObject()) {
+                   if (auto it = d->FindMember("team_id"); it != d->MemberEnd() && it->value.IsString()) {
+                     team_id = it->value.GetString();
+                   }
+                   if (auto it = d->FindMember("name"); it != d->MemberEnd() && it->value.IsString()) {
+                     name = it->value.GetString();
+                   }
+                 }
+                 respond(json_response(http::status::ok,
+                                       JsonObject()
+                                           .str("status", "success")
+                                           .str("team_id", team_id)
+                                           .str("name", name)
+                                           .str("message", "Team configuration uploaded and saved successfully")
+                                           .raw("team", *team)
+                                           .done()));
+               });
+}
+
+void Router::delete_team(const std::string& user, const std::string& team_id, Respond respond) {
+  if (!st_.deps.plans) return respond(no_runtime());
+  int retry = st_.cfg.retry_after_seconds;
+  st_.run_read([this, user, team_id] { return st_.deps.plans->delete_team(user, team_id); },
+               [respond = std::move(respond), retry, team_id](Status s) {
+                 if (!s.is_ok()) return respond(error_response(s, retry));
+                 respond(json_response(http::status::ok, JsonObject()
+                                                             .str("status", "success")
+                                                             .str("message", "Team configuration deleted successfully")
+                                                             .str("team_id", team_id)
+                                                             .done()));
+               });
 }
 
 }  // namespace agentd::net

@@ -157,14 +157,45 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
                       validation_detail({{{"query", "after_seq"}, after.status().message(), "type_error.integer"}})),
         false);
   }
+  std::optional<uint64_t> asked;
+  if (t.get("after_seq")) asked = *after;
   std::string plan_id = m.param;
+  std::string user = id->user_id;  // a named copy: the second lambda below moves *id
   auto self = shared_from_this();
+  struct Found {
+    Result<std::optional<PlanRecord>> plan{std::optional<PlanRecord>()};
+    WsStart start;
+  };
   st_.run_read(
-      [this, plan_id] { return st_.reader.get_plan(plan_id); },
-      [self, plan_id, ident = std::move(*id), after_seq = *after,
-       req = std::make_shared<Request>(std::move(req))](Result<std::optional<PlanRecord>> p) mutable {
-        asio::post(self->stream_.get_executor(), [self, plan_id, ident = std::move(ident), after_seq, req,
-                                                  p = std::move(p)]() mutable {
+      [this, plan_id, asked, user] {
+        Found f;
+        f.plan = st_.reader.get_plan(plan_id);
+        if (!f.plan || !f.plan->has_value() || (*f.plan)->user_id != user) return f;
+        const PlanRecord& rec = **f.plan;
+        if (asked) {
+          f.start.after_seq = *asked;
+          return f;
+        }
+        // No after_seq (the MACAE UIs): from this user's cursor, else live;
+        // plus the plan's open request (contract decision 5).
+        f.start.track_cursor = true;
+        if (auto c = st_.cursors.get(user, plan_id)) {
+          f.start.after_seq = *c;
+        } else {
+          auto last = st_.deps.log->last_seq(plan_id);
+          f.start.after_seq = std::max(rec.last_seq, last ? *last : 0);
+        }
+        // An awaiting_* status is recorded with the request that asks: the
+        // record's last_seq is that request.
+        if (rec.status == PlanStatus::kAwaitingApproval || rec.status == PlanStatus::kAwaitingClarification) {
+          f.start.open_request_seq = rec.last_seq;
+        }
+        return f;
+      },
+      [self, plan_id, ident = std::move(*id), req = std::make_shared<Request>(std::move(req))](Found f) mutable {
+        asio::post(self->stream_.get_executor(), [self, plan_id, ident = std::move(ident), req,
+                                                  f = std::move(f)]() mutable {
+          auto& p = f.plan;
           if (!p) return self->send(error_response(p.status(), self->st_.cfg.retry_after_seconds), false);
           if (!p->has_value() || (*p)->user_id != ident.user_id) {
             return self->send(json_response(http::status::not_found, R"({"detail":"Plan not found"})"), false);
@@ -175,7 +206,7 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
           }
           self->upgraded_ = true;
           auto ws = std::make_shared<WebsocketSession>(self->stream_.release_socket(), self->st_, plan_id,
-                                                       ident.user_id, after_seq, ident.ws_protocol);
+                                                       ident.user_id, f.start, ident.ws_protocol);
           spdlog::info(
               "{} {} 101 user={} {:.1f}ms", self->method_, self->log_target_, ident.user_id,
               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - self->start_).count());

@@ -8,6 +8,7 @@
 namespace agentd::net {
 
 RouteMatch match_route(http::verb method, std::string_view path) {
+  // Routes outside the versioned API.
   struct Fixed {
     std::string_view path;
     http::verb verb;
@@ -17,45 +18,75 @@ RouteMatch match_route(http::verb method, std::string_view path) {
       {"/healthz", http::verb::get, RouteId::kHealth},
       {"/readyz", http::verb::get, RouteId::kReady},
       {"/metrics", http::verb::get, RouteId::kMetrics},
-      {"/api/v3/process_request", http::verb::post, RouteId::kProcessRequest},
-      {"/api/v3/plans", http::verb::get, RouteId::kPlans},
-      {"/api/v3/plan", http::verb::get, RouteId::kPlan},
-      {"/api/v3/plan_approval", http::verb::post, RouteId::kPlanApproval},
-      {"/api/v3/user_clarification", http::verb::post, RouteId::kUserClarification},
-      {"/api/v3/agent_message", http::verb::post, RouteId::kAgentMessage},
-      {"/api/v3/init_team", http::verb::get, RouteId::kInitTeam},
-      {"/api/v3/team_configs", http::verb::get, RouteId::kTeamConfigs},
-      {"/api/v3/select_team", http::verb::post, RouteId::kSelectTeam},
+      {"/config", http::verb::get, RouteId::kConfig},
+      {"/api/user_browser_language", http::verb::post, RouteId::kBrowserLanguage},
   };
-  struct Param {
-    std::string_view prefix, suffix, name;
+  // The versioned API: every route under /api/v3 and /api/v4 (contract
+  // decision 1), matched after "/api/vN": `head` is the whole rest, or
+  // with `param` what comes before the {param} and `tail` what follows it.
+  struct Api {
+    std::string_view head, tail;
+    bool param;
+    std::string_view pattern;  // for metrics and logs, after "/api/vN"
     http::verb verb;
     RouteId id;
   };
-  static constexpr Param kParam[] = {
-      {"/api/v3/plan/", "/messages", "/api/v3/plan/{plan_id}/messages", http::verb::get, RouteId::kPlanMessages},
-      {"/api/v3/plans/", "/cancel", "/api/v3/plans/{plan_id}/cancel", http::verb::post, RouteId::kCancel},
-      {"/api/v3/team_configs/", "", "/api/v3/team_configs/{team_id}", http::verb::get, RouteId::kTeamConfig},
-      {"/api/v3/socket/", "", "/api/v3/socket/{plan_id}", http::verb::get, RouteId::kSocket},
+  static constexpr Api kApi[] = {
+      {"/process_request", "", false, "/process_request", http::verb::post, RouteId::kProcessRequest},
+      {"/plans", "", false, "/plans", http::verb::get, RouteId::kPlans},
+      {"/plan", "", false, "/plan", http::verb::get, RouteId::kPlan},
+      {"/plan_approval", "", false, "/plan_approval", http::verb::post, RouteId::kPlanApproval},
+      {"/user_clarification", "", false, "/user_clarification", http::verb::post, RouteId::kUserClarification},
+      {"/agent_message", "", false, "/agent_message", http::verb::post, RouteId::kAgentMessage},
+      {"/init_team", "", false, "/init_team", http::verb::get, RouteId::kInitTeam},
+      {"/team_configs", "", false, "/team_configs", http::verb::get, RouteId::kTeamConfigs},
+      {"/select_team", "", false, "/select_team", http::verb::post, RouteId::kSelectTeam},
+      {"/upload_team_config", "", false, "/upload_team_config", http::verb::post, RouteId::kUploadTeam},
+      {"/plan/", "/messages", true, "/plan/{plan_id}/messages", http::verb::get, RouteId::kPlanMessages},
+      {"/plans/", "/cancel", true, "/plans/{plan_id}/cancel", http::verb::post, RouteId::kCancel},
+      {"/team_configs/", "", true, "/team_configs/{team_id}", http::verb::get, RouteId::kTeamConfig},
+      {"/team_configs/", "", true, "/team_configs/{team_id}", http::verb::delete_, RouteId::kDeleteTeam},
+      {"/socket/", "", true, "/socket/{plan_id}", http::verb::get, RouteId::kSocket},
   };
   auto verb_ok = [method](http::verb want) {
-    return method == want || method == http::verb::options || (want == http::verb::get && method == http::verb::head);
+    return method == want || (want == http::verb::get && method == http::verb::head);
   };
   RouteMatch m;
   for (const auto& f : kFixed) {
     if (path != f.path) continue;
-    m.name = f.path;
+    m.name = std::string(f.path);
     m.id = method == http::verb::options ? RouteId::kPreflight : verb_ok(f.verb) ? f.id : RouteId::kMethodNotAllowed;
     return m;
   }
-  for (const auto& p : kParam) {
-    auto v = path_param(path, p.prefix, p.suffix);
-    if (!v) continue;
-    m.name = p.name;
-    m.param = std::string(*v);
-    m.id = method == http::verb::options ? RouteId::kPreflight : verb_ok(p.verb) ? p.id : RouteId::kMethodNotAllowed;
-    return m;
+  std::string_view version;
+  for (std::string_view v : {std::string_view("/api/v3"), std::string_view("/api/v4")}) {
+    if (path.starts_with(v)) version = v;
   }
+  if (version.empty()) return m;
+  std::string_view rest = path.substr(version.size());
+  bool path_known = false;
+  for (const auto& a : kApi) {
+    std::optional<std::string_view> param;
+    if (a.param) {
+      param = path_param(rest, a.head, a.tail);
+      if (!param) continue;
+    } else if (rest != a.head) {
+      continue;
+    }
+    path_known = true;
+    m.name = std::string(version) + std::string(a.pattern);
+    if (param) m.param = std::string(*param);
+    m.version = version.back() - '0';
+    if (method == http::verb::options) {
+      m.id = RouteId::kPreflight;
+      return m;
+    }
+    if (verb_ok(a.verb)) {
+      m.id = a.id;
+      return m;
+    }
+  }
+  if (path_known) m.id = RouteId::kMethodNotAllowed;
   return m;
 }
 
@@ -119,7 +150,9 @@ Result<PlanRecord> Router::owned_plan(const std::string& user, std::string_view 
 void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, Respond respond) {
   switch (m.id) {
     case RouteId::kNotFound:
-      if (auto page = serve_static(st_.cfg.web_dir, req.method(), t.path)) return respond(std::move(*page));
+      if (auto page = serve_static(st_.cfg.web_dir, req.method(), t.path, !st_.cfg.web_dir.empty())) {
+        return respond(std::move(*page));
+      }
       return respond(json_response(http::status::not_found, detail("Not Found")));
     case RouteId::kMethodNotAllowed:
       return respond(json_response(http::status::method_not_allowed, detail("Method Not Allowed")));
@@ -130,6 +163,7 @@ void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, 
     case RouteId::kHealth: return health(std::move(respond));
     case RouteId::kReady: return ready(std::move(respond));
     case RouteId::kMetrics: return metrics(std::move(respond));
+    case RouteId::kConfig: return config(req, std::move(respond));
     case RouteId::kSocket:
       return respond(json_response(http::status::bad_request, detail("WebSocket upgrade required")));
     default: break;
@@ -154,6 +188,10 @@ void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, 
     case RouteId::kTeamConfigs: return team_configs(std::move(respond));
     case RouteId::kTeamConfig: return team_config(m.param, std::move(respond));
     case RouteId::kSelectTeam: return select_team(user, req, std::move(respond));
+    case RouteId::kUploadTeam: return upload_team(user, req, std::move(respond));
+    case RouteId::kDeleteTeam: return delete_team(user, m.param, std::move(respond));
+    case RouteId::kBrowserLanguage:
+      return respond(json_response(http::status::ok, R"({"status":"Language received successfully"})"));
     default: return respond(json_response(http::status::not_found, detail("Not Found")));
   }
 }

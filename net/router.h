@@ -42,13 +42,18 @@ enum class RouteId {
   kTeamConfigs,
   kTeamConfig,
   kSelectTeam,
+  kUploadTeam,
+  kDeleteTeam,
   kSocket,
+  kConfig,
+  kBrowserLanguage,
 };
 
 struct RouteMatch {
   RouteId id = RouteId::kNotFound;
-  std::string_view name = "unmatched";  // the route pattern, for metrics and logs
-  std::string param;                    // {plan_id} / {team_id}
+  std::string name = "unmatched";  // the route pattern, for metrics and logs
+  std::string param;               // {plan_id} / {team_id}
+  int version = 0;                 // 3 or 4 for /api/v3/..., /api/v4/...
 };
 
 RouteMatch match_route(http::verb method, std::string_view path);
@@ -72,6 +77,9 @@ class Router {
   void health(Respond respond);
   void ready(Respond respond);
   void metrics(Respond respond);
+  // GET /config: where a MACAE UI served by agentd finds the API (this
+  // request's own origin), contract decision 7.
+  void config(const Request& req, Respond respond);
   void process_request(const std::string& user, const Request& req, Respond respond);
   void plans(const std::string& user, const Target& t, Respond respond);
   void plan(const std::string& user, const Target& t, Respond respond);
@@ -84,6 +92,10 @@ class Router {
   void team_configs(Respond respond);
   void team_config(const std::string& team_id, Respond respond);
   void select_team(const std::string& user, const Request& req, Respond respond);
+  // POST upload_team_config: the team file as multipart field "file" (what
+  // the UIs send) or as a JSON body.
+  void upload_team(const std::string& user, const Request& req, Respond respond);
+  void delete_team(const std::string& user, const std::string& team_id, Respond respond);
 
   // The user's plan; kNotFound for a missing plan and for another user's.
   Result<PlanRecord> owned_plan(const std::string& user, std::string_view plan_id);

@@ -20,6 +20,7 @@
 #include "net/hub.h"
 #include "net/net_metrics.h"
 #include "net/origin.h"
+#include "net/resume_cursors.h"
 
 namespace agentd::net {
 
@@ -85,6 +86,7 @@ struct ServerState {
   const ServerDeps deps;
   Hub hub;
   MergedReader reader;
+  ResumeCursors cursors{100000, std::chrono::minutes(5)};
   NetMetrics metrics;
   boost::asio::thread_pool read_pool;
   SessionRegistry sessions;

@@ -73,6 +73,15 @@ std::string_view static_content_type(std::string_view rel) {
       {".png", "image/png"},
       {".ico", "image/x-icon"},
       {".txt", "text/plain; charset=utf-8"},
+      {".map", "application/json"},
+      {".webmanifest", "application/manifest+json"},
+      {".woff", "font/woff"},
+      {".woff2", "font/woff2"},
+      {".ttf", "font/ttf"},
+      {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},
+      {".gif", "image/gif"},
+      {".webp", "image/webp"},
   };
   for (const auto& t : kTypes) {
     if (rel.size() >= t.ext.size() && rel.substr(rel.size() - t.ext.size()) == t.ext) return t.type;
@@ -81,18 +90,22 @@ std::string_view static_content_type(std::string_view rel) {
 }
 
 std::optional<http::response<http::string_body>> serve_static(const std::string& web_dir, http::verb method,
-                                                              std::string_view path) {
+                                                              std::string_view path, bool spa_fallback) {
   if (method != http::verb::get && method != http::verb::head) return std::nullopt;
   if (path == "/api" || path.starts_with("/api/")) return std::nullopt;
   auto rel = static_relative_path(path);
   if (!rel) return not_found();
-  std::optional<std::string> body;
-  if (web_dir.empty()) {
+  auto load = [&web_dir](const std::string& r) -> std::optional<std::string> {
+    if (!web_dir.empty()) return read_file(web_dir + "/" + r);
     for (size_t i = 0; i < kEmbeddedWebFileCount; ++i) {
-      if (kEmbeddedWebFiles[i].path == *rel) body = std::string(kEmbeddedWebFiles[i].body);
+      if (kEmbeddedWebFiles[i].path == r) return std::string(kEmbeddedWebFiles[i].body);
     }
-  } else {
-    body = read_file(web_dir + "/" + *rel);
+    return std::nullopt;
+  };
+  std::optional<std::string> body = load(*rel);
+  if (!body && spa_fallback && rel->substr(rel->rfind('/') + 1).find('.') == std::string::npos) {
+    rel = "index.html";
+    body = load(*rel);
   }
   if (!body) return not_found();
   http::response<http::string_body> res{http::status::ok, 11};

@@ -38,7 +38,10 @@ std::string_view static_content_type(std::string_view rel);
 // JSON 404. nullopt when the request is not for a static file (other
 // methods, /api/...), so the caller answers as before. `web_dir` empty = the
 // embedded files. Reads a folder file synchronously (small files, local disk).
+// `spa_fallback`: a missing file whose last segment has no '.' (an app route
+// such as /plan/{id}, not a missing asset) gets index.html, as a single-page
+// app's server does so that a reload of any of its pages works.
 std::optional<boost::beast::http::response<boost::beast::http::string_body>> serve_static(
-    const std::string& web_dir, boost::beast::http::verb method, std::string_view path);
+    const std::string& web_dir, boost::beast::http::verb method, std::string_view path, bool spa_fallback = false);
 
 }  // namespace agentd::net

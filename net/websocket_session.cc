@@ -16,14 +16,14 @@ namespace asio = boost::asio;
 namespace websocket = beast::websocket;
 
 WebsocketSession::WebsocketSession(asio::ip::tcp::socket&& socket, ServerState& st, std::string plan_id,
-                                   std::string user_id, uint64_t after_seq, std::string protocol)
+                                   std::string user_id, WsStart start, std::string protocol)
     : st_(st),
       ws_(std::move(socket)),
       close_timer_(ws_.get_executor()),
       plan_id_(std::move(plan_id)),
       user_id_(std::move(user_id)),
       protocol_(std::move(protocol)),
-      after_seq_(after_seq) {
+      start_(start) {
   st_.metrics.open_connections.add(1);
 }
 
@@ -61,7 +61,29 @@ void WebsocketSession::on_accept(beast::error_code ec) {
   if (!s.is_ok()) return close_with(websocket::close_code::policy_error, "too many sockets for this plan");
   subscribed_ = true;
   do_read();
-  start_replay(after_seq_);
+  if (start_.open_request_seq == 0 || start_.open_request_seq > start_.after_seq) return start_replay(start_.after_seq);
+  // The open request first, then the replay (which waits for it: a page
+  // must see the question before what follows it).
+  last_seq_ = start_.after_seq;
+  replaying_ = true;
+  replay_reading_ = true;
+  opening_ = true;  // live frames meanwhile are gaps: the replay sends them after
+  auto self = shared_from_this();
+  uint64_t seq = start_.open_request_seq;
+  st_.run_read([this, seq] { return st_.reader.read_messages(plan_id_, seq - 1, 1); },
+               [self](Result<std::vector<StoredMessage>> r) {
+                 asio::post(self->ws_.get_executor(),
+                            [self, r = std::move(r)]() mutable { self->on_open_request(std::move(r)); });
+               });
+}
+
+void WebsocketSession::on_open_request(Result<std::vector<StoredMessage>> r) {
+  replay_reading_ = false;
+  opening_ = false;
+  if (closing_) return;
+  if (!r) spdlog::warn("ws {}: open request {}: {}", plan_id_, start_.open_request_seq, r.status().message());
+  if (r && r->size() == 1 && (*r)[0].seq == start_.open_request_seq) push(Frame{(*r)[0].seq, std::move((*r)[0].bytes)});
+  do_replay();
 }
 
 // ---- client frames --------------------------------------------------------
@@ -171,7 +193,7 @@ void WebsocketSession::on_frame(const Frame& f) {
   if (closing_) return;
   if (f.seq == 0) return push(f);
   if (f.seq <= last_seq_) return;  // already queued (by the replay)
-  if (f.seq == last_seq_ + 1) {
+  if (f.seq == last_seq_ + 1 && !opening_) {
     last_seq_ = f.seq;
     return push(f);
   }
@@ -243,7 +265,9 @@ void WebsocketSession::on_replay(uint64_t from, Result<std::vector<StoredMessage
 // ---- writes and close ------------------------------------------------------
 
 void WebsocketSession::do_write() {
-  if (queue_.empty() || closing_) return;
+  // One write in flight: push() and on_write() both end here, and a replay
+  // page completing inside on_write() may already have started one.
+  if (writing_ || queue_.empty() || closing_) return;
   writing_ = true;
   ws_.async_write(asio::buffer(*queue_.front().bytes),
                   [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_write(ec, n); });
@@ -253,7 +277,10 @@ void WebsocketSession::on_write(beast::error_code ec, std::size_t) {
   writing_ = false;
   if (ec) return finish();
   if (!queue_.empty()) {
-    if (queue_.front().seq > written_seq_) written_seq_ = queue_.front().seq;
+    if (queue_.front().seq > written_seq_) {
+      written_seq_ = queue_.front().seq;
+      if (start_.track_cursor) st_.cursors.advance(user_id_, plan_id_, written_seq_);
+    }
     queue_.pop_front();
     queued_.store(queue_.size(), std::memory_order_relaxed);
     st_.metrics.ws_frames_sent.inc();

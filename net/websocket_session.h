@@ -17,6 +17,12 @@
 // 1013 and a reason telling it to reconnect with after_seq = the last seq it
 // was sent. Shutdown closes with 1001 and the same hint.
 //
+// Without after_seq (what the MACAE UIs do, having loaded the plan with
+// GET /plan) the session starts at the user's resume cursor, else live
+// (net/resume_cursors.h), and first sends the plan's still-open approval or
+// clarification request, if any (contract decision 5). Such a session moves
+// the cursor as it writes.
+//
 // Client frames (JSON text): {"type":"ping"} -> pong; {"type":"resume",
 // "after_seq":N}; {"type":"plan_approval_response","data":{approved,
 // feedback, m_plan_id?}} and {"type":"user_clarification_response",
@@ -37,10 +43,17 @@
 
 namespace agentd::net {
 
+// Where a session starts (decided at the upgrade, from the plan record).
+struct WsStart {
+  uint64_t after_seq = 0;         // replay everything after this seq, then live
+  uint64_t open_request_seq = 0;  // an open request to send first (0: none), if <= after_seq
+  bool track_cursor = false;      // no after_seq was given: keep the user's cursor
+};
+
 class WebsocketSession : public Subscriber, public Closable, public std::enable_shared_from_this<WebsocketSession> {
  public:
   WebsocketSession(boost::asio::ip::tcp::socket&& socket, ServerState& st, std::string plan_id, std::string user_id,
-                   uint64_t after_seq, std::string protocol);
+                   WsStart start, std::string protocol);
   ~WebsocketSession() override;
 
   // Accepts the upgrade request (on the socket's strand).
@@ -59,6 +72,7 @@ class WebsocketSession : public Subscriber, public Closable, public std::enable_
   void on_frame(const Frame& f);  // on the strand
   void push(Frame f);
   void start_replay(uint64_t after_seq);
+  void on_open_request(Result<std::vector<StoredMessage>> r);
   void do_replay();
   void on_replay(uint64_t from, Result<std::vector<StoredMessage>> r);
 
@@ -76,7 +90,7 @@ class WebsocketSession : public Subscriber, public Closable, public std::enable_
   boost::beast::flat_buffer rbuf_;
   boost::asio::steady_timer close_timer_;
   const std::string plan_id_, user_id_, protocol_;
-  const uint64_t after_seq_;
+  const WsStart start_;
 
   // Strand-only state.
   std::deque<Frame> queue_;  // front is being written while writing_
@@ -90,6 +104,7 @@ class WebsocketSession : public Subscriber, public Closable, public std::enable_
   uint64_t last_seq_ = 0;     // highest persisted seq queued
   uint64_t written_seq_ = 0;  // highest persisted seq written to the socket
   bool replaying_ = false;
+  bool opening_ = false;  // reading the open request (start_)
   bool replay_reading_ = false;
   size_t replay_asked_ = 0;    // page size of the read in flight
   uint64_t skipped_live_ = 0;  // highest live seq dropped as a gap

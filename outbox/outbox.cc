@@ -1162,6 +1162,21 @@ Result<uint64_t> Outbox::last_seq(std::string_view plan_id) {
   return impl_->stored_last_seq(txn.get(), plan_id);
 }
 
+Result<std::optional<uint64_t>> Outbox::find_message(std::string_view plan_id, std::string_view message_id) {
+  if (plan_id.size() > of::kMaxPlanIdLen || message_id.size() > of::kMaxMessageIdLen || message_id.empty()) {
+    return std::optional<uint64_t>();
+  }
+  ReadTxn txn(impl_->env);
+  AGENTD_RETURN_IF_ERROR(txn.status());
+  std::string idkey = of::msgid_key(plan_id, message_id);
+  MDB_val k = mval(idkey), v;
+  int rc = mdb_get(txn.get(), impl_->msgids, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<uint64_t>();
+  if (rc != 0) return lmdb_error(rc, "read msgids");
+  if (v.mv_size != 8) return corruption("corrupt msgids value for " + std::string(plan_id) + "/" + std::string(message_id));
+  return std::optional<uint64_t>(of::get_be64(static_cast<const char*>(v.mv_data)));
+}
+
 Result<uint64_t> Outbox::first_seq(std::string_view plan_id) {
   if (plan_id.size() > of::kMaxPlanIdLen) return uint64_t{0};
   ReadTxn txn(impl_->env);

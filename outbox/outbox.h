@@ -139,6 +139,7 @@ class Outbox final : public MessageLog {
   Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id) override;
   Result<std::vector<PlanRecord>> list_plans(std::string_view user_id, size_t limit) override;
   Result<uint64_t> last_seq(std::string_view plan_id) override;
+  Result<std::optional<uint64_t>> find_message(std::string_view plan_id, std::string_view message_id) override;
   Result<std::vector<PlanRecord>> list_unfinished_plans(size_t limit) override;
 
   // Asio form of append: completion signature void(Result<AppendResult>).

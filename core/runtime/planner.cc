@@ -14,6 +14,14 @@ std::string MPlan::to_json() const {
   w.StartObject();
   w.Key("id");
   w.String(id);
+  w.Key("plan_id");
+  w.String(plan_id);
+  w.Key("user_id");
+  w.String(user_id);
+  w.Key("team_id");
+  w.String(team_id);
+  w.Key("overall_status");
+  w.String(overall_status);
   w.Key("user_request");
   w.String(user_request);
   w.Key("team");

@@ -21,11 +21,16 @@ struct MPlanStep {
 // MACAE's MPlan, in the object form the UP frontend accepts (contract §3.2).
 struct MPlan {
   std::string id;  // the m_plan_id
+  // Filled in by the runtime once the plan is made (the planner does not
+  // know them); overall_status is MACAE's, as of when the MPlan was written.
+  std::string plan_id, user_id, team_id, overall_status = "in_progress";
   std::string user_request;
   std::vector<std::string> team;  // agent names
   std::string facts;
   std::vector<MPlanStep> steps;
-  std::string to_json() const;  // {"id","user_request","team","facts","steps":[{"id","agent","action"}]}
+  // {"id","plan_id","user_id","team_id","overall_status","user_request","team","facts",
+  //  "steps":[{"id","agent","action"}]}: the full MPlan the MACAE UIs read.
+  std::string to_json() const;
 };
 
 class Planner {

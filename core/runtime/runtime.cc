@@ -9,6 +9,8 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <cctype>
+#include <filesystem>
 #include <thread>
 
 #include "core/clock.h"
@@ -58,9 +60,10 @@ auto async_callback(Start&& start) {
 // A message of `type` for the plan, with the plan record moved to `status`
 // when one is given (both commit in one transaction).
 AppendRequest make_request(const PlanRecord& rec, std::string_view type, const std::string& data,
-                           std::optional<PlanStatus> status) {
+                           std::optional<PlanStatus> status, std::string_view message_id = {}) {
   MessageDraft d;
   d.type = std::string(type);
+  d.message_id = std::string(message_id);
   d.plan_id = rec.plan_id;
   d.user_id = rec.user_id;
   d.session_id = rec.session_id;
@@ -79,12 +82,16 @@ std::string status_data(std::string_view content, std::string_view status) {
   return JsonObject().str("content", content).str("status", status).done();
 }
 
-// A timeout_notification's data (contract §2.3).
+// The data of the error_message that ends a plan on a timeout: the MACAE
+// UIs show error_message content (they ignore timeout_notification), and the
+// timeout_notification fields stay beside it for other clients.
 std::string timeout_data(std::string_view kind, std::string_view request_id, std::chrono::milliseconds timeout) {
   auto secs = std::chrono::duration_cast<std::chrono::seconds>(timeout).count();
   std::string what = std::string("No ") + (kind == "approval" ? "approval" : "answer") + " within " +
                      std::to_string(secs) + " s; the plan is canceled";
   return JsonObject()
+      .str("content", "Plan canceled: " + what)
+      .str("status", "timeout")
       .str("timeout_type", kind)
       .str("request_id", request_id)
       .str("message", what)
@@ -92,22 +99,38 @@ std::string timeout_data(std::string_view kind, std::string_view request_id, std
       .done();
 }
 
+// The string the MACAE v3 UI parses a clarification request from (it reads
+// no structured field): UserClarificationRequest(question='…', request_id='…'),
+// the question escaped as a Python repr would (\\, \', \n).
+std::string clarification_repr(std::string_view question, std::string_view request_id) {
+  std::string q;
+  for (char c : question) {
+    if (c == '\\' || c == '\'') q += '\\';
+    if (c == '\n') {
+      q += "\\n";
+      continue;
+    }
+    q += c;
+  }
+  return "UserClarificationRequest(question='" + q + "', request_id='" + std::string(request_id) + "')";
+}
+
 }  // namespace
 
 struct Runtime::PlanRun : std::enable_shared_from_this<PlanRun> {
-  PlanRun(asio::any_io_executor ex, PlanRecord rec, const TeamConfig* t, bool auto_ok)
+  PlanRun(asio::any_io_executor ex, PlanRecord rec, std::shared_ptr<const TeamConfig> t, bool auto_ok)
       : strand(asio::make_strand(ex)),
         wake(strand),
         plan_id(rec.plan_id),
         user_id(rec.user_id),
-        team(t),
+        team(std::move(t)),
         auto_approve(auto_ok),
         record(std::move(rec)) {}
 
   asio::strand<asio::any_io_executor> strand;
   asio::steady_timer wake;  // every wait of the plan; cancel() wakes it
   const std::string plan_id, user_id;
-  const TeamConfig* const team;
+  const std::shared_ptr<const TeamConfig> team;  // kept even if the team is deleted meanwhile
   const bool auto_approve;
 
   // strand:
@@ -135,7 +158,7 @@ Runtime::Runtime(asio::any_io_executor ex, MessageLog& log, std::vector<TeamConf
                  ModelClient* model, MetricsRegistry& metrics)
     : ex_(std::move(ex)),
       log_(log),
-      teams_(std::move(teams)),
+
       opts_(std::move(options)),
       model_(model),
       plans_submitted_(metrics.counter("agentd_plans_submitted_total", "Plans submitted")),
@@ -143,6 +166,7 @@ Runtime::Runtime(asio::any_io_executor ex, MessageLog& log, std::vector<TeamConf
       outbox_full_retries_(metrics.counter("agentd_runtime_outbox_full_retries_total",
                                            "Appends the runtime retried because the outbox was full")),
       plans_active_(metrics.gauge("agentd_plans_active", "Plans in memory (planning, waiting or running)")) {
+  for (auto& t : teams) teams_.push_back(std::make_shared<const TeamConfig>(std::move(t)));
   if (model_) {
     planner_ = std::make_unique<LlmPlanner>(*model_, opts_.model_timeout);
   } else {
@@ -164,7 +188,7 @@ Status Runtime::recover() {
     std::string was(plan_status_name(rec.status));
     std::string note = status_data(
         "Plan interrupted: agentd stopped while the plan was " + was + ". Submit it again to retry.", "interrupted");
-    auto r = log_.append_sync(make_request(rec, msgtype::kSystemMessage, note, PlanStatus::kInterrupted));
+    auto r = log_.append_sync(make_request(rec, msgtype::kErrorMessage, note, PlanStatus::kInterrupted));
     if (!r) return r.status();
     spdlog::info("plan {} marked interrupted (was {})", rec.plan_id, was);
   }
@@ -185,10 +209,17 @@ void Runtime::shutdown(std::chrono::milliseconds deadline) {
 
 bool Runtime::interrupted(const PlanRun& run) const { return run.cancel_requested || stopping_; }
 
-const TeamConfig* Runtime::find_team(const std::string& team_id) const {
+std::shared_ptr<const TeamConfig> Runtime::find_team(const std::string& team_id) const {
+  std::lock_guard l(mu_);
   for (const auto& t : teams_)
-    if (t.team_id == team_id) return &t;
+    if (t->team_id == team_id) return t;
   return nullptr;
+}
+
+std::string Runtime::default_team_id() const {
+  if (!opts_.default_team_id.empty()) return opts_.default_team_id;
+  std::lock_guard l(mu_);
+  return teams_.empty() ? std::string() : teams_.front()->team_id;
 }
 
 std::shared_ptr<Runtime::PlanRun> Runtime::find_run(const std::string& id) const {
@@ -245,8 +276,8 @@ void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)
     auto it = selected_team_.find(req.user_id);
     if (it != selected_team_.end()) team_id = it->second;
   }
-  if (team_id.empty()) team_id = opts_.default_team_id.empty() ? teams_.front().team_id : opts_.default_team_id;
-  const TeamConfig* team = find_team(team_id);
+  if (team_id.empty()) team_id = default_team_id();
+  std::shared_ptr<const TeamConfig> team = find_team(team_id);
   if (!team) return done(invalid_argument("team_id: unknown team '" + team_id + "'"));
 
   PlanRecord rec;
@@ -293,9 +324,11 @@ void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)
 
 // --- emit / finish -------------------------------------------------------------
 
+const std::string Runtime::kNewMessageId;
+
 asio::awaitable<Result<AppendResult>> Runtime::emit(PlanRun& run, std::string_view type, const std::string& data,
-                                                    std::optional<PlanStatus> status) {
-  auto base = std::make_shared<const AppendRequest>(make_request(run.record, type, data, status));
+                                                    std::optional<PlanStatus> status, const std::string& message_id) {
+  auto base = std::make_shared<const AppendRequest>(make_request(run.record, type, data, status, message_id));
   auto backoff = 50ms;
   for (;;) {
     auto start = [this, base](AppendCallback cb) { log_.append(AppendRequest(*base), std::move(cb)); };
@@ -405,7 +438,7 @@ void Runtime::abandon(PlanRun& run) {
     }                                                                                    \
     if ((run).cancel_requested) {                                                        \
       const std::string canceled = status_data("Plan canceled by the user", "canceled"); \
-      co_await finish((run), msgtype::kSystemMessage, canceled, PlanStatus::kCanceled);  \
+      co_await finish((run), msgtype::kErrorMessage, canceled, PlanStatus::kCanceled);   \
       co_return StepOutcome::kEnded;                                                     \
     }                                                                                    \
   } while (0)
@@ -457,17 +490,33 @@ asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
     co_return StepOutcome::kEnded;
   }
   run.m_plan_id = mp->id;
+  mp->plan_id = run.plan_id;
+  mp->user_id = run.user_id;
+  mp->team_id = run.team->team_id;
   {
     std::lock_guard l(mu_);
     m_plan_index_[mp->id] = run.plan_id;
   }
   run.record.m_plan = mp->to_json();
+  JsonObject descriptions;
+  for (const auto& a : run.team->agents) {
+    // A name that is no valid document key ('.', '$') is left out: MongoDB
+    // would refuse the whole message.
+    if (check_key(a.name, "participant_descriptions").is_ok()) descriptions.str(a.name, a.description);
+  }
+  const std::string context =
+      JsonObject().str("task", run.record.initial_goal).raw("participant_descriptions", descriptions.done()).done();
+  // MACAE's PlanApprovalRequest: the MPlan under "plan" (what both UIs read).
   const std::string request = JsonObject()
+                                  .raw("plan", run.record.m_plan)
+                                  .str("status", "PENDING_APPROVAL")
+                                  .raw("context", context)
                                   .str("plan_id", run.plan_id)
                                   .str("m_plan_id", mp->id)
-                                  .str("status", "PENDING_APPROVAL")
-                                  .raw("m_plan", run.record.m_plan)
                                   .done();
+  // Awaiting from before the request is announced: an approval sent the
+  // moment a client sees it must find the plan waiting.
+  run.awaiting_approval = !run.auto_approve;
   Result<AppendResult> asked =
       co_await emit(run, msgtype::kPlanApprovalRequest, request, PlanStatus::kAwaitingApproval);
   if (!asked) {
@@ -480,13 +529,12 @@ asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
     run.approved = true;
     run.feedback = "auto-approved";
   } else {
-    run.awaiting_approval = true;
     bool answered = co_await wait_until(run, opts_.approval_timeout, Await::kApproval);
     run.awaiting_approval = false;
     if (!run.approved) AGENTD_END_IF_INTERRUPTED(run);
     if (!answered) {
       const std::string note = timeout_data("approval", run.m_plan_id, opts_.approval_timeout);
-      co_await finish(run, msgtype::kTimeoutNotification, note, PlanStatus::kCanceled);
+      co_await finish(run, msgtype::kErrorMessage, note, PlanStatus::kCanceled);
       co_return StepOutcome::kEnded;
     }
   }
@@ -631,9 +679,12 @@ asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, c
                               .str("request_id", rid)
                               .str("plan_id", run.plan_id)
                               .str("agent_name", agent.name)
+                              .str("repr", clarification_repr(question, rid))
                               .done();
+  // The request's message_id is its request_id: an echo that carries only
+  // the request_id (the MACAE UIs post one back) is found by it.
   Result<AppendResult> asked =
-      co_await emit(run, msgtype::kUserClarificationRequest, ask, PlanStatus::kAwaitingClarification);
+      co_await emit(run, msgtype::kUserClarificationRequest, ask, PlanStatus::kAwaitingClarification, rid);
   if (!asked) {
     const Status why = asked.status();
     co_await end_on_append_failure(run, why);
@@ -648,7 +699,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, c
   if (!run.answer) AGENTD_END_IF_INTERRUPTED(run);
   if (!answered) {
     const std::string note = timeout_data("clarification", rid, opts_.clarification_timeout);
-    co_await finish(run, msgtype::kTimeoutNotification, note, PlanStatus::kCanceled);
+    co_await finish(run, msgtype::kErrorMessage, note, PlanStatus::kCanceled);
     co_return StepOutcome::kEnded;
   }
   const std::string reply = JsonObject()
@@ -804,14 +855,60 @@ void Runtime::cancel(std::string user_id, std::string plan_id, std::function<voi
 
 std::vector<std::string> Runtime::team_configs() const {
   std::vector<std::string> out;
-  for (const auto& t : teams_) out.push_back(t.json);
+  std::lock_guard l(mu_);
+  for (const auto& t : teams_) out.push_back(t->json);
   return out;
 }
 
 std::optional<std::string> Runtime::team_config(const std::string& team_id) const {
-  const TeamConfig* t = find_team(team_id);
+  auto t = find_team(team_id);
   if (!t) return std::nullopt;
   return t->json;
+}
+
+Result<std::string> Runtime::upload_team(const std::string& user_id, std::string_view json) {
+  auto parsed = parse_team(json, "team file", /*uploaded=*/true);
+  if (!parsed) return parsed.status();
+  auto team = std::make_shared<const TeamConfig>(std::move(parsed).value());
+  const std::string& id = team->team_id;
+  // The id names the team's file: a plain name, no path.
+  bool plain = id.size() <= 100 && id.front() != '.' &&
+               std::all_of(id.begin(), id.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'; });
+  if (!plain) return invalid_argument("team file: team_id: use letters, digits, '-', '_' and '.' (at most 100)");
+  {
+    std::lock_guard l(mu_);
+    for (const auto& t : teams_) {
+      if (t->team_id == id) return Status(Code::kAlreadyExists, "team_id '" + id + "' already exists");
+    }
+    if (!uploading_.insert(id).second) return Status(Code::kAlreadyExists, "team_id '" + id + "' already exists");
+  }
+  Status saved = Status::ok();
+  if (!opts_.uploaded_teams_dir.empty()) {
+    saved = write_file_durably(opts_.uploaded_teams_dir, id + ".json", team->json);
+  }
+  std::lock_guard l(mu_);
+  uploading_.erase(id);
+  if (!saved.is_ok()) return saved;
+  teams_.push_back(team);
+  spdlog::info("team {} uploaded by {}", id, user_id);
+  return team->json;
+}
+
+Status Runtime::delete_team(const std::string& user_id, const std::string& team_id) {
+  auto team = find_team(team_id);
+  if (!team) return not_found("Team configuration not found");
+  if (!team->uploaded) return failed_precondition("team '" + team_id + "' is built in and cannot be deleted");
+  if (!opts_.uploaded_teams_dir.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::remove(std::filesystem::path(opts_.uploaded_teams_dir) / (team_id + ".json"), ec)) {
+      if (ec) return io_error("deleting team " + team_id + ": " + ec.message());
+      return not_found("Team configuration not found");  // deleted meanwhile
+    }
+  }
+  std::lock_guard l(mu_);
+  teams_.erase(std::remove(teams_.begin(), teams_.end(), team), teams_.end());
+  spdlog::info("team {} deleted by {}", team_id, user_id);
+  return Status::ok();
 }
 
 Status Runtime::select_team(const std::string& user_id, const std::string& team_id) {
@@ -828,8 +925,10 @@ std::optional<std::string> Runtime::current_team(const std::string& user_id) con
     auto it = selected_team_.find(user_id);
     if (it != selected_team_.end()) id = it->second;
   }
-  if (id.empty()) id = opts_.default_team_id.empty() ? teams_.front().team_id : opts_.default_team_id;
-  return team_config(id);
+  if (!id.empty()) {
+    if (auto t = team_config(id)) return t;  // unless deleted since
+  }
+  return team_config(default_team_id());
 }
 
 std::optional<std::string> Runtime::streaming_message(const std::string& plan_id) const {

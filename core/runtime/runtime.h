@@ -35,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,7 @@ struct RuntimeOptions {
   std::string default_team_id;                      // empty: the first team loaded
   size_t max_active_plans = 10000;                  // submit beyond this -> kUnavailable
   std::chrono::milliseconds model_timeout{120000};  // per model request (planner, LLM agents)
+  std::string uploaded_teams_dir;                   // where uploaded teams are kept; empty = memory only
 };
 
 class Runtime final : public PlanService {
@@ -84,6 +86,8 @@ class Runtime final : public PlanService {
   std::optional<std::string> team_config(const std::string& team_id) const override;
   Status select_team(const std::string& user_id, const std::string& team_id) override;
   std::optional<std::string> current_team(const std::string& user_id) const override;
+  Result<std::string> upload_team(const std::string& user_id, std::string_view json) override;
+  Status delete_team(const std::string& user_id, const std::string& team_id) override;
   std::optional<std::string> streaming_message(const std::string& plan_id) const override;
   void set_live_sink(LiveSink sink) override;
 
@@ -103,8 +107,12 @@ class Runtime final : public PlanService {
                                                std::string* error);
   // Appends a message (and the plan record moved to `status`, when given),
   // retrying with backoff while the outbox is full.
+  // `message_id` empty: a new one. (The default is a named object, not a
+  // temporary: see the coroutine rule at the top of runtime.cc.)
+  static const std::string kNewMessageId;
   boost::asio::awaitable<Result<AppendResult>> emit(PlanRun& run, std::string_view type, const std::string& data,
-                                                    std::optional<PlanStatus> status);
+                                                    std::optional<PlanStatus> status,
+                                                    const std::string& message_id = kNewMessageId);
   // Ends the plan with `status` announced by a message of `type`.
   boost::asio::awaitable<void> finish(PlanRun& run, std::string_view type, const std::string& data, PlanStatus status);
   // Drops the plan from memory (releasing its slot) without announcing more.
@@ -128,14 +136,16 @@ class Runtime final : public PlanService {
   void release_slot();
   void forget(const PlanRun& run);
   bool interrupted(const PlanRun& run) const;
-  const TeamConfig* find_team(const std::string& team_id) const;
+  std::shared_ptr<const TeamConfig> find_team(const std::string& team_id) const;
+  std::string default_team_id() const;
   std::shared_ptr<PlanRun> find_run(const std::string& id) const;
   Status check_inactive_plan(const std::string& user_id, const std::string& plan_id, const char* what);
   void publish_live(const PlanRun& run, const std::string& frame);
 
   boost::asio::any_io_executor ex_;
   MessageLog& log_;
-  const std::vector<TeamConfig> teams_;
+  std::vector<std::shared_ptr<const TeamConfig>> teams_;  // guarded by mu_
+  std::set<std::string> uploading_;                      // team ids being saved; guarded by mu_
   const RuntimeOptions opts_;
   ModelClient* model_;
   std::unique_ptr<Planner> planner_;

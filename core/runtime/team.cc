@@ -1,6 +1,12 @@
 #include "core/runtime/team.h"
 
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -27,10 +33,10 @@ Status field_error(const std::string& source, const std::string& field, const st
 
 }  // namespace
 
-Result<TeamConfig> parse_team(std::string_view text, const std::string& source) {
+Result<TeamConfig> parse_team(std::string_view text, const std::string& source, bool uploaded) {
   auto doc = parse_strict(text);
   if (!doc) return invalid_argument(source + ": " + doc.status().message());
-  const rapidjson::Value& d = *doc;
+  rapidjson::Document& d = *doc;
   if (!d.IsObject()) return field_error(source, "$root", "not a JSON object");
   TeamConfig t;
   auto str = [&](const rapidjson::Value& o, const char* f, const std::string& path, std::string* out,
@@ -109,8 +115,90 @@ Result<TeamConfig> parse_team(std::string_view text, const std::string& source) 
       if (!ids.insert(id).second) return field_error(source, path + "id", "duplicate starting task id '" + id + "'");
     }
   }
+  t.uploaded = uploaded;
+  // What the UIs read unguarded (a missing one is a TypeError in the page).
+  auto& alloc = d.GetAllocator();
+  auto ensure_str = [&alloc](rapidjson::Value& o, const char* key, std::string_view value) {
+    auto it = o.FindMember(key);
+    if (it != o.MemberEnd() && it->value.IsString()) return;
+    rapidjson::Value v(value.data(), static_cast<rapidjson::SizeType>(value.size()), alloc);
+    if (it != o.MemberEnd()) {
+      it->value = v;
+    } else {
+      o.AddMember(rapidjson::StringRef(key), v, alloc);
+    }
+  };
+  ensure_str(d, "id", t.team_id);
+  auto prot = d.FindMember("protected");
+  if (prot == d.MemberEnd()) d.AddMember("protected", rapidjson::Value(!uploaded), alloc);
+  if (prot != d.MemberEnd() && uploaded) prot->value.SetBool(false);
+  for (auto& a : d["agents"].GetArray()) {
+    ensure_str(a, "input_key", "");
+    ensure_str(a, "icon", "");
+    ensure_str(a, "deployment_name", "");
+  }
+  if (!d.HasMember("starting_tasks")) d.AddMember("starting_tasks", rapidjson::Value(rapidjson::kArrayType), alloc);
   t.json = write_canonical(d);
   return t;
+}
+
+std::vector<TeamConfig> load_uploaded_teams(const std::string& dir) {
+  std::vector<TeamConfig> teams;
+  std::error_code ec;
+  if (dir.empty() || !std::filesystem::is_directory(dir, ec)) return teams;
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.is_regular_file() && e.path().extension() == ".json") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto t = parse_team(ss.str(), f.string(), true);
+    if (!t) {
+      spdlog::error("uploaded team skipped: {}", t.status().message());
+      continue;
+    }
+    teams.push_back(std::move(t).value());
+  }
+  return teams;
+}
+
+Status write_file_durably(const std::string& dir, const std::string& name, std::string_view content) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return io_error(dir + ": cannot create: " + ec.message());
+  const std::string path = dir + "/" + name, tmp = path + ".tmp";
+  auto fail = [&](const char* what) {
+    Status s = io_error(std::string(what) + " " + tmp + ": " + std::strerror(errno));
+    ::unlink(tmp.c_str());
+    return s;
+  };
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return fail("open");
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      return fail("write");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    return fail("fsync");
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename");
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return io_error("open " + dir + ": " + std::strerror(errno));
+  int rc = ::fsync(dfd);
+  ::close(dfd);
+  if (rc != 0) return io_error("fsync " + dir + ": " + std::strerror(errno));
+  return Status::ok();
 }
 
 Result<std::vector<TeamConfig>> load_teams(const std::string& dir) {

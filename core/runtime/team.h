@@ -40,11 +40,25 @@ struct AgentConfig {
 struct TeamConfig {
   std::string team_id, name, description;
   std::vector<AgentConfig> agents;
-  std::string json;  // the canonical JSON object served by the team endpoints
+  bool uploaded = false;  // through upload_team_config (deletable), not a team file
+  std::string json;       // the canonical JSON object served by the team endpoints
 };
 
-// Parses one team file's text; errors name `source` and the field.
-Result<TeamConfig> parse_team(std::string_view text, const std::string& source);
+// Parses one team file's text; errors name `source` and the field. The JSON
+// kept for the team endpoints is the file's, completed with what the MACAE
+// UIs read without checking: "id" (= team_id), "protected" (true unless
+// uploaded), every agent's "input_key", "icon" and "deployment_name" strings,
+// and "starting_tasks" (an empty list when absent).
+Result<TeamConfig> parse_team(std::string_view text, const std::string& source, bool uploaded = false);
+
+// Teams uploaded earlier (*.json in `dir`; a missing folder is none). A file
+// that no longer parses is skipped with an error in the log, never a reason
+// not to start.
+std::vector<TeamConfig> load_uploaded_teams(const std::string& dir);
+
+// Writes `dir`/`name` so that a crash leaves the old file or the new one:
+// a temporary file, fsync, rename, fsync of the folder (created if missing).
+Status write_file_durably(const std::string& dir, const std::string& name, std::string_view content);
 
 // Loads every *.json file of `dir` (sorted by name). Errors name the file and
 // field; duplicate team ids are an error.

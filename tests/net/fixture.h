@@ -95,6 +95,18 @@ class FakePlans : public PlanService {
     return team_id == "team-1" ? Status::ok() : not_found("Team configuration not found");
   }
   std::optional<std::string> current_team(const std::string&) const override { return std::string(kTeam); }
+  Result<std::string> upload_team(const std::string&, std::string_view json) override {
+    std::lock_guard lock(mu);
+    uploads.emplace_back(json);
+    if (json.find("\"team_id\":\"team-1\"") != std::string_view::npos) {
+      return Status(Code::kAlreadyExists, "team_id 'team-1' already exists");
+    }
+    return std::string(json);
+  }
+  Status delete_team(const std::string&, const std::string& team_id) override {
+    if (team_id == "team-1") return failed_precondition("team 'team-1' is built in and cannot be deleted");
+    return team_id == "mine" ? Status::ok() : not_found("Team configuration not found");
+  }
   std::optional<std::string> streaming_message(const std::string&) const override { return std::nullopt; }
   void set_live_sink(LiveSink sink) override { live = std::move(sink); }
 
@@ -102,6 +114,7 @@ class FakePlans : public PlanService {
   std::mutex mu;
   std::vector<ApprovalRequest> approvals;            // guarded by mu
   std::vector<ClarificationRequest> clarifications;  // guarded by mu
+  std::vector<std::string> uploads;                  // guarded by mu
   LiveSink live;
 
  private:

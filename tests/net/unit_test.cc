@@ -343,6 +343,9 @@ struct MemLog : MessageLog {
     return v;
   }
   Result<uint64_t> last_seq(std::string_view) override { return msgs.empty() ? 0 : msgs.rbegin()->first; }
+  Result<std::optional<uint64_t>> find_message(std::string_view, std::string_view) override {
+    return std::optional<uint64_t>();
+  }
   Result<std::vector<PlanRecord>> list_unfinished_plans(size_t) override { return std::vector<PlanRecord>{}; }
   uint64_t first() const { return msgs.empty() ? 0 : msgs.begin()->first; }
 };

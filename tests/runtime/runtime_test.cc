@@ -60,6 +60,9 @@ struct FlakyLog final : MessageLog {
     return inner->list_plans(user, limit);
   }
   Result<uint64_t> last_seq(std::string_view id) override { return inner->last_seq(id); }
+  Result<std::optional<uint64_t>> find_message(std::string_view id, std::string_view mid) override {
+    return inner->find_message(id, mid);
+  }
   Result<std::vector<PlanRecord>> list_unfinished_plans(size_t limit) override {
     return inner->list_unfinished_plans(limit);
   }
