@@ -134,7 +134,30 @@ TEST_CASE("match_route maps every endpoint, method errors and preflights") {
   CHECK(match_route(http::verb::post, "/api/v3/plans").id == RouteId::kMethodNotAllowed);
   CHECK(match_route(http::verb::get, "/api/v3/agent_message").id == RouteId::kMethodNotAllowed);
   CHECK(match_route(http::verb::options, "/api/v3/agent_message").id == RouteId::kPreflight);
-  CHECK(match_route(http::verb::get, "/api/v4/plans").id == RouteId::kNotFound);
+  // Every /api/v3 route also exists under /api/v4 (contract decision 1),
+  // named by its own version for metrics; other versions stay unknown.
+  m = match_route(http::verb::get, "/api/v4/plans");
+  CHECK(m.id == RouteId::kPlans);
+  CHECK(m.name == "/api/v4/plans");
+  CHECK(m.version == 4);
+  CHECK(match_route(http::verb::get, "/api/v3/plans").version == 3);
+  m = match_route(http::verb::get, "/api/v4/plan/p-4/messages");
+  CHECK(m.id == RouteId::kPlanMessages);
+  CHECK(m.param == "p-4");
+  CHECK(m.name == "/api/v4/plan/{plan_id}/messages");
+  CHECK(match_route(http::verb::get, "/api/v4/socket/p5").id == RouteId::kSocket);
+  CHECK(match_route(http::verb::post, "/api/v4/plans").id == RouteId::kMethodNotAllowed);
+  CHECK(match_route(http::verb::get, "/api/v5/plans").id == RouteId::kNotFound);
+  CHECK(match_route(http::verb::get, "/api/v3/nope").id == RouteId::kNotFound);
+  // The routes the MACAE UIs call beside the plan API.
+  CHECK(match_route(http::verb::get, "/config").id == RouteId::kConfig);
+  CHECK(match_route(http::verb::post, "/api/user_browser_language").id == RouteId::kBrowserLanguage);
+  CHECK(match_route(http::verb::post, "/api/v3/upload_team_config").id == RouteId::kUploadTeam);
+  CHECK(match_route(http::verb::post, "/api/v4/upload_team_config").id == RouteId::kUploadTeam);
+  m = match_route(http::verb::delete_, "/api/v3/team_configs/t2");
+  CHECK(m.id == RouteId::kDeleteTeam);
+  CHECK(m.param == "t2");
+  CHECK(match_route(http::verb::put, "/api/v3/team_configs/t2").id == RouteId::kMethodNotAllowed);
   CHECK(match_route(http::verb::get, "/healthz").id == RouteId::kHealth);
   CHECK(match_route(http::verb::get, "/metrics").id == RouteId::kMetrics);
 }
