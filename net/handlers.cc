@@ -425,8 +425,9 @@ void Router::select_team(const std::string& user, const Request& req, Respond re
 void Router::upload_team(const std::string& user, const Request& req, Respond respond) {
   if (!st_.deps.plans) return respond(no_runtime());
   if (req.body().size() > st_.cfg.max_body_bytes) {
-    return respond(error_response(Status(Code::kTooLarge, "body: larger than " + std::to_string(st_.cfg.max_body_bytes) + " bytes"),
-                                  st_.cfg.retry_after_seconds));
+    return respond(error_response(
+        Status(Code::kTooLarge, "body: larger than " + std::to_string(st_.cfg.max_body_bytes) + " bytes"),
+        st_.cfg.retry_after_seconds));
   }
   std::string_view type = req[http::field::content_type];
   std::string text;

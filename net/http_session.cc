@@ -193,28 +193,28 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
         return f;
       },
       [self, plan_id, ident = std::move(*id), req = std::make_shared<Request>(std::move(req))](Found f) mutable {
-        asio::post(self->stream_.get_executor(), [self, plan_id, ident = std::move(ident), req,
-                                                  f = std::move(f)]() mutable {
-          auto& p = f.plan;
-          if (!p) return self->send(error_response(p.status(), self->st_.cfg.retry_after_seconds), false);
-          if (!p->has_value() || (*p)->user_id != ident.user_id) {
-            return self->send(json_response(http::status::not_found, R"({"detail":"Plan not found"})"), false);
-          }
-          if (self->closing_) {
-            return self->send(json_response(http::status::service_unavailable, R"({"detail":"server shutting down"})"),
-                              false);
-          }
-          self->upgraded_ = true;
-          auto ws = std::make_shared<WebsocketSession>(self->stream_.release_socket(), self->st_, plan_id,
-                                                       ident.user_id, f.start, ident.ws_protocol);
-          spdlog::info(
-              "{} {} 101 user={} {:.1f}ms", self->method_, self->log_target_, ident.user_id,
-              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - self->start_).count());
-          self->st_.metrics.record_request(
-              self->route_, 101,
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - self->start_).count());
-          ws->run(std::move(*req));
-        });
+        asio::post(
+            self->stream_.get_executor(), [self, plan_id, ident = std::move(ident), req, f = std::move(f)]() mutable {
+              auto& p = f.plan;
+              if (!p) return self->send(error_response(p.status(), self->st_.cfg.retry_after_seconds), false);
+              if (!p->has_value() || (*p)->user_id != ident.user_id) {
+                return self->send(json_response(http::status::not_found, R"({"detail":"Plan not found"})"), false);
+              }
+              if (self->closing_) {
+                return self->send(
+                    json_response(http::status::service_unavailable, R"({"detail":"server shutting down"})"), false);
+              }
+              self->upgraded_ = true;
+              auto ws = std::make_shared<WebsocketSession>(self->stream_.release_socket(), self->st_, plan_id,
+                                                           ident.user_id, f.start, ident.ws_protocol);
+              spdlog::info(
+                  "{} {} 101 user={} {:.1f}ms", self->method_, self->log_target_, ident.user_id,
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - self->start_).count());
+              self->st_.metrics.record_request(
+                  self->route_, 101,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - self->start_).count());
+              ws->run(std::move(*req));
+            });
       });
 }
 

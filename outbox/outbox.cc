@@ -1173,7 +1173,8 @@ Result<std::optional<uint64_t>> Outbox::find_message(std::string_view plan_id, s
   int rc = mdb_get(txn.get(), impl_->msgids, &k, &v);
   if (rc == MDB_NOTFOUND) return std::optional<uint64_t>();
   if (rc != 0) return lmdb_error(rc, "read msgids");
-  if (v.mv_size != 8) return corruption("corrupt msgids value for " + std::string(plan_id) + "/" + std::string(message_id));
+  if (v.mv_size != 8)
+    return corruption("corrupt msgids value for " + std::string(plan_id) + "/" + std::string(message_id));
   return std::optional<uint64_t>(of::get_be64(static_cast<const char*>(v.mv_data)));
 }
 

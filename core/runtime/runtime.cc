@@ -872,8 +872,9 @@ Result<std::string> Runtime::upload_team(const std::string& user_id, std::string
   auto team = std::make_shared<const TeamConfig>(std::move(parsed).value());
   const std::string& id = team->team_id;
   // The id names the team's file: a plain name, no path.
-  bool plain = id.size() <= 100 && id.front() != '.' &&
-               std::all_of(id.begin(), id.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'; });
+  bool plain = id.size() <= 100 && id.front() != '.' && std::all_of(id.begin(), id.end(), [](char c) {
+                 return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+               });
   if (!plain) return invalid_argument("team file: team_id: use letters, digits, '-', '_' and '.' (at most 100)");
   {
     std::lock_guard l(mu_);

@@ -145,7 +145,7 @@ class Runtime final : public PlanService {
   boost::asio::any_io_executor ex_;
   MessageLog& log_;
   std::vector<std::shared_ptr<const TeamConfig>> teams_;  // guarded by mu_
-  std::set<std::string> uploading_;                      // team ids being saved; guarded by mu_
+  std::set<std::string> uploading_;                       // team ids being saved; guarded by mu_
   const RuntimeOptions opts_;
   ModelClient* model_;
   std::unique_ptr<Planner> planner_;
