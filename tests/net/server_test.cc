@@ -20,11 +20,38 @@ rapidjson::Document json(const std::string& s) {
   return std::move(*d);
 }
 
-// The "messages" array of a GET /plan body, element by element, as raw text.
+// The "messages" array of a GET /plan/{id}/messages body (the stored
+// envelopes), element by element, as raw text.
 std::vector<std::string> raw_messages(const std::string& body) {
   auto d = json(body);
   std::vector<std::string> out;
   for (auto& m : d["messages"].GetArray()) out.push_back(write_canonical(m));
+  return out;
+}
+
+// One entry of GET /plan's "messages": MACAE's chat view (net/macae.h), an
+// AgentMessageData whose raw_data is the stored envelope as a string.
+struct ChatEntry {
+  std::string agent, agent_type, content, timestamp, raw_data, message_id;
+  uint64_t seq = 0;
+  bool steps_empty = false;
+};
+
+std::vector<ChatEntry> chat_messages(const std::string& body) {
+  auto d = json(body);
+  std::vector<ChatEntry> out;
+  for (auto& m : d["messages"].GetArray()) {
+    ChatEntry e;
+    e.agent = m["agent"].GetString();
+    e.agent_type = m["agent_type"].GetString();
+    e.content = m["content"].GetString();
+    e.timestamp = m["timestamp"].GetString();
+    e.raw_data = m["raw_data"].GetString();
+    e.message_id = m["message_id"].GetString();
+    e.seq = m["seq"].GetUint64();
+    e.steps_empty = m["steps"].IsArray() && m["steps"].Empty() && m["next_steps"].IsArray() && m["next_steps"].Empty();
+    out.push_back(std::move(e));
+  }
   return out;
 }
 
@@ -33,7 +60,9 @@ const Headers kBob{{"x-ms-client-principal-id", "bob"}};
 
 }  // namespace
 
-TEST_CASE("REST only: process_request, agent_message, GET /plan returns every message in seq order") {
+TEST_CASE(
+    "REST only: process_request, agent_message, GET /plan shows every agent message in seq order, the paging "
+    "endpoint returns the stored bytes") {
   ServerFixture f;
   auto r = http_post(f.port, "/api/v3/process_request", R"({"description":"hire someone","session_id":"s1"})", kAlice);
   REQUIRE_MESSAGE(r.status == 200, r.body);
@@ -57,15 +86,36 @@ TEST_CASE("REST only: process_request, agent_message, GET /plan returns every me
   CHECK(std::string(pd["plan"]["plan_id"].GetString()) == plan_id);
   CHECK(pd["team"].IsObject());
   CHECK(pd["truncated"].GetBool() == false);
-  auto msgs = raw_messages(p.body);
-  REQUIRE(msgs.size() == 6);
-  // Byte-equal to what the outbox stores.
+  // GET /plan's messages are the chat view: one AgentMessageData per agent
+  // message, carrying the stored envelope byte for byte in raw_data.
+  auto chat = chat_messages(p.body);
+  REQUIRE(chat.size() == 6);
   auto stored = f.outbox->read_messages(plan_id, 0, 100);
   REQUIRE(stored.is_ok());
   REQUIRE(stored->size() == 6);
   for (size_t i = 0; i < 6; ++i) {
+    const std::string& bytes = *(*stored)[i].bytes;
+    auto env = json(bytes);
+    CHECK(chat[i].raw_data == bytes);
+    CHECK(chat[i].seq == i + 1);
+    CHECK(chat[i].message_id == env["message_id"].GetString());
+    CHECK(chat[i].timestamp == env["timestamp"].GetString());
+    CHECK(chat[i].content == env["data"]["content"].GetString());
+    CHECK(chat[i].agent_type == "AI_Agent");
+    CHECK(chat[i].steps_empty);
+  }
+  CHECK(chat[0].agent == "Tester");
+  CHECK(chat[0].content == "planning hire someone");
+  CHECK(chat[1].agent == "HR");
+  CHECK(chat[5].content == "c4");
+  // The complete log, byte-equal to what the outbox stores: the paging endpoint.
+  auto all = http_get(f.port, "/api/v3/plan/" + plan_id + "/messages?after_seq=0", kAlice);
+  REQUIRE_MESSAGE(all.status == 200, all.body);
+  auto msgs = raw_messages(all.body);
+  REQUIRE(msgs.size() == 6);
+  for (size_t i = 0; i < 6; ++i) {
     CHECK(msgs[i] == *(*stored)[i].bytes);
-    CHECK(p.body.find(*(*stored)[i].bytes) != std::string::npos);  // embedded verbatim
+    CHECK(all.body.find(*(*stored)[i].bytes) != std::string::npos);  // embedded verbatim
   }
 
   auto list = http_get(f.port, "/api/v3/plans", kAlice);
@@ -98,9 +148,11 @@ TEST_CASE("GET /plan caps its messages: truncated + next_after_seq, and paging f
   auto d = json(r.body);
   CHECK(d["truncated"].GetBool());
   CHECK(d["next_after_seq"].GetUint64() == 7);
-  auto first = raw_messages(r.body);
+  auto first = chat_messages(r.body);
   REQUIRE(first.size() == 7);
-  CHECK(seq_of(first.back()) == 7);
+  CHECK(first.front().seq == 1);
+  CHECK(first.back().seq == 7);
+  CHECK(seq_of(first.back().raw_data) == 7);
   auto rest =
       http_get(f.port, "/api/v3/plan/big/messages?after_seq=7&limit=100", {{"x-ms-client-principal-id", "alice"}});
   REQUIRE_MESSAGE(rest.status == 200, rest.body);
@@ -214,10 +266,11 @@ TEST_CASE("token auth: 401 without a valid token; WebSocket token by query or su
   CHECK(!w0.connect(f.port, "/api/v3/socket/pt"));
   CHECK(w0.upgrade_status() == 401);
   WsClient w1;
-  REQUIRE_MESSAGE(w1.connect(f.port, "/api/v3/socket/pt?token=secret-a"), w1.error());
+  REQUIRE_MESSAGE(w1.connect(f.port, "/api/v3/socket/pt?token=secret-a&after_seq=0"), w1.error());
   CHECK(seq_of(w1.read().text) == 1);
   WsClient w2;
-  REQUIRE_MESSAGE(w2.connect(f.port, "/api/v3/socket/pt", {{"Sec-WebSocket-Protocol", "bearer.secret-a"}}), w2.error());
+  REQUIRE_MESSAGE(w2.connect(f.port, "/api/v3/socket/pt?after_seq=0", {{"Sec-WebSocket-Protocol", "bearer.secret-a"}}),
+                  w2.error());
   CHECK(w2.selected_protocol() == "bearer.secret-a");
   CHECK(seq_of(w2.read().text) == 1);
   WsClient w3;
@@ -237,7 +290,7 @@ TEST_CASE("the test client's reads time out: a quiet WebSocket is kTimeout after
   auto t0 = std::chrono::steady_clock::now();
   auto r = ws.read(300);
   auto took = std::chrono::steady_clock::now() - t0;
-  CHECK(r.kind == WsClient::Read::kTimeout);
+  CHECK_MESSAGE(r.kind == WsClient::Read::kTimeout, r.kind, " ", r.text, " ", r.close_code, " ", r.close_reason);
   CHECK(took >= std::chrono::milliseconds(250));
   CHECK(took < std::chrono::seconds(5));
 }
@@ -289,10 +342,14 @@ TEST_CASE("WebSocket: replay then live with no gap and no duplicate, frames equa
   producer.join();
   REQUIRE(frames.size() == kTotal - 10);
   for (size_t i = 0; i < frames.size(); ++i) CHECK(seq_of(frames[i]) == 11 + i);
+  // GET /plan's chat entries carry the stored envelopes in raw_data.
   auto rest = http_get(f.port, "/api/v3/plan?plan_id=pw", {{"x-ms-client-principal-id", "alice"}});
-  auto msgs = raw_messages(rest.body);
+  auto msgs = chat_messages(rest.body);
   REQUIRE(msgs.size() == kTotal);
-  for (size_t i = 0; i < frames.size(); ++i) CHECK(frames[i] == msgs[i + 10]);
+  for (size_t i = 0; i < frames.size(); ++i) {
+    CHECK(frames[i] == msgs[i + 10].raw_data);
+    CHECK(msgs[i + 10].seq == 11 + i);
+  }
 
   // Live-only frames (streaming chunks) are sent, never replayed.
   f.plans->live("pw", std::make_shared<const std::string>(R"({"type":"agent_message_streaming","data":{}})"));
@@ -324,7 +381,7 @@ TEST_CASE("WebSocket: user_clarification_response reaches the PlanService like P
   ServerFixture f;
   f.append(make_plan("pq", "alice"), "x", true);
   WsClient ws;
-  REQUIRE_MESSAGE(ws.connect(f.port, "/api/v3/socket/pq?user_id=alice"), ws.error());
+  REQUIRE_MESSAGE(ws.connect(f.port, "/api/v3/socket/pq?user_id=alice&after_seq=0"), ws.error());
   REQUIRE(seq_of(ws.read().text) == 1);
   // Recorded with the socket's user and plan; answered clarification_processed.
   REQUIRE(ws.write(R"({"type":"user_clarification_response","data":{"request_id":"r1","answer":"yes"}})"));
@@ -382,11 +439,11 @@ TEST_CASE("WebSocket: isolation, per-plan cap, shutdown closes with 1001") {
   CHECK(missing.upgrade_status() == 404);
 
   WsClient a, b, c;
-  REQUIRE(a.connect(f->port, "/api/v3/socket/pc?user_id=alice"));
-  REQUIRE(b.connect(f->port, "/api/v3/socket/pc?user_id=alice"));
+  REQUIRE(a.connect(f->port, "/api/v3/socket/pc?user_id=alice&after_seq=0"));
+  REQUIRE(b.connect(f->port, "/api/v3/socket/pc?user_id=alice&after_seq=0"));
   CHECK(seq_of(a.read().text) == 1);
   CHECK(seq_of(b.read().text) == 1);
-  REQUIRE(c.connect(f->port, "/api/v3/socket/pc?user_id=alice"));
+  REQUIRE(c.connect(f->port, "/api/v3/socket/pc?user_id=alice&after_seq=0"));
   auto over = c.read();
   REQUIRE(over.kind == WsClient::Read::kClosed);
   CHECK(over.close_code == 1008);
@@ -598,8 +655,8 @@ TEST_CASE("connection cap: connections over --max-connections are closed at acce
   f.append(make_plan("pk", "alice"), "x", true);
   auto a = std::make_unique<WsClient>();
   WsClient b;
-  REQUIRE(a->connect(f.port, "/api/v3/socket/pk?user_id=alice"));
-  REQUIRE(b.connect(f.port, "/api/v3/socket/pk?user_id=alice"));
+  REQUIRE(a->connect(f.port, "/api/v3/socket/pk?user_id=alice&after_seq=0"));
+  REQUIRE(b.connect(f.port, "/api/v3/socket/pk?user_id=alice&after_seq=0"));
   CHECK(http_get(f.port, "/healthz").status == 0);  // third connection: closed
   a.reset();
   HttpReply r;
