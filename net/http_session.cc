@@ -204,6 +204,15 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
                 return self->send(
                     json_response(http::status::service_unavailable, R"({"detail":"server shutting down"})"), false);
               }
+              // Refused before the handshake rather than closed after it:
+              // the v4 UI reconnects every second after any close of an
+              // open socket, but gives up on a refused handshake.
+              if (self->st_.hub.subscribers(plan_id) >= self->st_.cfg.ws_max_per_plan) {
+                auto res = json_response(http::status::too_many_requests,
+                                         R"({"detail":"too many WebSockets for this plan; retry later"})");
+                res.set(http::field::retry_after, std::to_string(self->st_.cfg.retry_after_seconds));
+                return self->send(std::move(res), false);
+              }
               self->upgraded_ = true;
               auto ws = std::make_shared<WebsocketSession>(self->stream_.release_socket(), self->st_, plan_id,
                                                            ident.user_id, f.start, ident.ws_protocol);
