@@ -208,6 +208,22 @@ TEST_CASE("auto-approved plan runs every step and closes with a final result") {
   REQUIRE(mp.is_ok());
   CHECK((*mp)["steps"].Size() == 2);
   CHECK(std::string((*mp)["steps"][1]["agent"].GetString()) == "B");
+  // The full MPlan the MACAE UIs read, in the record and under the approval
+  // request's data.plan (with status and context).
+  CHECK(std::string((*mp)["plan_id"].GetString()) == s.plan_id);
+  CHECK(std::string((*mp)["user_id"].GetString()) == kUser);
+  CHECK(std::string((*mp)["team_id"].GetString()) == "t1");
+  CHECK(std::string((*mp)["user_request"].GetString()) == "close the books");
+  CHECK((*mp)["overall_status"].IsString());
+  auto ask = parse_strict(msgs[0].data);
+  REQUIRE(ask.is_ok());
+  CHECK_FALSE(ask->HasMember("m_plan"));
+  REQUIRE((*ask)["plan"].IsObject());
+  CHECK(write_canonical((*ask)["plan"]) == done.m_plan);
+  CHECK(h.field(msgs[0], "m_plan_id") == std::string((*mp)["id"].GetString()));
+  CHECK(h.field(msgs[0], "plan_id") == s.plan_id);
+  CHECK(std::string((*ask)["context"]["task"].GetString()) == "close the books");
+  CHECK((*ask)["context"]["participant_descriptions"].IsObject());
   // Counted just after the final append commits (which wait_status sees).
   auto& finished = h.metrics.counter("agentd_plans_finished_total", "");
   auto until = std::chrono::steady_clock::now() + 5s;
@@ -264,7 +280,7 @@ TEST_CASE("a rejected plan is kept, marked rejected, with the response message")
   CHECK(h.field(msgs[1], "feedback") == "no thanks");
 }
 
-TEST_CASE("approval timeout cancels the plan with a timeout_notification") {
+TEST_CASE("approval timeout cancels the plan with an error_message that keeps the timeout_notification fields") {
   RuntimeOptions o;
   o.approval_timeout = 200ms;
   Harness h({team_from(script_team("t1"))}, o);
@@ -272,8 +288,15 @@ TEST_CASE("approval timeout cancels the plan with a timeout_notification") {
   h.wait_status(s.plan_id, PlanStatus::kCanceled);
   auto msgs = h.messages(s.plan_id);
   REQUIRE(msgs.size() == 2);
-  CHECK(msgs[1].type == "timeout_notification");
+  // The MACAE UIs show error_message content; timeout_notification's fields
+  // stay beside it.
+  CHECK(msgs[1].type == "error_message");
+  CHECK(h.field(msgs[1], "status") == "timeout");
+  CHECK(h.field(msgs[1], "content").find("Plan canceled: No approval within") == 0);
   CHECK(h.field(msgs[1], "timeout_type") == "approval");
+  CHECK(h.field(msgs[1], "request_id") == h.field(msgs[0], "m_plan_id"));
+  CHECK(h.field(msgs[1], "message").find("No approval within") == 0);
+  CHECK(h.field(msgs[1], "timeout_duration") != "<missing>");
   CHECK(h.runtime->active_plans() == 0);
 }
 
@@ -285,6 +308,10 @@ TEST_CASE("clarification pauses the step until answered") {
   REQUIRE(msgs.back().type == "user_clarification_request");
   CHECK(h.field(msgs.back(), "question") == "Which month?");
   std::string rid = h.field(msgs.back(), "request_id");
+  // The v3 UI parses the repr string; an echo carrying only the request_id
+  // finds the request by its message_id.
+  CHECK(h.field(msgs.back(), "repr") == "UserClarificationRequest(question='Which month?', request_id='" + rid + "')");
+  CHECK(msgs.back().message_id == rid);
 
   CHECK(h.clarify({kUser, "unknown-request", "x", ""}).code() == Code::kNotFound);
   CHECK(h.clarify({"user-b", rid, "x", ""}).code() == Code::kNotFound);
@@ -310,8 +337,15 @@ TEST_CASE("clarification timeout cancels the plan") {
   Harness h({team_from(script_team("t1", R"({"clarify":"Which?"})"))}, o);
   auto s = h.submit("x", true);
   h.wait_status(s.plan_id, PlanStatus::kCanceled);
-  auto t = h.types(s.plan_id);
-  CHECK(t.back() == "timeout_notification");
+  auto msgs = h.messages(s.plan_id);
+  REQUIRE(msgs.size() >= 2);
+  const Envelope& asked = msgs[msgs.size() - 2];
+  REQUIRE(asked.type == "user_clarification_request");
+  CHECK(msgs.back().type == "error_message");
+  CHECK(h.field(msgs.back(), "status") == "timeout");
+  CHECK(h.field(msgs.back(), "content").find("Plan canceled: No answer within") == 0);
+  CHECK(h.field(msgs.back(), "timeout_type") == "clarification");
+  CHECK(h.field(msgs.back(), "request_id") == h.field(asked, "request_id"));
 }
 
 TEST_CASE("a user cancels a running plan; cancel of a finished or foreign plan") {
@@ -322,7 +356,10 @@ TEST_CASE("a user cancels a running plan; cancel of a finished or foreign plan")
   Status st = h.cancel(kUser, s.plan_id);
   REQUIRE_MESSAGE(st.is_ok(), st.to_string());
   CHECK(h.plan(s.plan_id).status == PlanStatus::kCanceled);  // durable before the callback
-  CHECK(h.types(s.plan_id).back() == "system_message");
+  auto msgs = h.messages(s.plan_id);
+  CHECK(msgs.back().type == "error_message");
+  CHECK(h.field(msgs.back(), "status") == "canceled");
+  CHECK(h.field(msgs.back(), "content") == "Plan canceled by the user");
   CHECK(h.cancel(kUser, s.plan_id).code() == Code::kFailedPrecondition);
   CHECK(h.cancel(kUser, "nope").code() == Code::kNotFound);
 }
@@ -372,7 +409,7 @@ TEST_CASE("50 concurrent plans with a concurrency bound of 4 all complete") {
   CHECK(h.runtime->active_plans() == 0);
 }
 
-TEST_CASE("restart: unfinished plans are marked interrupted with a system message") {
+TEST_CASE("restart: unfinished plans are marked interrupted with an error_message") {
   std::string dir = test::make_temp_dir("agentd-runtime-restart");
   std::string waiting, running;
   {
@@ -390,11 +427,14 @@ TEST_CASE("restart: unfinished plans are marked interrupted with a system messag
     PlanRecord p = h.plan(id);
     CHECK(p.status == PlanStatus::kInterrupted);
     auto msgs = h.messages(id);
-    CHECK(msgs.back().type == "system_message");
+    CHECK(msgs.back().type == "error_message");
     CHECK(h.field(msgs.back(), "status") == "interrupted");
+    CHECK(h.field(msgs.back(), "content").find("Plan interrupted") == 0);
   }
+  size_t before = h.messages(running).size();
   REQUIRE(h.runtime->recover().is_ok());  // idempotent: nothing left to mark
-  CHECK(h.messages(running).back().type == "system_message");
+  CHECK(h.messages(running).size() == before);
+  CHECK(h.messages(running).back().type == "error_message");
 }
 
 // --- LLM planner and agent against the local test server -------------------------
@@ -767,15 +807,24 @@ TEST_CASE("a callback that throws after its plan ended does not end the plan a s
   h.wait_status(s.plan_id, PlanStatus::kCanceled);
   std::this_thread::sleep_for(300ms);  // what a second end would have appended by now
   CHECK(h.plan(s.plan_id).status == PlanStatus::kCanceled);
+  // The cancel's end is the plan's only end: one error_message, "canceled".
   auto msgs = h.messages(s.plan_id);
   REQUIRE(!msgs.empty());
-  CHECK(msgs.back().type != "error_message");
+  CHECK(msgs.back().type == "error_message");
+  CHECK(h.field(msgs.back(), "status") == "canceled");
+  size_t ends = 0;
+  for (const auto& e : msgs) ends += e.type == "error_message" || e.type == "final_result_message";
+  CHECK(ends == 1);
   // One slot, still one: two plans that need it run one after the other.
+  // Either may plan first and take the slot; the other must not get one too.
   auto a = h.submit("first", true);
   auto b = h.submit("second", true);
-  h.wait_status(a.plan_id, PlanStatus::kAwaitingClarification);
+  auto asking = [&](const SubmitResult& r) { return h.plan(r.plan_id).status == PlanStatus::kAwaitingClarification; };
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (!asking(a) && !asking(b) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  REQUIRE((asking(a) || asking(b)));
   std::this_thread::sleep_for(200ms);
-  CHECK(h.plan(b.plan_id).status != PlanStatus::kAwaitingClarification);
+  CHECK(asking(a) != asking(b));
 }
 
 TEST_CASE("a model client that throws fails the step, not the process") {
