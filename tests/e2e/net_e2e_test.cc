@@ -17,12 +17,31 @@ using namespace agentd::test;
 
 namespace {
 
-std::vector<std::string> plan_messages(int port, const std::string& plan_id, const Headers& h = {}) {
+// The plan's complete log, as GET /plan/{id}/messages returns it (the stored
+// envelopes, byte for byte), each element as raw text.
+std::vector<std::string> log_messages(int port, const std::string& plan_id, const Headers& h = {}) {
+  auto r = http_get(port, "/api/v3/plan/" + plan_id + "/messages?after_seq=0&limit=10000", h);
+  REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
+  auto d = json(r.body);
+  CHECK_FALSE(d["has_more"].GetBool());
+  std::vector<std::string> out;
+  for (auto& m : d["messages"].GetArray()) {
+    std::string bytes = write_canonical(m);
+    CHECK(r.body.find(bytes) != std::string::npos);  // embedded verbatim
+    out.push_back(std::move(bytes));
+  }
+  return out;
+}
+
+// GET /plan's "messages": MACAE's chat view, one AgentMessageData per shown
+// message (raw_data: the stored envelope as a string).
+rapidjson::Document chat_messages(int port, const std::string& plan_id, const Headers& h = {}) {
   auto r = http_get(port, "/api/v3/plan?plan_id=" + plan_id, h);
   REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
   auto d = json(r.body);
-  std::vector<std::string> out;
-  for (auto& m : d["messages"].GetArray()) out.push_back(write_canonical(m));
+  REQUIRE(d["messages"].IsArray());
+  rapidjson::Document out;
+  out.CopyFrom(d["messages"], out.GetAllocator());
   return out;
 }
 
@@ -44,14 +63,25 @@ TEST_CASE("REST-only client: messages posted over REST are all read back, no Web
     REQUIRE_MESSAGE(r.status == 200, r.body);
     CHECK(json(r.body)["seq"].GetUint64() == static_cast<uint64_t>(i));
   }
-  auto msgs = plan_messages(a.port(), "plan-rest");
+  // GET /plan shows them as chat bubbles, in seq order.
+  auto chat = chat_messages(a.port(), "plan-rest");
+  REQUIRE(chat.Size() == 20);
+  auto msgs = log_messages(a.port(), "plan-rest");
   REQUIRE(msgs.size() == 20);
-  for (size_t i = 0; i < msgs.size(); ++i) {
+  for (rapidjson::SizeType i = 0; i < chat.Size(); ++i) {
+    const auto& c = chat[i];
+    CHECK(c["seq"].GetUint64() == i + 1);
+    CHECK(std::string(c["agent"].GetString()) == "Ext");
+    CHECK(std::string(c["agent_type"].GetString()) == "AI_Agent");
+    CHECK(std::string(c["content"].GetString()) == "message " + std::to_string(i + 1));
+    CHECK(std::string(c["raw_data"].GetString()) == msgs[i]);
+    // The complete log holds the envelopes themselves.
     auto m = json(msgs[i]);
     CHECK(m["seq"].GetUint64() == i + 1);
     CHECK(std::string(m["type"].GetString()) == "agent_message");
     CHECK(std::string(m["data"]["content"].GetString()) == "message " + std::to_string(i + 1));
     CHECK(std::string(m["user_id"].GetString()) == kDevUser);
+    CHECK(std::string(c["message_id"].GetString()) == m["message_id"].GetString());
   }
   auto plans = json(http_get(a.port(), "/api/v3/plans").body);
   REQUIRE(plans.GetArray().Size() == 1);
@@ -65,7 +95,8 @@ TEST_CASE("WebSocket frames are byte-equal to REST's messages") {
   a.seed({e2e_plan("plan-ws", kDevUser)});
   a.start();
   WsClient ws;
-  REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/plan-ws?user_id=" + std::string(kDevUser)), ws.error());
+  REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/plan-ws?after_seq=0&user_id=" + std::string(kDevUser)),
+                  ws.error());
   for (int i = 1; i <= 30; ++i) REQUIRE(post_message(a.port(), "plan-ws", "m" + std::to_string(i)).status == 200);
   std::vector<std::string> frames;
   while (frames.size() < 30) {
@@ -73,9 +104,16 @@ TEST_CASE("WebSocket frames are byte-equal to REST's messages") {
     REQUIRE_MESSAGE(r.kind == WsClient::Read::kFrame, r.text);
     frames.push_back(r.text);
   }
-  auto msgs = plan_messages(a.port(), "plan-ws");
+  auto msgs = log_messages(a.port(), "plan-ws");
   REQUIRE(msgs.size() == 30);
   for (size_t i = 0; i < 30; ++i) CHECK(frames[i] == msgs[i]);
+  // GET /plan's chat entries carry the same bytes in raw_data.
+  auto chat = chat_messages(a.port(), "plan-ws");
+  REQUIRE(chat.Size() == 30);
+  for (rapidjson::SizeType i = 0; i < 30; ++i) {
+    CHECK(std::string(chat[i]["raw_data"].GetString()) == frames[i]);
+    CHECK(chat[i]["seq"].GetUint64() == i + 1);
+  }
   // A late joiner replays the same bytes.
   WsClient late;
   REQUIRE(late.connect(a.port(), "/api/v3/socket/plan-ws?after_seq=25"));
@@ -173,7 +211,8 @@ TEST_CASE("outbox full: 503 with Retry-After, reads still work") {
   REQUIRE_MESSAGE(r.status == 503, r.status << " " << r.body);
   CHECK(!r.header("retry-after").empty());
   CHECK(ok > 0);
-  CHECK(plan_messages(a.port(), "plan-full").size() == static_cast<size_t>(ok));
+  CHECK(log_messages(a.port(), "plan-full").size() == static_cast<size_t>(ok));
+  CHECK(chat_messages(a.port(), "plan-full").Size() == static_cast<rapidjson::SizeType>(ok));
 }
 
 TEST_CASE("a slow WebSocket consumer is cut off with a resume hint; others keep receiving") {
@@ -182,9 +221,9 @@ TEST_CASE("a slow WebSocket consumer is cut off with a resume hint; others keep 
   a.start({"--ws-queue-frames", "8"});
   WsClient slow;
   slow.set_receive_buffer(4096);
-  REQUIRE(slow.connect(a.port(), "/api/v3/socket/plan-slow"));
+  REQUIRE(slow.connect(a.port(), "/api/v3/socket/plan-slow?after_seq=0"));
   WsClient fast;
-  REQUIRE(fast.connect(a.port(), "/api/v3/socket/plan-slow"));
+  REQUIRE(fast.connect(a.port(), "/api/v3/socket/plan-slow?after_seq=0"));
   std::string big(32 * 1024, 'q');
   std::thread producer([&] {
     for (int i = 0; i < 200; ++i) post_message(a.port(), "plan-slow", big);
@@ -220,7 +259,7 @@ TEST_CASE("SIGTERM with clients connected: sockets close with 1001 and agentd ex
   a.start();
   REQUIRE(post_message(a.port(), "plan-term", "one").status == 200);
   WsClient w1, w2;
-  REQUIRE(w1.connect(a.port(), "/api/v3/socket/plan-term"));
+  REQUIRE(w1.connect(a.port(), "/api/v3/socket/plan-term?after_seq=0"));
   REQUIRE(w2.connect(a.port(), "/api/v3/socket/plan-term?after_seq=1"));
   CHECK(seq_of(w1.read().text) == 1);
   a.proc().signal(SIGTERM);
