@@ -520,6 +520,18 @@ function makeScenarios(ctx) {
         const task = uniq("Plan a team offsite that we will not approve");
         const planId = await submitTask(page, task);
         await waitPlanCard(page, main, USER1, planId, task);
+        // A reload while the plan awaits approval: the card with its buttons
+        // again, and the WebSocket re-sends the open request (which ends
+        // "Creating your plan...").
+        await page.reload({ timeout: T });
+        await waitPlanCard(page, main, USER1, planId, task);
+        try {
+          await waitNoText(page, "Creating your plan...", 5000);
+        } catch (e) {
+          throw new Error(`after a reload "Creating your plan..." stays (the open plan_approval_request was not re-sent over the WebSocket?)`);
+        }
+        const approves = await page.getByRole("button", { name: "Approve Task Plan" }).count();
+        check(approves === 1, `after a reload ${approves} Approve buttons are shown`);
         await page.getByRole("button", { name: "Cancel", exact: true }).click();
         await page.waitForURL((u) => new URL(u).pathname === "/", { timeout: T });
         await page.getByPlaceholder("Tell us what needs planning", { exact: false }).waitFor({ state: "visible", timeout: T });
