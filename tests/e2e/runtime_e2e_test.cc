@@ -60,12 +60,49 @@ rapidjson::Document wait_plan(int port, const std::string& plan_id, const std::s
   return {};
 }
 
-// The persisted envelopes of a GET /plan response, as canonical bytes.
-std::vector<std::string> messages_of(const rapidjson::Document& d) {
+// The plan's complete log (every persisted envelope, byte for byte), from
+// GET /plan/{id}/messages.
+std::vector<std::string> log_of(int port, const std::string& plan_id) {
+  HttpReply r = http_get(port, "/api/v3/plan/" + plan_id + "/messages?after_seq=0&limit=10000");
+  REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
+  auto d = json(r.body);
+  CHECK_FALSE(d["has_more"].GetBool());
   std::vector<std::string> out;
-  for (const auto& m : d["messages"].GetArray()) out.push_back(write_canonical(m));
+  for (const auto& m : d["messages"].GetArray()) {
+    out.push_back(write_canonical(m));
+    CHECK(r.body.find(out.back()) != std::string::npos);  // embedded verbatim
+  }
   return out;
 }
+
+// One bubble of GET /plan's "messages" (MACAE's chat view, net/macae.h).
+struct Bubble {
+  std::string agent, agent_type, content, raw_data;
+  uint64_t seq = 0;
+  std::string type() const { return json(raw_data)["type"].GetString(); }
+};
+
+std::vector<Bubble> chat_of(const rapidjson::Document& d) {
+  std::vector<Bubble> out;
+  for (const auto& m : d["messages"].GetArray()) {
+    Bubble b{m["agent"].GetString(), m["agent_type"].GetString(), m["content"].GetString(), m["raw_data"].GetString(),
+             m["seq"].GetUint64()};
+    CHECK(seq_of(b.raw_data) == b.seq);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+// Every bubble's raw_data is the envelope the log holds at its seq.
+void check_chat_matches_log(const std::vector<Bubble>& chat, const std::vector<std::string>& log) {
+  for (const auto& b : chat) {
+    REQUIRE(b.seq >= 1);
+    REQUIRE(b.seq <= log.size());
+    CHECK(b.raw_data == log[b.seq - 1]);
+  }
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 std::vector<std::string> types_of(const std::vector<std::string>& msgs) {
   std::vector<std::string> t;
@@ -103,13 +140,22 @@ TEST_CASE("REST only: submit, approve, poll until the final result; every messag
   std::string plan_id = submit(a.port(), "close the books", false);
   auto waiting = wait_plan(a.port(), plan_id, "awaiting_approval");
   CHECK(std::string(waiting["plan"]["overall_status"].GetString()) == "in_progress");
-  auto first = messages_of(waiting);
+  // The approval request is no chat bubble (m_plan is the card).
+  CHECK(chat_of(waiting).empty());
+  auto first = log_of(a.port(), plan_id);
   REQUIRE(first.size() == 1);
   auto req = json(first[0]);
   CHECK(std::string(req["type"].GetString()) == "plan_approval_request");
   std::string m_plan_id = req["data"]["m_plan_id"].GetString();
-  CHECK(req["data"]["m_plan"]["steps"].Size() == 2);
-  CHECK(waiting["m_plan"].IsObject());
+  // MACAE's PlanApprovalRequest: the full MPlan under data.plan.
+  CHECK(req["data"]["plan"]["steps"].Size() == 2);
+  CHECK(std::string(req["data"]["plan"]["id"].GetString()) == m_plan_id);
+  CHECK(std::string(req["data"]["plan"]["plan_id"].GetString()) == plan_id);
+  CHECK(std::string(req["data"]["status"].GetString()) == "PENDING_APPROVAL");
+  CHECK(std::string(req["data"]["context"]["task"].GetString()) == "close the books");
+  REQUIRE(waiting["m_plan"].IsObject());
+  CHECK(std::string(waiting["m_plan"]["id"].GetString()) == m_plan_id);
+  CHECK(std::string(waiting["m_plan"]["overall_status"].GetString()) == "in_progress");
 
   std::string approval = JsonObject()
                              .str("m_plan_id", m_plan_id)
@@ -122,14 +168,31 @@ TEST_CASE("REST only: submit, approve, poll until the final result; every messag
   CHECK(r.body.find("approval recorded") != std::string::npos);
 
   auto done = wait_plan(a.port(), plan_id, "completed");
-  auto msgs = messages_of(done);
+  auto msgs = log_of(a.port(), plan_id);
   check_contiguous(msgs);
   std::vector<std::string> want = {"plan_approval_request", "plan_approval_response", "agent_message",
                                    "agent_message",         "agent_message",          "agent_message",
                                    "final_result_message"};
   CHECK(types_of(msgs) == want);
   CHECK(std::string(done["plan"]["overall_status"].GetString()) == "completed");
+  CHECK(std::string(done["m_plan"]["overall_status"].GetString()) == "completed");
   CHECK(done["team"].IsObject());
+  // The chat: the agents' messages, then the final result as the UIs show it.
+  auto chat = chat_of(done);
+  check_chat_matches_log(chat, msgs);
+  REQUIRE(chat.size() == 5);
+  for (size_t i = 0; i < 4; ++i) {
+    CHECK(chat[i].seq == i + 3);
+    CHECK(chat[i].type() == "agent_message");
+    CHECK(chat[i].agent_type == "AI_Agent");
+    CHECK(chat[i].content == json(msgs[i + 2])["data"]["content"].GetString());
+  }
+  CHECK(chat[0].agent == "A");
+  CHECK(chat[3].agent == "B");
+  CHECK(chat[4].seq == 7);
+  CHECK(chat[4].type() == "final_result_message");
+  CHECK(chat[4].agent == "Group_Chat_Manager");
+  CHECK(chat[4].content == "\U0001F389\U0001F389 " + std::string(json(msgs[6])["data"]["content"].GetString()));
 
   // The plan is listed, newest first, with its status.
   HttpReply list = http_get(a.port(), "/api/v3/plans");
@@ -152,9 +215,12 @@ TEST_CASE("a WebSocket open from the start sees the same bytes REST returns") {
   REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/" + plan_id + "?after_seq=0"), ws.error());
   auto frames = read_until_final(ws);
   auto done = wait_plan(a.port(), plan_id, "completed");
-  auto msgs = messages_of(done);
+  auto msgs = log_of(a.port(), plan_id);
   REQUIRE(frames.size() == msgs.size());
   for (size_t i = 0; i < msgs.size(); ++i) CHECK(frames[i] == msgs[i]);  // byte for byte
+  auto chat = chat_of(done);
+  CHECK(chat.size() == 5);  // four agent messages and the final result
+  check_chat_matches_log(chat, frames);
 }
 
 TEST_CASE("hybrid: a WebSocket joining halfway with after_seq=0 gets the history then the live tail") {
@@ -163,14 +229,14 @@ TEST_CASE("hybrid: a WebSocket joining halfway with after_seq=0 gets the history
   std::string plan_id = submit(a.port(), "slow plan", true);
   // Wait until part of the plan exists.
   for (int i = 0; i < 200; ++i) {
-    auto d = json(http_get(a.port(), "/api/v3/plan?plan_id=" + plan_id).body);
-    if (d["messages"].Size() >= 8) break;
+    if (log_of(a.port(), plan_id).size() >= 8) break;
     std::this_thread::sleep_for(20ms);
   }
   WsClient ws;
   REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/" + plan_id + "?after_seq=0"), ws.error());
   auto frames = read_until_final(ws, 30s);
-  auto msgs = messages_of(wait_plan(a.port(), plan_id, "completed"));
+  wait_plan(a.port(), plan_id, "completed");
+  auto msgs = log_of(a.port(), plan_id);
   REQUIRE(msgs.size() == 2 + 1 + 40 + 1);
   CHECK(frames == msgs);  // no gap, no duplicate at the switch from replay to live
 }
@@ -185,7 +251,13 @@ TEST_CASE("rejection keeps the plan; auto-approve; unknown plan 404") {
   REQUIRE_MESSAGE(r.status == 200, r.body);
   auto rejected = wait_plan(a.port(), plan_id, "rejected");
   CHECK(std::string(rejected["plan"]["overall_status"].GetString()) == "canceled");
-  CHECK(types_of(messages_of(rejected)).back() == "plan_approval_response");
+  CHECK(types_of(log_of(a.port(), plan_id)).back() == "plan_approval_response");
+  // The chat shows the rejection as a system bubble.
+  auto chat = chat_of(rejected);
+  REQUIRE(chat.size() == 1);
+  CHECK(chat[0].type() == "plan_approval_response");
+  CHECK(chat[0].agent == "system");
+  CHECK(starts_with(chat[0].content, "\u26a0\ufe0f Plan rejected"));
 
   std::string auto_id = submit(a.port(), "auto", true);
   wait_plan(a.port(), auto_id, "completed");
@@ -201,18 +273,46 @@ TEST_CASE("clarification over REST; clarification timeout cancels") {
   a.start({"--teams-dir", write_team(a.dir(), R"({"clarify":"Which month?"})"), "--clarification-timeout-s", "1"});
   std::string plan_id = submit(a.port(), "ask me", true);
   auto waiting = wait_plan(a.port(), plan_id, "awaiting_clarification");
-  auto last = json(messages_of(waiting).back());
+  auto last = json(log_of(a.port(), plan_id).back());
+  REQUIRE(std::string(last["type"].GetString()) == "user_clarification_request");
   std::string rid = last["data"]["request_id"].GetString();
+  CHECK(std::string(last["message_id"].GetString()) == rid);
+  CHECK(std::string(last["data"]["repr"].GetString()) ==
+        "UserClarificationRequest(question='Which month?', request_id='" + rid + "')");
+  // While open, the question is no bubble: the WebSocket sends it.
+  for (const auto& b : chat_of(waiting)) CHECK(b.type() != "user_clarification_request");
   std::string answer = JsonObject().str("request_id", rid).str("answer", "March").str("plan_id", plan_id).done();
   HttpReply r = http_post(a.port(), "/api/v3/user_clarification", answer, {{"content-type", "application/json"}});
   REQUIRE_MESSAGE(r.status == 200, r.body);
   auto done = wait_plan(a.port(), plan_id, "completed");
-  auto types = types_of(messages_of(done));
+  auto types = types_of(log_of(a.port(), plan_id));
   CHECK(std::find(types.begin(), types.end(), "user_clarification_response") != types.end());
+  // Answered, question and answer are both in the chat, in that order.
+  auto chat = chat_of(done);
+  check_chat_matches_log(chat, log_of(a.port(), plan_id));
+  size_t q = chat.size(), ans = chat.size();
+  for (size_t i = 0; i < chat.size(); ++i) {
+    if (chat[i].type() == "user_clarification_request") q = i;
+    if (chat[i].type() == "user_clarification_response") ans = i;
+  }
+  REQUIRE(q < chat.size());
+  REQUIRE(ans < chat.size());
+  CHECK(q < ans);
+  CHECK(chat[q].content == "Which month?");
+  CHECK(chat[ans].content == "March");
+  CHECK(chat[ans].agent == "Human_Agent");
+  CHECK(chat[ans].agent_type == "Human_Agent");
 
   std::string unanswered = submit(a.port(), "nobody answers", true);
   auto canceled = wait_plan(a.port(), unanswered, "canceled");
-  CHECK(types_of(messages_of(canceled)).back() == "timeout_notification");
+  auto end = json(log_of(a.port(), unanswered).back());
+  CHECK(std::string(end["type"].GetString()) == "error_message");
+  CHECK(std::string(end["data"]["status"].GetString()) == "timeout");
+  CHECK(std::string(end["data"]["timeout_type"].GetString()) == "clarification");
+  auto canceled_chat = chat_of(canceled);
+  REQUIRE(!canceled_chat.empty());
+  CHECK(canceled_chat.back().agent == "system");
+  CHECK(canceled_chat.back().content == "\u26a0\ufe0f " + std::string(end["data"]["content"].GetString()));
 }
 
 TEST_CASE("50 concurrent plans with script agents all complete, each contiguous") {
@@ -221,7 +321,8 @@ TEST_CASE("50 concurrent plans with script agents all complete, each contiguous"
   std::vector<std::string> ids;
   for (int i = 0; i < 50; ++i) ids.push_back(submit(a.port(), "plan " + std::to_string(i), true));
   for (const auto& id : ids) {
-    auto msgs = messages_of(wait_plan(a.port(), id, "completed", 60s));
+    wait_plan(a.port(), id, "completed", 60s);
+    auto msgs = log_of(a.port(), id);
     CHECK(msgs.size() == 9);
     check_contiguous(msgs);
   }
@@ -236,11 +337,17 @@ TEST_CASE("restart: a plan running when agentd was killed is listed as interrupt
   a.proc().kill();  // SIGKILL
   a.start({"--teams-dir", teams});
   auto d = wait_plan(a.port(), plan_id, "interrupted", 10s);
-  auto msgs = messages_of(d);
+  auto msgs = log_of(a.port(), plan_id);
   check_contiguous(msgs);
   auto last = json(msgs.back());
-  CHECK(std::string(last["type"].GetString()) == "system_message");
+  CHECK(std::string(last["type"].GetString()) == "error_message");
   CHECK(std::string(last["data"]["status"].GetString()) == "interrupted");
+  // The chat ends with it, as a system bubble.
+  auto chat = chat_of(d);
+  REQUIRE(!chat.empty());
+  CHECK(chat.back().seq == msgs.size());
+  CHECK(chat.back().agent == "system");
+  CHECK(starts_with(chat.back().content, "\u26a0\ufe0f Plan interrupted"));
 }
 
 // --- with MongoDB (FerretDB fixture, or $AGENTD_TEST_MONGO_URI) ----------------
@@ -279,7 +386,8 @@ TEST_CASE("REST only with MongoDB: every message lands in MongoDB with the bytes
   Agentd a;
   a.start({"--teams-dir", write_team(a.dir()), "--mongo-uri", uri});
   std::string plan_id = submit(a.port(), "persist me", true);
-  auto rest = messages_of(wait_plan(a.port(), plan_id, "completed"));
+  wait_plan(a.port(), plan_id, "completed");
+  auto rest = log_of(a.port(), plan_id);
   REQUIRE(rest.size() == 7);
   auto mongo = wait_mongo(uri, plan_id, rest.size());
   CHECK(mongo == rest);
@@ -295,7 +403,8 @@ TEST_CASE("FerretDB killed during a run: the plan completes, REST serves it all,
   std::string plan_id = submit(a.port(), "survive the outage", true);
   wait_plan(a.port(), plan_id, "running");
   db.kill();
-  auto rest = messages_of(wait_plan(a.port(), plan_id, "completed", 30s));
+  wait_plan(a.port(), plan_id, "completed", 30s);
+  auto rest = log_of(a.port(), plan_id);
   REQUIRE(rest.size() == 2 + 1 + 30 + 1);
   check_contiguous(rest);
   // While the database is down, /readyz still says ready and reports MongoDB.
