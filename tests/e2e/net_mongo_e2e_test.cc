@@ -57,9 +57,19 @@ TEST_CASE("MongoDB down: REST reads and writes keep working from the outbox; /re
   auto t0 = std::chrono::steady_clock::now();
   auto p = http_get(a.port(), "/api/v3/plan?plan_id=plan-m");
   REQUIRE_MESSAGE(p.status == 200, p.body);
+  // GET /plan's chat view and the paging endpoint's complete log, both from
+  // the outbox.
   auto d = json(p.body);
   REQUIRE(d["messages"].GetArray().Size() == 20);
-  for (rapidjson::SizeType i = 0; i < 20; ++i) CHECK(d["messages"][i]["seq"].GetUint64() == i + 1);
+  auto page = http_get(a.port(), "/api/v3/plan/plan-m/messages?after_seq=0");
+  REQUIRE_MESSAGE(page.status == 200, page.body);
+  auto log = json(page.body);
+  REQUIRE(log["messages"].GetArray().Size() == 20);
+  for (rapidjson::SizeType i = 0; i < 20; ++i) {
+    CHECK(d["messages"][i]["seq"].GetUint64() == i + 1);
+    CHECK(log["messages"][i]["seq"].GetUint64() == i + 1);
+    CHECK(std::string(d["messages"][i]["raw_data"].GetString()) == write_canonical(log["messages"][i]));
+  }
   auto plans = http_get(a.port(), "/api/v3/plans");
   REQUIRE(plans.status == 200);
   CHECK(json(plans.body).GetArray().Size() == 1);
@@ -89,12 +99,21 @@ TEST_CASE("started without MongoDB, then with it: what the embedded runs stored 
   a.start({"--mongo-uri", uri + "?serverSelectionTimeoutMS=500&connectTimeoutMS=500"});
   for (int i = 31; i <= 35; ++i)
     REQUIRE(post_message(a.port(), "plan-e", "with mongo " + std::to_string(i)).status == 200);
-  auto p = http_get(a.port(), "/api/v3/plan?plan_id=plan-e");
+  // The complete log as REST serves it (byte for byte: the paging endpoint).
+  auto p = http_get(a.port(), "/api/v3/plan/plan-e/messages?after_seq=0");
   REQUIRE(p.status == 200);
   std::vector<std::string> rest;
   auto doc = json(p.body);
-  for (const auto& m : doc["messages"].GetArray()) rest.push_back(write_canonical(m));
+  for (const auto& m : doc["messages"].GetArray()) {
+    rest.push_back(write_canonical(m));
+    CHECK(p.body.find(rest.back()) != std::string::npos);  // embedded verbatim
+  }
   REQUIRE(rest.size() == 35);
+  // GET /plan's chat entries carry the same envelopes in raw_data.
+  auto chat = json(http_get(a.port(), "/api/v3/plan?plan_id=plan-e").body);
+  REQUIRE(chat["messages"].GetArray().Size() == 35);
+  for (rapidjson::SizeType i = 0; i < 35; ++i)
+    CHECK(std::string(chat["messages"][i]["raw_data"].GetString()) == rest[i]);
 
   auto pool = MongoPool::open(uri);
   REQUIRE(pool.is_ok());
