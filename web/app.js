@@ -2,7 +2,9 @@
 // watch the plan's messages arrive over the WebSocket with their seq numbers.
 //
 // Invariant: #messages holds exactly seq 1..state.lastSeq of the open plan,
-// each once. History comes from GET /api/v3/plan, then the WebSocket is
+// each once. History comes from GET /api/v3/plan/{id}/messages (the complete
+// log, paged; GET /api/v3/plan gives the plan, its m_plan and MACAE's chat
+// view, which leaves out what the chat does not show), then the WebSocket is
 // opened with after_seq = the last seq shown; a frame at or below it is a
 // duplicate (dropped, counted), a frame above lastSeq + 1 is a gap (not shown;
 // the socket is reopened from lastSeq). Every reconnect uses after_seq =
@@ -15,6 +17,7 @@ const FINAL = new Set(["completed", "failed", "rejected", "canceled", "interrupt
 const state = {
   planId: null,
   lastSeq: 0,
+  history: 0,  // messages of the open plan shown from the REST history (the rest came over the socket)
   duplicates: 0,
   gaps: 0,
   reconnects: 0,
@@ -162,7 +165,8 @@ function contentOf(env) {
   if (typeof d.answer === "string") return d.answer;
   if (typeof d.question === "string") return d.question;
   if (typeof d.feedback === "string" && d.feedback) return d.feedback;
-  if (d.m_plan && d.m_plan.steps) return d.m_plan.steps.length + " steps proposed";
+  const mPlan = d.plan || d.m_plan;  // data.m_plan: logs written before data.plan
+  if (mPlan && mPlan.steps) return mPlan.steps.length + " steps proposed";
   if (typeof d.status === "string") return d.status;
   return JSON.stringify(d);
 }
@@ -201,7 +205,7 @@ function addMessage(env) {
 
   switch (env.type) {
     case "plan_approval_request":
-      showMPlan(d.m_plan);
+      showMPlan(d.plan || d.m_plan);
       if (d.m_plan_id) state.mPlanId = d.m_plan_id;
       if (state.lastSeq > 0 && !FINAL.has(state.status)) setStatus("awaiting_approval");
       break;
@@ -214,8 +218,8 @@ function addMessage(env) {
       $("final").hidden = false;
       setStatus("completed");
       break;
-    case "error_message":
-    case "timeout_notification":
+    case "error_message":  // how a plan ends on a failure, timeout, cancel or restart
+    case "timeout_notification":  // the older endings, in logs written before
     case "system_message":
       refreshStatus();
       break;
@@ -232,7 +236,16 @@ async function refreshStatus() {
 
 async function openPlan(planId) {
   closeSocket();
-  Object.assign(state, { planId, lastSeq: 0, duplicates: 0, gaps: 0, reconnects: 0, retryMs: 250, mPlanId: null });
+  Object.assign(state, {
+    planId,
+    lastSeq: 0,
+    history: 0,
+    duplicates: 0,
+    gaps: 0,
+    reconnects: 0,
+    retryMs: 250,
+    mPlanId: null,
+  });
   history.replaceState(null, "", "#plan=" + encodeURIComponent(planId));
   $("empty").hidden = true;
   $("plan").hidden = false;
@@ -256,8 +269,23 @@ async function openPlan(planId) {
   $("plan-team").textContent = (r.team && r.team.name) || r.plan.team_id;
   setStatus(r.plan.status);
   if (r.m_plan) showMPlan(r.m_plan);
-  for (const m of r.messages) addMessage(m);
-  setStatus(r.plan.status);
+  // The complete log, page by page, from the start.
+  for (let more = true; more; ) {
+    let page;
+    try {
+      page = await api("GET", "/plan/" + encodeURIComponent(planId) + "/messages?after_seq=" + state.lastSeq);
+    } catch (e) {
+      break;  // the socket replays from lastSeq
+    }
+    if (state.planId !== planId) return;
+    const before = state.lastSeq;
+    for (const m of page.messages) addMessage(m);
+    state.history += state.lastSeq - before;
+    more = page.has_more && state.lastSeq > before;
+  }
+  // The record's status, unless the log has moved on since it was read.
+  if (state.lastSeq <= (r.plan.last_seq || 0)) setStatus(r.plan.status);
+  else refreshStatus();
   updateStats();
   connect();
 }

@@ -62,14 +62,29 @@ async function main() {
 
     const got = await seqs(page);
     const st = await page.evaluate(() => ({ ...window.agentdPage.state, ws: undefined }));
-    const rest = await page.evaluate(async (id) => {
-      const r = await fetch("/api/v3/plan?plan_id=" + encodeURIComponent(id));
+    // The complete log (the paging endpoint) and GET /plan's chat view.
+    const { rest, chat } = await page.evaluate(async (id) => {
+      const r = await fetch("/api/v3/plan/" + encodeURIComponent(id) + "/messages?after_seq=0");
       const j = await r.json();
-      return j.messages.map((m) => [m.seq, m.type]);
+      const c = await (await fetch("/api/v3/plan?plan_id=" + encodeURIComponent(id))).json();
+      return {
+        rest: j.messages.map((m) => [m.seq, m.type]),
+        chat: c.messages.map((m) => [m.seq, JSON.parse(m.raw_data).type, m.content]),
+      };
     }, planId);
     check(got.length === rest.length, `page shows ${got.length} messages, REST has ${rest.length}`);
+    rest.forEach(([s], i) => check(s === i + 1, `REST seq ${s} at position ${i}`));
+    // The chat: the 8 agent messages and the final result, each a message of the log.
+    check(chat.length === 9, `chat view has ${chat.length} entries`);
+    chat.forEach(([s, t]) => check(rest[s - 1] && rest[s - 1][1] === t, `chat entry seq ${s} (${t}) is in the log`));
+    check(chat[8][1] === "final_result_message" && chat[8][2].startsWith("\u{1F389}"), "chat ends with the final result");
     got.forEach((s, i) => check(s === i + 1, `seq ${s} at position ${i}`));
     check(st.duplicates === 0 && st.gaps === 0, `duplicates ${st.duplicates} gaps ${st.gaps}`);
+    // After the reload, what existed came from REST (the complete log), not a socket replay.
+    check(st.history >= atReload, `${st.history} messages from REST history after the reload (${atReload} before it)`);
+    // The approval request is read from data.plan (MACAE's PlanApprovalRequest).
+    const asked = await page.$eval('#messages li[data-type="plan_approval_request"] .body', (b) => b.textContent);
+    check(asked === "2 steps proposed", `approval request shown as "${asked}"`);
     check(rest[rest.length - 1][1] === "final_result_message", "last message is the final result");
     check(atReload < rest.length, `reload happened mid-run (${atReload} of ${rest.length})`);
     const types = await page.$$eval("#messages li", (ls) => ls.map((l) => l.dataset.type));
