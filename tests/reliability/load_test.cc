@@ -143,7 +143,8 @@ TEST_CASE("load: WebSocket clients over concurrent runtime plans, every frame on
     if (all) break;
   }
 
-  // Every plan's messages, as REST holds them.
+  // Every plan's messages, as REST holds them: the complete log (paging
+  // endpoint); GET /plan for the status and the chat view.
   std::map<std::string, uint64_t> last;
   for (const auto& id : ids) {
     HttpReply r = http_get(a.port(), "/api/v3/plan?plan_id=" + id);
@@ -151,7 +152,15 @@ TEST_CASE("load: WebSocket clients over concurrent runtime plans, every frame on
     auto d = parse_strict(r.body, JsonLimits{64u << 20, 64});
     REQUIRE(d.is_ok());
     CHECK(std::string((*d)["plan"]["status"].GetString()) == "completed");
-    last[id] = (*d)["messages"].Size();
+    CHECK((*d)["messages"].Size() == 2 * messages + 1);  // the agents' messages and the final result
+    HttpReply l = http_get(a.port(), "/api/v3/plan/" + id + "/messages?after_seq=0&limit=10000");
+    REQUIRE(l.status == 200);
+    auto log = parse_strict(l.body, JsonLimits{64u << 20, 64});
+    REQUIRE(log.is_ok());
+    CHECK_FALSE((*log)["has_more"].GetBool());
+    const auto& msgs = (*log)["messages"];
+    for (rapidjson::SizeType i = 0; i < msgs.Size(); ++i) CHECK(msgs[i]["seq"].GetUint64() == i + 1);
+    last[id] = msgs.Size();
   }
   size_t frames = 0, errors = 0;
   for (const auto& w : watchers) {
