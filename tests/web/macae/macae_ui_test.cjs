@@ -332,7 +332,7 @@ async function newPage(browser, s, opts = {}) {
     const at = new Date().toISOString(); // when the headers arrived, not the body read below
     let body = "";
     try {
-      body = (await r.text()).slice(0, 1500);
+      body = (await r.text()).slice(0, 20000);
     } catch (_) {}
     s.log.push(`${at} ${tag} < ${r.status()} ${r.request().method()} ${u} ${body}`);
   });
