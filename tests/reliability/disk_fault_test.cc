@@ -58,6 +58,13 @@ TEST_CASE("outbox at its maximum (the 256 KiB minimum): 503 + Retry-After, no cr
   CHECK_MESSAGE(ready.status == 503, "/readyz while the outbox is full: " << ready.status << " " << ready.body);
   CHECK(ready.body.find("outbox full") != std::string::npos);
   CHECK(ready.header("retry-after") != "");
+  // Reads still work: the complete log and GET /plan's chat view (every
+  // message here is an agent's) hold every acknowledged message.
+  auto log = http_get(a.port(), "/api/v3/plan/plan-full/messages?after_seq=0&limit=10000");
+  REQUIRE(log.status == 200);
+  auto l = parse_strict(log.body, JsonLimits{64 << 20, 64});
+  REQUIRE(l.is_ok());
+  CHECK((*l)["messages"].GetArray().Size() == static_cast<size_t>(ok));
   auto list = http_get(a.port(), "/api/v3/plan?plan_id=plan-full");
   REQUIRE(list.status == 200);
   auto d = parse_strict(list.body, JsonLimits{64 << 20, 64});

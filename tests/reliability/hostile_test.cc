@@ -27,8 +27,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The plan's complete log (GET /plan/{id}/messages; GET /plan's messages are
+// only what MACAE's chat shows).
 size_t message_count(int port, const std::string& plan_id, const Headers& h = {}) {
-  auto r = http_get(port, "/api/v3/plan?plan_id=" + plan_id, h);
+  auto r = http_get(port, "/api/v3/plan/" + plan_id + "/messages?after_seq=0&limit=10000", h);
   REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
   auto d = parse_strict(r.body, JsonLimits{64 << 20, 64});
   REQUIRE(d.is_ok());
