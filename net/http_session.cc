@@ -179,12 +179,9 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
         // No after_seq (the MACAE UIs): from this user's cursor, else live;
         // plus the plan's open request (contract decision 5).
         f.start.track_cursor = true;
-        if (auto c = st_.cursors.get(user, plan_id)) {
-          f.start.after_seq = *c;
-        } else {
-          auto last = st_.deps.log->last_seq(plan_id);
-          f.start.after_seq = std::max(rec.last_seq, last ? *last : 0);
-        }
+        auto last = st_.deps.log->last_seq(plan_id);
+        f.start.cursor = st_.cursors.open(user, plan_id, std::max(rec.last_seq, last ? *last : 0));
+        f.start.after_seq = f.start.cursor.start_seq;
         // An awaiting_* status is recorded with the request that asks: the
         // record's last_seq is that request.
         if (rec.status == PlanStatus::kAwaitingApproval || rec.status == PlanStatus::kAwaitingClarification) {

@@ -11,33 +11,51 @@ std::string ResumeCursors::key(std::string_view user, std::string_view plan) {
   return k;
 }
 
-void ResumeCursors::put(std::string k, uint64_t seq, bool forward_only) {
-  if (capacity_ == 0) return;
-  auto now = Clock::now();
-  std::lock_guard l(mu_);
+ResumeCursors::Entry& ResumeCursors::entry(const std::string& k, uint64_t seq, Clock::time_point now, bool* fresh) {
   auto it = map_.find(k);
   if (it != map_.end()) {
     Entry& e = it->second;
-    bool live = now - e.at < ttl_;
-    if (!forward_only || !live || seq > e.seq) e.seq = seq;
+    *fresh = now - e.at >= ttl_;  // expired: as good as new
+    if (*fresh) e.seq = seq;
     e.at = now;
     lru_.splice(lru_.begin(), lru_, e.lru);
-    return;
+    return e;
   }
-  while (map_.size() >= capacity_) {
+  while (!map_.empty() && map_.size() >= capacity_) {
     map_.erase(lru_.back());
     lru_.pop_back();
   }
   lru_.push_front(k);
-  map_.emplace(std::move(k), Entry{seq, now, lru_.begin()});
+  *fresh = true;
+  return map_.emplace(k, Entry{seq, 0, now, lru_.begin()}).first->second;
 }
 
 void ResumeCursors::set(std::string_view user, std::string_view plan, uint64_t seq) {
-  put(key(user, plan), seq, false);
+  if (capacity_ == 0) return;
+  std::lock_guard l(mu_);
+  bool fresh = false;
+  Entry& e = entry(key(user, plan), seq, Clock::now(), &fresh);
+  e.seq = seq;
+  e.generation = next_generation_++;
 }
 
-void ResumeCursors::advance(std::string_view user, std::string_view plan, uint64_t seq) {
-  put(key(user, plan), seq, true);
+ResumeCursors::Ticket ResumeCursors::open(std::string_view user, std::string_view plan, uint64_t live_seq) {
+  if (capacity_ == 0) return Ticket{live_seq, 0};
+  std::lock_guard l(mu_);
+  bool fresh = false;
+  Entry& e = entry(key(user, plan), live_seq, Clock::now(), &fresh);
+  if (fresh) e.generation = next_generation_++;
+  return Ticket{e.seq, e.generation};
+}
+
+void ResumeCursors::advance(std::string_view user, std::string_view plan, uint64_t seq, const Ticket& t) {
+  std::lock_guard l(mu_);
+  auto it = map_.find(key(user, plan));
+  if (it == map_.end() || it->second.generation != t.generation) return;  // replaced (or dropped)
+  Entry& e = it->second;
+  if (seq > e.seq) e.seq = seq;
+  e.at = Clock::now();
+  lru_.splice(lru_.begin(), lru_, e.lru);
 }
 
 std::optional<uint64_t> ResumeCursors::get(std::string_view user, std::string_view plan) const {

@@ -279,7 +279,7 @@ void WebsocketSession::on_write(beast::error_code ec, std::size_t) {
   if (!queue_.empty()) {
     if (queue_.front().seq > written_seq_) {
       written_seq_ = queue_.front().seq;
-      if (start_.track_cursor) st_.cursors.advance(user_id_, plan_id_, written_seq_);
+      if (start_.track_cursor) st_.cursors.advance(user_id_, plan_id_, written_seq_, start_.cursor);
     }
     queue_.pop_front();
     queued_.store(queue_.size(), std::memory_order_relaxed);

@@ -48,6 +48,7 @@ struct WsStart {
   uint64_t after_seq = 0;         // replay everything after this seq, then live
   uint64_t open_request_seq = 0;  // an open request to send first (0: none), if <= after_seq
   bool track_cursor = false;      // no after_seq was given: keep the user's cursor
+  ResumeCursors::Ticket cursor;   // with track_cursor
 };
 
 class WebsocketSession : public Subscriber, public Closable, public std::enable_shared_from_this<WebsocketSession> {

@@ -158,25 +158,38 @@ TEST_CASE("multipart: the named field's content; clear errors for malformed bodi
   CHECK(!net::multipart_field(body.substr(0, 120), *b, "file").is_ok());  // cut before the part ends
 }
 
-TEST_CASE("ResumeCursors: set, advance forward only, per user and plan, expiry and capacity") {
+TEST_CASE("ResumeCursors: set by a page load, advanced by its sockets, per user and plan, expiry and capacity") {
   net::ResumeCursors c(3, std::chrono::milliseconds(200));
   CHECK(!c.get("alice", "p"));
-  c.set("alice", "p", 5);
-  c.advance("alice", "p", 3);  // never back
-  CHECK(*c.get("alice", "p") == 5);
-  c.advance("alice", "p", 9);
+  // A socket with no cursor starts live and becomes the cursor.
+  auto t0 = c.open("alice", "p", 7);
+  CHECK(t0.start_seq == 7);
+  c.advance("alice", "p", 9, t0);
   CHECK(*c.get("alice", "p") == 9);
-  c.set("alice", "p", 4);  // a new page load is the new truth
-  CHECK(*c.get("alice", "p") == 4);
+  c.advance("alice", "p", 8, t0);  // never back
+  CHECK(*c.get("alice", "p") == 9);
+  // A reload: GET /plan showed up to 10; the old page's socket still writes
+  // 11 and must not move the new page's cursor (it would skip 11 there).
+  c.set("alice", "p", 10);
+  c.advance("alice", "p", 11, t0);
+  CHECK(*c.get("alice", "p") == 10);
+  auto t1 = c.open("alice", "p", 99);
+  CHECK(t1.start_seq == 10);
+  c.advance("alice", "p", 12, t1);
+  CHECK(*c.get("alice", "p") == 12);
+  auto t2 = c.open("alice", "p", 99);  // a second tab of the same page load: same cursor
+  CHECK(t2.start_seq == 12);
+  CHECK(t2.generation == t1.generation);
   CHECK(!c.get("bob", "p"));
   c.set("a", "b:c", 1);
   CHECK(!c.get("a:b", "c"));
   c.set("x", "1", 1);
-  c.set("x", "2", 2);  // over capacity: the least recently used (alice/p... then a) go
+  c.set("x", "2", 2);  // over capacity: the least recently used (alice/p, then a) go
   CHECK(c.size() == 3);
   CHECK(!c.get("alice", "p"));
   std::this_thread::sleep_for(std::chrono::milliseconds(250));
   CHECK(!c.get("x", "2"));
+  CHECK(c.open("x", "2", 5).start_seq == 5);  // expired: live again
 }
 
 TEST_CASE("routes: every /api/v3 route under /api/v4 too; /config; the team routes; user_browser_language") {
