@@ -557,6 +557,13 @@ asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
     co_await end_on_append_failure(run, why);
     co_return StepOutcome::kEnded;
   }
+  if (!run.auto_approve && opts_.approval_settle.count() > 0) {
+    // The v4 UI shows agent messages only once it has handled its own
+    // approval call's answer; one that arrives first is dropped from its
+    // live view. A person just clicked: a short pause costs nothing.
+    co_await wait_until(run, opts_.approval_settle, Await::kTime);
+    AGENTD_END_IF_INTERRUPTED(run);
+  }
 
   co_await acquire_slot(run);
   for (const MPlanStep& step : mp->steps) {

@@ -52,6 +52,10 @@ struct RuntimeOptions {
   int max_concurrent_plans = 16;  // plans executing steps at once
   std::chrono::milliseconds approval_timeout{300000};
   std::chrono::milliseconds clarification_timeout{300000};
+  // After a person approved (not auto-approve): the pause before the first
+  // step, so that the approving UI has taken the approval's answer before
+  // agent messages arrive (MACAE v4 drops earlier ones from its live view).
+  std::chrono::milliseconds approval_settle{300};
   bool auto_approve = false;                        // default when a request does not say
   std::string default_team_id;                      // empty: the first team loaded
   size_t max_active_plans = 10000;                  // submit beyond this -> kUnavailable
