@@ -140,6 +140,13 @@ struct Harness {
                  << plan_status_name(plan(id).status));
     return {};
   }
+  // The runtime's active plans once none is left, or after 5 s: a plan is
+  // forgotten just after its end commits (which wait_status sees).
+  size_t wait_inactive() {
+    auto until = std::chrono::steady_clock::now() + 5s;
+    while (runtime->active_plans() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(2ms);
+    return runtime->active_plans();
+  }
   std::vector<Envelope> messages(const std::string& id) {
     auto m = outbox->read_messages(id, 0, 100000);
     REQUIRE(m.is_ok());
@@ -297,7 +304,7 @@ TEST_CASE("approval timeout cancels the plan with an error_message that keeps th
   CHECK(h.field(msgs[1], "request_id") == h.field(msgs[0], "m_plan_id"));
   CHECK(h.field(msgs[1], "message").find("No approval within") == 0);
   CHECK(h.field(msgs[1], "timeout_duration") != "<missing>");
-  CHECK(h.runtime->active_plans() == 0);
+  CHECK(h.wait_inactive() == 0);
 }
 
 TEST_CASE("clarification pauses the step until answered") {
@@ -406,7 +413,7 @@ TEST_CASE("50 concurrent plans with a concurrency bound of 4 all complete") {
     h.wait_status(id, PlanStatus::kCompleted, 60s);
     CHECK(h.messages(id).size() == 9);  // request, response, 1 + 5 agent messages, final
   }
-  CHECK(h.runtime->active_plans() == 0);
+  CHECK(h.wait_inactive() == 0);
 }
 
 TEST_CASE("restart: unfinished plans are marked interrupted with an error_message") {
