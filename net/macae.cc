@@ -1,6 +1,8 @@
 #include "net/macae.h"
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include "core/envelope.h"
 #include "core/json.h"
@@ -55,39 +57,73 @@ std::optional<Bubble> bubble_of(std::string_view type, const rapidjson::Value& d
   return std::nullopt;
 }
 
+// The type of a stored envelope without parsing it: the canonical bytes
+// start '{"seq":N,"type":"…"' (core/envelope.h).
+std::string_view envelope_type(std::string_view bytes) {
+  constexpr std::string_view kKey = ",\"type\":\"";
+  size_t at = bytes.find(kKey);
+  if (at == std::string_view::npos || at > 32) return {};
+  size_t from = at + kKey.size(), to = bytes.find('"', from);
+  return to == std::string_view::npos ? std::string_view() : bytes.substr(from, to - from);
+}
+
+bool may_be_bubble(std::string_view type) {
+  for (std::string_view t : {msgtype::kAgentMessage, msgtype::kUserClarificationRequest,
+                             msgtype::kUserClarificationResponse, msgtype::kFinalResultMessage, msgtype::kErrorMessage,
+                             msgtype::kSystemMessage, msgtype::kTimeoutNotification, msgtype::kPlanApprovalResponse}) {
+    if (type == t) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::string chat_view(const std::vector<StoredMessage>& log, const PlanRecord& plan) {
   // The open request is the message that moved the plan to awaiting_*: the
   // record's last_seq names it (it was appended with that record).
   uint64_t open_seq = plan.status == PlanStatus::kAwaitingClarification ? plan.last_seq : 0;
-  std::string out = "[";
-  bool first = true;
+  size_t bytes = 2;
+  for (const StoredMessage& m : log) bytes += m.bytes->size() * 5 / 4 + 200;
+  // One writer for the whole array: a long plan is tens of thousands of
+  // strings, each escaped once, with no allocation of its own.
+  rapidjson::StringBuffer buf(nullptr, bytes);
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  auto put = [&w](const char* key, std::string_view v) {
+    w.Key(key);
+    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  };
+  w.StartArray();
+  rapidjson::Document doc;
   for (const StoredMessage& m : log) {
-    auto doc = parse_strict(*m.bytes);
-    if (!doc || !doc->IsObject()) continue;  // the log holds only valid envelopes
-    std::string_view type = member_str(*doc, "type");
-    auto data = doc->FindMember("data");
-    if (data == doc->MemberEnd() || !data->value.IsObject()) continue;
+    std::string_view type = envelope_type(*m.bytes);
+    if (!may_be_bubble(type)) continue;  // never a bubble: not even parsed
+    // The log holds only envelopes that passed the strict codec: a plain
+    // (fast) parse is enough here.
+    doc.Parse(m.bytes->data(), m.bytes->size());
+    if (doc.HasParseError() || !doc.IsObject()) continue;
+    auto data = doc.FindMember("data");
+    if (data == doc.MemberEnd() || !data->value.IsObject()) continue;
     auto b = bubble_of(type, data->value, m.seq == open_seq);
     if (!b || b->content.empty()) continue;
-    std::string entry = JsonObject()
-                            .str("agent", b->agent)
-                            .str("agent_type", b->agent_type)
-                            .str("content", b->content)
-                            .str("timestamp", member_str(*doc, "timestamp"))
-                            .str("raw_data", *m.bytes)
-                            .raw("steps", "[]")
-                            .raw("next_steps", "[]")
-                            .num("seq", static_cast<int64_t>(m.seq))
-                            .str("message_id", member_str(*doc, "message_id"))
-                            .done();
-    if (!first) out += ',';
-    first = false;
-    out += entry;
+    w.StartObject();
+    put("agent", b->agent);
+    put("agent_type", b->agent_type);
+    put("content", b->content);
+    put("timestamp", member_str(doc, "timestamp"));
+    put("raw_data", *m.bytes);
+    w.Key("steps");
+    w.StartArray();
+    w.EndArray();
+    w.Key("next_steps");
+    w.StartArray();
+    w.EndArray();
+    w.Key("seq");
+    w.Uint64(m.seq);
+    put("message_id", member_str(doc, "message_id"));
+    w.EndObject();
   }
-  out += ']';
-  return out;
+  w.EndArray();
+  return std::string(buf.GetString(), buf.GetSize());
 }
 
 std::string current_m_plan(const PlanRecord& plan) {
