@@ -106,6 +106,9 @@ void WebsocketSession::on_read(beast::error_code ec, std::size_t) {
 }
 
 void WebsocketSession::reply(std::string type, std::string data_json) {
+  // Replies count against the same bound as every other frame: a client
+  // that sends and never reads is a slow consumer too.
+  if (queue_.size() >= st_.cfg.ws_queue_frames) return close_slow_consumer();
   std::string f = "{\"type\":";
   append_json_string(&f, type);
   f += ",\"data\":" + data_json + ",\"plan_id\":";
@@ -174,12 +177,7 @@ void WebsocketSession::deliver(const Frame& frame) {
   if (pending > st_.cfg.ws_queue_frames) {
     posted_.fetch_sub(1);
     if (!slow_.exchange(true)) {
-      asio::post(ws_.get_executor(), [self = shared_from_this()] {
-        self->st_.metrics.ws_slow_closed.inc();
-        self->close_with(
-            websocket::close_code::try_again_later,
-            "slow consumer: send queue full; reconnect with after_seq=" + std::to_string(self->written_seq_));
-      });
+      asio::post(ws_.get_executor(), [self = shared_from_this()] { self->close_slow_consumer(); });
     }
     return;
   }
@@ -187,6 +185,14 @@ void WebsocketSession::deliver(const Frame& frame) {
     self->posted_.fetch_sub(1);
     self->on_frame(frame);
   });
+}
+
+void WebsocketSession::close_slow_consumer() {
+  if (closing_) return;
+  slow_.store(true);
+  st_.metrics.ws_slow_closed.inc();
+  close_with(websocket::close_code::try_again_later,
+             "slow consumer: send queue full; reconnect with after_seq=" + std::to_string(written_seq_));
 }
 
 void WebsocketSession::on_frame(const Frame& f) {

@@ -85,6 +85,8 @@ class WebsocketSession : public Subscriber, public Closable, public std::enable_
   void finish();  // the connection is over
 
   void reply(std::string type, std::string data_json);  // a live-only frame
+  // Frees the queue and closes with 1013 and the resume hint (on the strand).
+  void close_slow_consumer();
 
   ServerState& st_;
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;

@@ -517,6 +517,25 @@ TEST_CASE("WebSocket: a slow consumer is closed with a resume hint and its memor
   CHECK(http_get(f.port, "/metrics").body.find("agentd_ws_slow_consumers_closed_total 1") != std::string::npos);
 }
 
+TEST_CASE("WebSocket: a client that sends pings and never reads is a slow consumer too (replies are bounded)") {
+  // Before: replies bypassed the queue bound; 1,000,000 pings from a client
+  // that never read took agentd from 14 MB to 407 MB and the socket stayed.
+  net::ServerConfig cfg;
+  cfg.ws_queue_frames = 16;
+  ServerFixture f(cfg);
+  f.append(make_plan("pp", "alice"), "x", true);
+  WsClient ws;
+  ws.set_receive_buffer(4096);
+  REQUIRE(ws.connect(f.port, "/api/v3/socket/pp?user_id=alice&after_seq=1"));
+  auto closed = [&] { return f.server->hub().subscribers("pp") == 0; };
+  for (int i = 0; i < 200000 && !closed(); ++i) {
+    if (!ws.write(R"({"type":"ping"})")) break;  // the server may close meanwhile
+  }
+  for (int i = 0; i < 500 && !closed(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(closed());
+  CHECK(http_get(f.port, "/metrics").body.find("agentd_ws_slow_consumers_closed_total 1") != std::string::npos);
+}
+
 TEST_CASE("CORS: '*' answers Allow-Origin * without credentials; a listed origin is reflected with credentials") {
   const Headers evil{{"Origin", "https://evil.example"}};
   const Headers app{{"Origin", "https://app.example"}};
