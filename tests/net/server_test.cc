@@ -528,12 +528,18 @@ TEST_CASE("WebSocket: a client that sends pings and never reads is a slow consum
   ws.set_receive_buffer(4096);
   REQUIRE(ws.connect(f.port, "/api/v3/socket/pp?user_id=alice&after_seq=1"));
   auto closed = [&] { return f.server->hub().subscribers("pp") == 0; };
+  // The server subscribes just after the handshake the client has seen.
+  for (int i = 0; i < 500 && closed(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(!closed());
   for (int i = 0; i < 200000 && !closed(); ++i) {
     if (!ws.write(R"({"type":"ping"})")) break;  // the server may close meanwhile
   }
   for (int i = 0; i < 500 && !closed(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   CHECK(closed());
-  CHECK(http_get(f.port, "/metrics").body.find("agentd_ws_slow_consumers_closed_total 1") != std::string::npos);
+  std::string m = http_get(f.port, "/metrics").body;
+  size_t at = m.find("agentd_ws_slow_consumers_closed_total ");
+  CHECK_MESSAGE(m.find("agentd_ws_slow_consumers_closed_total 1") != std::string::npos,
+                (at == std::string::npos ? m : m.substr(at, 60)));
 }
 
 TEST_CASE("CORS: '*' answers Allow-Origin * without credentials; a listed origin is reflected with credentials") {
