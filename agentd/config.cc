@@ -101,6 +101,11 @@ void add_flags(CLI::App& app, Config& cfg) {
       ->envname("AGENTD_WS_IDLE_TIMEOUT_MS")
       ->check(CLI::Range(100u, 3600000u))
       ->capture_default_str();
+  app.add_option("--sse-keepalive-ms", cfg.sse_keepalive_ms,
+                 "SSE streams (/plan/{id}/events): a keep-alive comment after this long without an event")
+      ->envname("AGENTD_SSE_KEEPALIVE_MS")
+      ->check(CLI::Range(50u, 3600000u))
+      ->capture_default_str();
   app.add_option("--shutdown-timeout-ms", cfg.shutdown_timeout_ms,
                  "on SIGTERM/SIGINT: time for in-flight requests and WebSocket closes")
       ->envname("AGENTD_SHUTDOWN_TIMEOUT_MS")

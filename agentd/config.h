@@ -32,6 +32,7 @@ struct Config {
   size_t ws_queue_frames = 4096;
   unsigned header_timeout_ms = 10000;
   unsigned ws_idle_timeout_ms = 60000;
+  unsigned sse_keepalive_ms = 15000;
   unsigned shutdown_timeout_ms = 10000;
   uint64_t outbox_max_bytes = 8ull << 30;
   unsigned outbox_retention_hours = 24;  // with MongoDB: flushed messages kept this long

@@ -162,6 +162,7 @@ int run(int argc, char** argv) {
   scfg.ws_queue_frames = cfg.ws_queue_frames;
   scfg.header_timeout = std::chrono::milliseconds(cfg.header_timeout_ms);
   scfg.ws_idle_timeout = std::chrono::milliseconds(cfg.ws_idle_timeout_ms);
+  scfg.sse_keepalive = std::chrono::milliseconds(cfg.sse_keepalive_ms);
   agentd::Outbox* ob = outbox->get();
   agentd::net::ServerDeps deps;
   deps.log = ob;

@@ -33,6 +33,10 @@ struct ServerConfig {
   size_t ws_max_frame_bytes = 64 << 10;              // client -> server frames
   std::chrono::milliseconds ws_idle_timeout{60000};  // no traffic (pings answered count) -> closed
   size_t ws_replay_page = 512;                       // messages read per replay step
+  // SSE streams (net/sse_session.h) share the WebSocket limits above
+  // (per-plan cap, queue, idle timeout as the write timeout).
+  std::chrono::milliseconds sse_keepalive{15000};  // a comment after this long without an event
+  std::chrono::milliseconds sse_retry{2000};       // the `retry:` hint: EventSource's reconnection delay
 
   size_t plan_messages_cap = 10000;  // GET /plan: more -> truncated + next_after_seq
   size_t page_max = 10000;           // GET /plan/{id}/messages limit cap

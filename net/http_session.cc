@@ -10,6 +10,7 @@
 #include "core/json.h"
 #include "net/body.h"
 #include "net/query.h"
+#include "net/sse_session.h"
 #include "net/websocket_session.h"
 
 namespace agentd::net {
@@ -131,6 +132,7 @@ void HttpSession::handle(Request req) {
   RouteMatch m = match_route(req.method(), t->path);
   route_ = std::string(m.name);
   if (m.id == RouteId::kSocket && beast::websocket::is_upgrade(req)) return upgrade(std::move(req), m, *t);
+  if (m.id == RouteId::kEvents && req.method() == http::verb::get) return events(std::move(req), m, *t);
   bool keep_alive = req.keep_alive();
   auto self = shared_from_this();
   router_.dispatch(m, req, *t, [self, keep_alive](Response res) {
@@ -224,7 +226,7 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
       });
 }
 
-void HttpSession::send(Response res, bool keep_alive) {
+void HttpSession::cors(Response& res) const {
   // CORS: a listed origin is reflected with credentials allowed; under "*"
   // any other origin gets "*" and no credentials (browsers then send no
   // cookies and hide the response from credentialed calls). With a list the
@@ -247,6 +249,10 @@ void HttpSession::send(Response res, bool keep_alive) {
       }
     }
   }
+}
+
+void HttpSession::send(Response res, bool keep_alive) {
+  cors(res);
   if (closing_ || st_.stopping.load()) keep_alive = false;
   res.version(version_);
   res.keep_alive(keep_alive);
@@ -294,6 +300,91 @@ void HttpSession::do_drain() {
     if (ec) return self->stream_.close();
     self->do_drain();
   });
+}
+
+void HttpSession::events(Request req, const RouteMatch& m, const Target& t) {
+  // EventSource cannot set headers: like a WebSocket, the query may carry
+  // the identity (?token=, and ?user_id= in dev mode).
+  auto id = st_.auth.identify(req, true, t.get("user_id").value_or(""), t.get("token").value_or(""));
+  if (!id) {
+    auto res = error_response(id.status(), st_.cfg.retry_after_seconds);
+    if (st_.auth.mode() == AuthMode::kToken) res.set(http::field::www_authenticate, "Bearer");
+    return send(std::move(res), false);
+  }
+  // Where to start: Last-Event-ID (an EventSource reconnecting) wins over
+  // ?after_seq= (the URL it was opened with).
+  auto invalid = [this](std::string_view where, std::string_view field, const Status& s) {
+    send(json_response(
+             http::status::unprocessable_entity,
+             validation_detail({{{std::string(where), std::string(field)}, s.message(), "type_error.integer"}})),
+         false);
+  };
+  SseStart start;
+  if (auto it = req.find("Last-Event-ID"); it != req.end()) {
+    Target h;
+    h.query.emplace("last-event-id", std::string(it->value()));
+    auto v = h.get_u64("last-event-id", 0);
+    if (!v) return invalid("header", "last-event-id", v.status());
+    start.after_seq = *v;
+  } else {
+    auto v = t.get_u64("after_seq", 0);
+    if (!v) return invalid("query", "after_seq", v.status());
+    start.after_seq = *v;
+  }
+  std::string follow = t.get("follow").value_or("0");
+  if (follow != "0" && follow != "1" && follow != "true" && follow != "false") {
+    return send(
+        json_response(
+            http::status::unprocessable_entity,
+            validation_detail(
+                {{{"query", "follow"}, "value is not a valid boolean (0, 1, true, false)", "type_error.bool"}})),
+        false);
+  }
+  start.follow = follow == "1" || follow == "true";
+  std::string plan_id = m.param;
+  std::string user = id->user_id;
+  auto self = shared_from_this();
+  st_.run_read([this, plan_id] { return st_.reader.get_plan(plan_id); },
+               [self, plan_id, user, start](Result<std::optional<PlanRecord>> p) mutable {
+                 asio::post(self->stream_.get_executor(), [self, plan_id, user, start, p = std::move(p)]() mutable {
+                   if (!p) return self->send(error_response(p.status(), self->st_.cfg.retry_after_seconds), false);
+                   if (!p->has_value() || (*p)->user_id != user) {
+                     return self->send(json_response(http::status::not_found, R"({"detail":"Plan not found"})"), false);
+                   }
+                   if (self->closing_ || self->st_.stopping.load()) {
+                     auto res =
+                         json_response(http::status::service_unavailable, R"({"detail":"server shutting down"})");
+                     res.set(http::field::retry_after, std::to_string(self->st_.cfg.retry_after_seconds));
+                     return self->send(std::move(res), false);
+                   }
+                   // The per-plan cap is shared with WebSockets (one hub).
+                   if (self->st_.hub.subscribers(plan_id) >= self->st_.cfg.ws_max_per_plan) {
+                     auto res = json_response(http::status::too_many_requests,
+                                              R"({"detail":"too many streams for this plan; retry later"})");
+                     res.set(http::field::retry_after, std::to_string(self->st_.cfg.retry_after_seconds));
+                     return self->send(std::move(res), false);
+                   }
+                   start.plan_final = is_final((*p)->status);
+                   Response res{http::status::ok, 11};
+                   res.set(http::field::content_type, "text/event-stream; charset=utf-8");
+                   res.set(http::field::cache_control, "no-cache");
+                   res.set("X-Accel-Buffering", "no");  // proxies: do not buffer the stream
+                   res.keep_alive(false);               // the stream ends with the connection
+                   self->cors(res);
+                   std::string head = "HTTP/1.1 200 OK\r\n";
+                   for (const auto& f : res.base()) {
+                     head += std::string(f.name_string()) + ": " + std::string(f.value()) + "\r\n";
+                   }
+                   head += "\r\n";
+                   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - self->start_).count();
+                   self->st_.metrics.record_request(self->route_, 200, secs);
+                   spdlog::info("{} {} 200 event-stream user={} after_seq={} {:.1f}ms", self->method_,
+                                self->log_target_, user, start.after_seq, secs * 1000);
+                   self->upgraded_ = true;
+                   auto sse = std::make_shared<SseSession>(self->stream_.release_socket(), self->st_, plan_id, start);
+                   sse->run(std::move(head));
+                 });
+               });
 }
 
 }  // namespace agentd::net

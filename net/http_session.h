@@ -31,6 +31,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession>, public Clo
   void on_read(boost::beast::error_code ec, std::size_t);
   void handle(Request req);
   void upgrade(Request req, const RouteMatch& m, const Target& t);
+  // GET /plan/{plan_id}/events: checks, then hands the socket to an SseSession.
+  void events(Request req, const RouteMatch& m, const Target& t);
+  // Sets the CORS headers of `res` for the request's Origin.
+  void cors(Response& res) const;
   // On the strand: finishes the response (CORS, keep-alive, log) and writes it.
   void send(Response res, bool keep_alive);
   void on_write(bool keep_alive, boost::beast::error_code ec, std::size_t);

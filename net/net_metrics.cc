@@ -11,6 +11,10 @@ NetMetrics::NetMetrics(MetricsRegistry& r)
           r.counter("agentd_ws_slow_consumers_closed_total", "WebSockets closed because their send queue filled")),
       rejected_connections(
           r.counter("agentd_http_rejected_connections_total", "Connections closed at accept (over --max-connections)")),
+      sse_open(r.gauge("agentd_sse_open_streams", "Open Server-Sent Events streams")),
+      sse_events_sent(r.counter("agentd_sse_events_sent_total", "Events written to SSE clients")),
+      sse_slow_closed(
+          r.counter("agentd_sse_slow_consumers_closed_total", "SSE streams closed because their send queue filled")),
       r_(r) {}
 
 void NetMetrics::record_request(std::string_view route, unsigned status, double seconds) {

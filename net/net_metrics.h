@@ -23,6 +23,9 @@ class NetMetrics {
   Counter& ws_replayed;           // of which replayed from the log
   Counter& ws_slow_closed;        // closed because their send queue filled
   Counter& rejected_connections;  // over --max-connections
+  Gauge& sse_open;                // open SSE streams (net/sse_session.h)
+  Counter& sse_events_sent;       // SSE events written (persisted and live-only)
+  Counter& sse_slow_closed;       // SSE streams closed because their send queue filled
 
  private:
   MetricsRegistry& r_;

@@ -2,70 +2,31 @@
 
 #include "core/json.h"
 #include "net/body.h"
+#include "net/docs.h"
 #include "net/state.h"
 #include "net/static_files.h"
 
 namespace agentd::net {
 
 RouteMatch match_route(http::verb method, std::string_view path) {
-  // Routes outside the versioned API.
-  struct Fixed {
-    std::string_view path;
-    http::verb verb;
-    RouteId id;
-  };
-  static constexpr Fixed kFixed[] = {
-      {"/healthz", http::verb::get, RouteId::kHealth},
-      {"/readyz", http::verb::get, RouteId::kReady},
-      {"/metrics", http::verb::get, RouteId::kMetrics},
-      {"/config", http::verb::get, RouteId::kConfig},
-      {"/api/user_browser_language", http::verb::post, RouteId::kBrowserLanguage},
-  };
-  // The versioned API: every route under /api/v3 and /api/v4 (contract
-  // decision 1), matched after "/api/vN": `head` is the whole rest, or
-  // with `param` what comes before the {param} and `tail` what follows it.
-  struct Api {
-    std::string_view head, tail;
-    bool param;
-    std::string_view pattern;  // for metrics and logs, after "/api/vN"
-    http::verb verb;
-    RouteId id;
-  };
-  static constexpr Api kApi[] = {
-      {"/process_request", "", false, "/process_request", http::verb::post, RouteId::kProcessRequest},
-      {"/plans", "", false, "/plans", http::verb::get, RouteId::kPlans},
-      {"/plan", "", false, "/plan", http::verb::get, RouteId::kPlan},
-      {"/plan_approval", "", false, "/plan_approval", http::verb::post, RouteId::kPlanApproval},
-      {"/user_clarification", "", false, "/user_clarification", http::verb::post, RouteId::kUserClarification},
-      {"/agent_message", "", false, "/agent_message", http::verb::post, RouteId::kAgentMessage},
-      {"/init_team", "", false, "/init_team", http::verb::get, RouteId::kInitTeam},
-      {"/team_configs", "", false, "/team_configs", http::verb::get, RouteId::kTeamConfigs},
-      {"/select_team", "", false, "/select_team", http::verb::post, RouteId::kSelectTeam},
-      {"/upload_team_config", "", false, "/upload_team_config", http::verb::post, RouteId::kUploadTeam},
-      {"/plan/", "/messages", true, "/plan/{plan_id}/messages", http::verb::get, RouteId::kPlanMessages},
-      {"/plans/", "/cancel", true, "/plans/{plan_id}/cancel", http::verb::post, RouteId::kCancel},
-      {"/team_configs/", "", true, "/team_configs/{team_id}", http::verb::get, RouteId::kTeamConfig},
-      {"/team_configs/", "", true, "/team_configs/{team_id}", http::verb::delete_, RouteId::kDeleteTeam},
-      {"/socket/", "", true, "/socket/{plan_id}", http::verb::get, RouteId::kSocket},
-  };
   auto verb_ok = [method](http::verb want) {
     return method == want || (want == http::verb::get && method == http::verb::head);
   };
   RouteMatch m;
-  for (const auto& f : kFixed) {
+  for (const auto& f : kFixedRoutes) {
     if (path != f.path) continue;
     m.name = std::string(f.path);
     m.id = method == http::verb::options ? RouteId::kPreflight : verb_ok(f.verb) ? f.id : RouteId::kMethodNotAllowed;
     return m;
   }
   std::string_view version;
-  for (std::string_view v : {std::string_view("/api/v3"), std::string_view("/api/v4")}) {
+  for (std::string_view v : kApiVersions) {
     if (path.starts_with(v)) version = v;
   }
   if (version.empty()) return m;
   std::string_view rest = path.substr(version.size());
   bool path_known = false;
-  for (const auto& a : kApi) {
+  for (const auto& a : kApiRoutes) {
     std::optional<std::string_view> param;
     if (a.param) {
       param = path_param(rest, a.head, a.tail);
@@ -147,6 +108,18 @@ Result<PlanRecord> Router::owned_plan(const std::string& user, std::string_view 
   return std::move(**p);
 }
 
+void Router::events_head(const std::string& user, const std::string& plan_id, Respond respond) {
+  int retry = st_.cfg.retry_after_seconds;
+  st_.run_read([this, user, plan_id] { return owned_plan(user, plan_id); },
+               [respond = std::move(respond), retry](Result<PlanRecord> p) {
+                 if (!p) return respond(error_response(p.status(), retry));
+                 Response res{http::status::ok, 11};
+                 res.set(http::field::content_type, "text/event-stream; charset=utf-8");
+                 res.set(http::field::cache_control, "no-cache");
+                 respond(std::move(res));
+               });
+}
+
 void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, Respond respond) {
   switch (m.id) {
     case RouteId::kNotFound:
@@ -164,6 +137,8 @@ void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, 
     case RouteId::kReady: return ready(std::move(respond));
     case RouteId::kMetrics: return metrics(std::move(respond));
     case RouteId::kConfig: return config(req, std::move(respond));
+    case RouteId::kOpenApi:
+    case RouteId::kDocsPage: return respond(docs_response(t.path));
     case RouteId::kSocket:
       return respond(json_response(http::status::bad_request, detail("WebSocket upgrade required")));
     default: break;
@@ -190,6 +165,7 @@ void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, 
     case RouteId::kSelectTeam: return select_team(user, req, std::move(respond));
     case RouteId::kUploadTeam: return upload_team(user, req, std::move(respond));
     case RouteId::kDeleteTeam: return delete_team(user, m.param, std::move(respond));
+    case RouteId::kEvents: return events_head(user, m.param, std::move(respond));
     case RouteId::kBrowserLanguage:
       return respond(json_response(http::status::ok, R"({"status":"Language received successfully"})"));
     default: return respond(json_response(http::status::not_found, detail("Not Found")));

@@ -47,6 +47,59 @@ enum class RouteId {
   kSocket,
   kConfig,
   kBrowserLanguage,
+  kEvents,    // GET /api/vN/plan/{plan_id}/events: SSE (net/sse_session.h)
+  kOpenApi,   // GET /openapi.json: the API's OpenAPI document (docs/openapi.json)
+  kDocsPage,  // GET /docs and its assets: the document rendered (net/docs.h)
+};
+
+// The route tables (match_route's source; tests/net/openapi_test.cc checks
+// that docs/openapi.json describes exactly these routes).
+//
+// Routes outside the versioned API.
+struct FixedRoute {
+  std::string_view path;
+  http::verb verb;
+  RouteId id;
+};
+inline constexpr FixedRoute kFixedRoutes[] = {
+    {"/healthz", http::verb::get, RouteId::kHealth},
+    {"/readyz", http::verb::get, RouteId::kReady},
+    {"/metrics", http::verb::get, RouteId::kMetrics},
+    {"/config", http::verb::get, RouteId::kConfig},
+    {"/api/user_browser_language", http::verb::post, RouteId::kBrowserLanguage},
+    {"/openapi.json", http::verb::get, RouteId::kOpenApi},
+    {"/docs", http::verb::get, RouteId::kDocsPage},
+    {"/docs/swagger-ui-bundle.js", http::verb::get, RouteId::kDocsPage},
+    {"/docs/swagger-ui.css", http::verb::get, RouteId::kDocsPage},
+};
+// The versioned API: every route under each of kApiVersions (contract
+// decision 1), matched after "/api/vN": `head` is the whole rest, or with
+// `param` what comes before the {param} and `tail` what follows it.
+inline constexpr std::string_view kApiVersions[] = {"/api/v3", "/api/v4"};
+struct ApiRoute {
+  std::string_view head, tail;
+  bool param;
+  std::string_view pattern;  // for metrics, logs and the document, after "/api/vN"
+  http::verb verb;
+  RouteId id;
+};
+inline constexpr ApiRoute kApiRoutes[] = {
+    {"/process_request", "", false, "/process_request", http::verb::post, RouteId::kProcessRequest},
+    {"/plans", "", false, "/plans", http::verb::get, RouteId::kPlans},
+    {"/plan", "", false, "/plan", http::verb::get, RouteId::kPlan},
+    {"/plan_approval", "", false, "/plan_approval", http::verb::post, RouteId::kPlanApproval},
+    {"/user_clarification", "", false, "/user_clarification", http::verb::post, RouteId::kUserClarification},
+    {"/agent_message", "", false, "/agent_message", http::verb::post, RouteId::kAgentMessage},
+    {"/init_team", "", false, "/init_team", http::verb::get, RouteId::kInitTeam},
+    {"/team_configs", "", false, "/team_configs", http::verb::get, RouteId::kTeamConfigs},
+    {"/select_team", "", false, "/select_team", http::verb::post, RouteId::kSelectTeam},
+    {"/upload_team_config", "", false, "/upload_team_config", http::verb::post, RouteId::kUploadTeam},
+    {"/plan/", "/messages", true, "/plan/{plan_id}/messages", http::verb::get, RouteId::kPlanMessages},
+    {"/plan/", "/events", true, "/plan/{plan_id}/events", http::verb::get, RouteId::kEvents},
+    {"/plans/", "/cancel", true, "/plans/{plan_id}/cancel", http::verb::post, RouteId::kCancel},
+    {"/team_configs/", "", true, "/team_configs/{team_id}", http::verb::get, RouteId::kTeamConfig},
+    {"/team_configs/", "", true, "/team_configs/{team_id}", http::verb::delete_, RouteId::kDeleteTeam},
+    {"/socket/", "", true, "/socket/{plan_id}", http::verb::get, RouteId::kSocket},
 };
 
 struct RouteMatch {
@@ -96,6 +149,8 @@ class Router {
   // the UIs send) or as a JSON body.
   void upload_team(const std::string& user, const Request& req, Respond respond);
   void delete_team(const std::string& user, const std::string& team_id, Respond respond);
+  // HEAD of the SSE route (GET is streamed by net/sse_session.h): the headers.
+  void events_head(const std::string& user, const std::string& plan_id, Respond respond);
 
   // The user's plan; kNotFound for a missing plan and for another user's.
   Result<PlanRecord> owned_plan(const std::string& user, std::string_view plan_id);
