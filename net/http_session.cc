@@ -319,16 +319,16 @@ void HttpSession::events(Request req, const RouteMatch& m, const Target& t) {
              validation_detail({{{std::string(where), std::string(field)}, s.message(), "type_error.integer"}})),
          false);
   };
+  // Both are checked, whichever is used.
   SseStart start;
+  auto after = t.get_u64("after_seq", 0);
+  if (!after) return invalid("query", "after_seq", after.status());
+  start.after_seq = *after;
   if (auto it = req.find("Last-Event-ID"); it != req.end()) {
     Target h;
     h.query.emplace("last-event-id", std::string(it->value()));
     auto v = h.get_u64("last-event-id", 0);
     if (!v) return invalid("header", "last-event-id", v.status());
-    start.after_seq = *v;
-  } else {
-    auto v = t.get_u64("after_seq", 0);
-    if (!v) return invalid("query", "after_seq", v.status());
     start.after_seq = *v;
   }
   std::string follow = t.get("follow").value_or("0");

@@ -107,6 +107,7 @@ struct RouteMatch {
   std::string name = "unmatched";  // the route pattern, for metrics and logs
   std::string param;               // {plan_id} / {team_id}
   int version = 0;                 // 3 or 4 for /api/v3/..., /api/v4/...
+  std::string allow;               // the path's methods ("GET, HEAD, OPTIONS"), for a 405's Allow
 };
 
 RouteMatch match_route(http::verb method, std::string_view path);
