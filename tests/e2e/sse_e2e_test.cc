@@ -1,0 +1,368 @@
+// GET /api/v3/plan/{plan_id}/events (Server-Sent Events, issue 17) against the
+// real agentd binary: replay then live with the WebSocket's bytes, the end
+// after the terminal message, 50 random disconnects resumed with
+// Last-Event-ID (each seq exactly once), isolation, the per-plan cap, a slow
+// consumer, keep-alive comments. EventSource in Chromium is
+// tests/web/sse_eventsource_test.cjs.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "tests/e2e/net_agentd.h"
+
+using namespace agentd;
+using namespace agentd::test;
+
+namespace {
+
+struct Event {
+  std::string id, event, data;
+  bool has_id = false;
+};
+
+// A blocking SSE client on a raw socket: every read has a deadline.
+class SseClient {
+ public:
+  ~SseClient() { close(); }
+
+  // Sends the request; reads the status line and headers. The status code
+  // (0 on a connection failure).
+  int open(int port, const std::string& target, const Headers& headers = {}, int recv_buffer = 0) {
+    close();
+    buf_.clear();
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (recv_buffer > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &recv_buffer, sizeof recv_buffer);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return 0;
+    std::string req =
+        "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\nAccept: text/event-stream\r\n";
+    for (const auto& [k, v] : headers) req += k + ": " + v + "\r\n";
+    req += "\r\n";
+    if (::send(fd_, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return 0;
+    size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
+      if (!fill(5000)) return 0;
+    }
+    head_ = buf_.substr(0, end + 2);
+    buf_.erase(0, end + 4);
+    return std::atoi(head_.c_str() + 9);
+  }
+  const std::string& head() const { return head_; }
+  // The rest of a non-stream answer (an error's JSON body), up to the close.
+  std::string rest(int timeout_ms = 5000) {
+    while (fill(timeout_ms)) {
+    }
+    return buf_;
+  }
+
+  enum class Got { kEvent, kClosed, kTimeout };
+  // The next event (comments and the retry field are kept in comments_ / retry_).
+  Got next(Event* out, int timeout_ms = 10000) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+      size_t end = buf_.find("\n\n");
+      if (end != std::string::npos) {
+        std::string block = buf_.substr(0, end);
+        buf_.erase(0, end + 2);
+        Event e;
+        bool any = false;
+        size_t at = 0;
+        while (at <= block.size()) {
+          size_t nl = block.find('\n', at);
+          if (nl == std::string::npos) nl = block.size();
+          std::string line = block.substr(at, nl - at);
+          at = nl + 1;
+          if (line.empty()) continue;
+          if (line[0] == ':') {
+            comments_.push_back(line);
+            continue;
+          }
+          size_t colon = line.find(':');
+          std::string field = line.substr(0, colon);
+          std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
+          if (!value.empty() && value[0] == ' ') value.erase(0, 1);
+          if (field == "retry") retry_ = std::atoi(value.c_str());
+          if (field == "id") e.id = value, e.has_id = true;
+          if (field == "event") e.event = value;
+          if (field == "data") e.data += value, any = true;
+        }
+        if (!any) continue;
+        *out = std::move(e);
+        return Got::kEvent;
+      }
+      int left = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count());
+      if (left <= 0) return Got::kTimeout;
+      int r = fill_status(left);
+      if (r == 0) return Got::kTimeout;
+      if (r < 0) return Got::kClosed;
+    }
+  }
+  // Closes without reading what is left (a client that goes away).
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  const std::vector<std::string>& comments() const { return comments_; }
+  int retry() const { return retry_; }
+
+ private:
+  bool fill(int timeout_ms) { return fill_status(timeout_ms) > 0; }
+  // 1: read something; 0: timeout; -1: closed or error.
+  int fill_status(int timeout_ms) {
+    if (fd_ < 0) return -1;
+    pollfd p{fd_, POLLIN, 0};
+    int r = ::poll(&p, 1, timeout_ms);
+    if (r == 0) return 0;
+    char tmp[16384];
+    ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+    if (n <= 0) return -1;
+    buf_.append(tmp, static_cast<size_t>(n));
+    return 1;
+  }
+
+  int fd_ = -1;
+  std::string buf_, head_;
+  std::vector<std::string> comments_;
+  int retry_ = 0;
+};
+
+HttpReply post_message(int port, const std::string& plan_id, const std::string& content, const Headers& h = {}) {
+  std::string body = R"({"plan_id":")" + plan_id + R"(","agent":"Ext","agent_type":"AI_Agent","content":)";
+  append_json_string(&body, content);
+  body += '}';
+  return http_post(port, "/api/v3/agent_message", body, h);
+}
+
+std::vector<std::string> stored(int port, const std::string& plan_id) {
+  auto r = http_get(port, "/api/v3/plan/" + plan_id + "/messages?limit=10000");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  auto d = json(r.body);
+  std::vector<std::string> out;
+  for (auto& m : d["messages"].GetArray()) out.push_back(write_canonical(m));
+  return out;
+}
+
+std::string write_team(const std::string& dir, int messages, int delay_ms) {
+  std::filesystem::create_directories(dir + "/teams");
+  std::ofstream(dir + "/teams/t.json") << R"({"team_id":"t","name":"T","description":"test","agents":[
+    {"name":"A","type":"script","description":"a","script":{"messages":)"
+                                       << messages << R"(,"delay_ms":)" << delay_ms << R"(}},
+    {"name":"B","type":"script","description":"b","script":{"messages":)"
+                                       << messages << R"(,"delay_ms":)" << delay_ms << R"(}}]})";
+  return dir + "/teams";
+}
+
+std::string submit(int port, bool auto_approve) {
+  auto r = http_post(port, "/api/v3/process_request",
+                     std::string(R"({"description":"sse test","team_id":"t","auto_approve":)") +
+                         (auto_approve ? "true" : "false") + "}");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  return json(r.body)["plan_id"].GetString();
+}
+
+}  // namespace
+
+TEST_CASE("SSE: replay then live, the same bytes as the paging endpoint, id = seq, event = type") {
+  Agentd a;
+  a.seed({e2e_plan("plan-sse", kDevUser)});
+  a.start();
+  for (int i = 1; i <= 10; ++i) REQUIRE(post_message(a.port(), "plan-sse", "m" + std::to_string(i)).status == 200);
+  SseClient c;
+  // follow=1: the seeded plan is finished, which would end the stream once caught up.
+  REQUIRE(c.open(a.port(), "/api/v3/plan/plan-sse/events?follow=1") == 200);
+  CHECK(c.head().find("Content-Type: text/event-stream") != std::string::npos);
+  CHECK(c.head().find("Cache-Control: no-cache") != std::string::npos);
+  std::vector<Event> got;
+  Event e;
+  while (got.size() < 10 && c.next(&e) == SseClient::Got::kEvent) got.push_back(e);
+  CHECK(c.retry() > 0);
+  std::thread producer([&] {
+    for (int i = 11; i <= 20; ++i) post_message(a.port(), "plan-sse", "m" + std::to_string(i));
+  });
+  while (got.size() < 20 && c.next(&e) == SseClient::Got::kEvent) got.push_back(e);
+  producer.join();
+  auto msgs = stored(a.port(), "plan-sse");
+  REQUIRE(got.size() == 20);
+  REQUIRE(msgs.size() == 20);
+  for (size_t i = 0; i < 20; ++i) {
+    CHECK(got[i].has_id);
+    CHECK(got[i].id == std::to_string(i + 1));
+    CHECK(got[i].event == "agent_message");
+    CHECK(got[i].data == msgs[i]);
+  }
+  // /api/v4 is the same stream; ?after_seq= starts later.
+  SseClient v4;
+  REQUIRE(v4.open(a.port(), "/api/v4/plan/plan-sse/events?after_seq=18") == 200);
+  REQUIRE(v4.next(&e) == SseClient::Got::kEvent);
+  CHECK(e.id == "19");
+  REQUIRE(v4.next(&e) == SseClient::Got::kEvent);
+  CHECK(e.id == "20");
+  // A finished plan without follow: the stream ends once everything is sent.
+  CHECK(v4.next(&e, 5000) == SseClient::Got::kClosed);
+}
+
+TEST_CASE("SSE: a plan's stream ends after its terminal message (final result, rejection); follow=1 stays") {
+  Agentd a;
+  a.start({"--teams-dir", write_team(a.dir(), 3, 30)});
+  std::string id = submit(a.port(), true);
+  SseClient c, follow;
+  REQUIRE(c.open(a.port(), "/api/v3/plan/" + id + "/events") == 200);
+  REQUIRE(follow.open(a.port(), "/api/v3/plan/" + id + "/events?follow=1") == 200);
+  std::vector<Event> got;
+  Event e;
+  SseClient::Got g;
+  while ((g = c.next(&e, 20000)) == SseClient::Got::kEvent) got.push_back(e);
+  CHECK(g == SseClient::Got::kClosed);
+  REQUIRE(!got.empty());
+  CHECK(got.back().event == "final_result_message");
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i].id == std::to_string(i + 1));
+  CHECK(got.size() == stored(a.port(), id).size());
+  // follow=1 got the same and is still open.
+  for (size_t i = 0; i < got.size(); ++i) {
+    REQUIRE(follow.next(&e) == SseClient::Got::kEvent);
+    CHECK(e.data == got[i].data);
+  }
+  CHECK(follow.next(&e, 500) == SseClient::Got::kTimeout);
+
+  // A rejection ends the stream with the plan_approval_response.
+  std::string rejected = submit(a.port(), false);
+  SseClient r;
+  REQUIRE(r.open(a.port(), "/api/v3/plan/" + rejected + "/events") == 200);
+  REQUIRE(r.next(&e, 20000) == SseClient::Got::kEvent);
+  CHECK(e.event == "plan_approval_request");
+  auto ap = http_post(a.port(), "/api/v3/plan_approval", R"({"m_plan_id":")" + rejected + R"(","approved":false})");
+  REQUIRE_MESSAGE(ap.status == 200, ap.body);
+  Event last;
+  while ((g = r.next(&e, 20000)) == SseClient::Got::kEvent) last = e;
+  CHECK(g == SseClient::Got::kClosed);
+  CHECK(last.event == "plan_approval_response");
+}
+
+TEST_CASE("SSE: 50 random disconnects resumed with Last-Event-ID deliver each seq exactly once, in order") {
+  Agentd a;
+  a.seed({e2e_plan("plan-resume", kDevUser)});
+  a.start();
+  constexpr int kTotal = 400;
+  std::atomic<bool> stop{false};
+  std::thread producer([&] {
+    for (int i = 1; i <= kTotal && !stop; ++i) {
+      post_message(a.port(), "plan-resume", "m" + std::to_string(i));
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  std::mt19937 rng(17);
+  std::vector<uint64_t> seqs;
+  uint64_t last = 0;
+  int disconnects = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (last < kTotal && std::chrono::steady_clock::now() < deadline) {
+    SseClient c;
+    Headers h;
+    // Half the reconnects send the header (EventSource), half the query.
+    std::string target = "/api/v3/plan/plan-resume/events?follow=1";
+    if (last > 0 && disconnects % 2 == 0) h["Last-Event-ID"] = std::to_string(last);
+    if (last > 0 && disconnects % 2 == 1) target += "&after_seq=" + std::to_string(last);
+    REQUIRE(c.open(a.port(), target, h) == 200);
+    int take = disconnects < 50 ? static_cast<int>(rng() % 12) + 1 : kTotal;
+    Event e;
+    for (int i = 0; i < take && last < kTotal; ++i) {
+      if (c.next(&e, 10000) != SseClient::Got::kEvent) break;
+      REQUIRE(e.has_id);
+      uint64_t s = std::stoull(e.id);
+      CHECK(s == seq_of(e.data));
+      seqs.push_back(s);
+      last = s;
+    }
+    c.close();  // abruptly, possibly mid-event
+    ++disconnects;
+  }
+  stop = true;
+  producer.join();
+  CHECK(disconnects > 50);
+  REQUIRE(seqs.size() == kTotal);
+  for (size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == i + 1);
+  // The server let every one of those streams go.
+  auto m = http_get(a.port(), "/metrics").body;
+  CHECK(m.find("agentd_sse_open_streams 0") != std::string::npos);
+}
+
+TEST_CASE("SSE: another user's plan is 404, bad cursors 422, the per-plan cap 429") {
+  Agentd a;
+  a.seed({e2e_plan("plan-mine", kDevUser), e2e_plan("plan-theirs", "someone-else")});
+  a.start({"--ws-max-per-plan", "2"});
+  SseClient c;
+  CHECK(c.open(a.port(), "/api/v3/plan/plan-theirs/events") == 404);
+  CHECK(c.rest().find("Plan not found") != std::string::npos);
+  CHECK(c.open(a.port(), "/api/v3/plan/nope/events") == 404);
+  CHECK(c.open(a.port(), "/api/v3/plan/plan-mine/events", {{"x-ms-client-principal-id", "intruder"}}) == 404);
+  CHECK(c.open(a.port(), "/api/v3/plan/plan-mine/events?user_id=intruder") == 404);
+  CHECK(c.open(a.port(), "/api/v3/plan/plan-theirs/events?user_id=someone-else&follow=1") == 200);
+  CHECK(c.open(a.port(), "/api/v3/plan/plan-mine/events", {{"Last-Event-ID", "x"}}) == 422);
+  CHECK(c.open(a.port(), "/api/v3/plan/plan-mine/events?after_seq=-1") == 422);
+  CHECK(c.open(a.port(), "/api/v3/plan/plan-mine/events?follow=maybe") == 422);
+  SseClient one, two, three;
+  REQUIRE(one.open(a.port(), "/api/v3/plan/plan-mine/events?follow=1") == 200);
+  REQUIRE(two.open(a.port(), "/api/v3/plan/plan-mine/events?follow=1") == 200);
+  // The cap counts the subscription, made once the headers are out: wait for it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(three.open(a.port(), "/api/v3/plan/plan-mine/events?follow=1") == 429);
+  // A WebSocket shares the cap.
+  WsClient ws;
+  CHECK_FALSE(ws.connect(a.port(), "/api/v3/socket/plan-mine?after_seq=0"));
+  one.close();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(three.open(a.port(), "/api/v3/plan/plan-mine/events?follow=1") == 200);
+}
+
+TEST_CASE("SSE: a slow consumer is closed and resumes with Last-Event-ID; keep-alive comments on an idle stream") {
+  Agentd a;
+  a.seed({e2e_plan("plan-slow", kDevUser)});
+  a.start({"--ws-queue-frames", "8", "--sse-keepalive-ms", "200"});
+  SseClient idle;
+  REQUIRE(idle.open(a.port(), "/api/v3/plan/plan-slow/events?follow=1") == 200);
+  Event e;
+  CHECK(idle.next(&e, 1000) == SseClient::Got::kTimeout);
+  CHECK(!idle.comments().empty());
+  if (!idle.comments().empty()) CHECK(idle.comments()[0] == ": keep-alive");
+  idle.close();  // or it becomes a slow consumer below too
+
+  SseClient slow, fast;
+  REQUIRE(slow.open(a.port(), "/api/v3/plan/plan-slow/events?follow=1", {}, 4096) == 200);
+  REQUIRE(fast.open(a.port(), "/api/v3/plan/plan-slow/events?follow=1") == 200);
+  std::string big(32 * 1024, 'q');
+  std::thread producer([&] {
+    for (int i = 0; i < 200; ++i) post_message(a.port(), "plan-slow", big);
+  });
+  int got = 0;
+  while (got < 200 && fast.next(&e) == SseClient::Got::kEvent) ++got;
+  producer.join();
+  CHECK(got == 200);
+  uint64_t last = 0;
+  SseClient::Got g;
+  while ((g = slow.next(&e)) == SseClient::Got::kEvent) last = std::stoull(e.id);
+  CHECK(g == SseClient::Got::kClosed);
+  CHECK(last < 200);
+  CHECK(http_get(a.port(), "/metrics").body.find("agentd_sse_slow_consumers_closed_total 1") != std::string::npos);
+  SseClient again;
+  REQUIRE(again.open(a.port(), "/api/v3/plan/plan-slow/events", {{"Last-Event-ID", std::to_string(last)}}) == 200);
+  uint64_t next = last;
+  while (again.next(&e) == SseClient::Got::kEvent) {
+    CHECK(std::stoull(e.id) == next + 1);
+    next = std::stoull(e.id);
+  }
+  CHECK(next == 200);  // and then the stream ended: the plan is finished
+}
