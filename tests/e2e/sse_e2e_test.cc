@@ -174,45 +174,73 @@ std::string submit(int port, bool auto_approve) {
   return json(r.body)["plan_id"].GetString();
 }
 
+// A plan that takes external messages (a finished plan may refuse them):
+// submitted to the runtime with the default team, it waits for an approval
+// (300 s by default). Its id and how many messages it holds by then.
+std::pair<std::string, uint64_t> waiting_plan(int port) {
+  auto r = http_post(port, "/api/v3/process_request", R"({"description":"a plan for external agents"})");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  std::string id = json(r.body)["plan_id"].GetString();
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < until) {
+    auto d = json(http_get(port, "/api/v3/plan?plan_id=" + id).body);
+    if (std::string(d["plan"]["status"].GetString()) == "awaiting_approval") {
+      return {id, d["plan"]["last_seq"].GetUint64()};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  FAIL("plan " << id << " never reached awaiting_approval");
+  return {id, 0};
+}
+
 }  // namespace
 
 TEST_CASE("SSE: replay then live, the same bytes as the paging endpoint, id = seq, event = type") {
   Agentd a;
-  a.seed({e2e_plan("plan-sse", kDevUser)});
+  a.seed({e2e_plan("plan-done", kDevUser)});
   a.start();
-  for (int i = 1; i <= 10; ++i) REQUIRE(post_message(a.port(), "plan-sse", "m" + std::to_string(i)).status == 200);
+  auto [plan, first] = waiting_plan(a.port());
+  const size_t k = first;
+  for (int i = 1; i <= 10; ++i) REQUIRE(post_message(a.port(), plan, "m" + std::to_string(i)).status == 200);
   SseClient c;
-  // follow=1: the seeded plan is finished, which would end the stream once caught up.
-  REQUIRE(c.open(a.port(), "/api/v3/plan/plan-sse/events?follow=1") == 200);
+  REQUIRE(c.open(a.port(), "/api/v3/plan/" + plan + "/events") == 200);
   CHECK(c.head().find("Content-Type: text/event-stream") != std::string::npos);
   CHECK(c.head().find("Cache-Control: no-cache") != std::string::npos);
   std::vector<Event> got;
   Event e;
-  while (got.size() < 10 && c.next(&e) == SseClient::Got::kEvent) got.push_back(e);
+  while (got.size() < k + 10 && c.next(&e) == SseClient::Got::kEvent) got.push_back(e);
   CHECK(c.retry() > 0);
-  std::thread producer([&] {
-    for (int i = 11; i <= 20; ++i) post_message(a.port(), "plan-sse", "m" + std::to_string(i));
+  std::thread producer([&, id = plan] {
+    for (int i = 11; i <= 20; ++i) post_message(a.port(), id, "m" + std::to_string(i));
   });
-  while (got.size() < 20 && c.next(&e) == SseClient::Got::kEvent) got.push_back(e);
+  while (got.size() < k + 20 && c.next(&e) == SseClient::Got::kEvent) got.push_back(e);
   producer.join();
-  auto msgs = stored(a.port(), "plan-sse");
-  REQUIRE(got.size() == 20);
-  REQUIRE(msgs.size() == 20);
-  for (size_t i = 0; i < 20; ++i) {
+  auto msgs = stored(a.port(), plan);
+  REQUIRE(got.size() == k + 20);
+  REQUIRE(msgs.size() == k + 20);
+  for (size_t i = 0; i < got.size(); ++i) {
     CHECK(got[i].has_id);
     CHECK(got[i].id == std::to_string(i + 1));
-    CHECK(got[i].event == "agent_message");
+    CHECK(got[i].event == json(msgs[i])["type"].GetString());
     CHECK(got[i].data == msgs[i]);
   }
+  CHECK(got[k].event == "agent_message");
+  // The plan is not finished: the stream stays open.
+  CHECK(c.next(&e, 300) == SseClient::Got::kTimeout);
   // /api/v4 is the same stream; ?after_seq= starts later.
   SseClient v4;
-  REQUIRE(v4.open(a.port(), "/api/v4/plan/plan-sse/events?after_seq=18") == 200);
+  REQUIRE(v4.open(a.port(), "/api/v4/plan/" + plan + "/events?after_seq=" + std::to_string(k + 18)) == 200);
   REQUIRE(v4.next(&e) == SseClient::Got::kEvent);
-  CHECK(e.id == "19");
+  CHECK(e.id == std::to_string(k + 19));
   REQUIRE(v4.next(&e) == SseClient::Got::kEvent);
-  CHECK(e.id == "20");
-  // A finished plan without follow: the stream ends once everything is sent.
-  CHECK(v4.next(&e, 5000) == SseClient::Got::kClosed);
+  CHECK(e.id == std::to_string(k + 20));
+  // A finished plan without follow: the stream ends once everything stored is sent.
+  SseClient done;
+  REQUIRE(done.open(a.port(), "/api/v3/plan/plan-done/events") == 200);
+  CHECK(done.next(&e, 5000) == SseClient::Got::kClosed);
+  SseClient follow;
+  REQUIRE(follow.open(a.port(), "/api/v3/plan/plan-done/events?follow=1") == 200);
+  CHECK(follow.next(&e, 500) == SseClient::Got::kTimeout);
 }
 
 TEST_CASE("SSE: a plan's stream ends after its terminal message (final result, rejection); follow=1 stays") {
@@ -254,13 +282,14 @@ TEST_CASE("SSE: a plan's stream ends after its terminal message (final result, r
 
 TEST_CASE("SSE: 50 random disconnects resumed with Last-Event-ID deliver each seq exactly once, in order") {
   Agentd a;
-  a.seed({e2e_plan("plan-resume", kDevUser)});
   a.start();
-  constexpr int kTotal = 400;
+  auto [plan, first] = waiting_plan(a.port());
+  constexpr int kPosts = 400;
+  const uint64_t kTotal = first + kPosts;
   std::atomic<bool> stop{false};
-  std::thread producer([&] {
-    for (int i = 1; i <= kTotal && !stop; ++i) {
-      post_message(a.port(), "plan-resume", "m" + std::to_string(i));
+  std::thread producer([&, plan = plan] {
+    for (int i = 1; i <= kPosts && !stop; ++i) {
+      post_message(a.port(), plan, "m" + std::to_string(i));
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   });
@@ -273,11 +302,11 @@ TEST_CASE("SSE: 50 random disconnects resumed with Last-Event-ID deliver each se
     SseClient c;
     Headers h;
     // Half the reconnects send the header (EventSource), half the query.
-    std::string target = "/api/v3/plan/plan-resume/events?follow=1";
+    std::string target = "/api/v3/plan/" + plan + "/events";
     if (last > 0 && disconnects % 2 == 0) h["Last-Event-ID"] = std::to_string(last);
-    if (last > 0 && disconnects % 2 == 1) target += "&after_seq=" + std::to_string(last);
+    if (last > 0 && disconnects % 2 == 1) target += "?after_seq=" + std::to_string(last);
     REQUIRE(c.open(a.port(), target, h) == 200);
-    int take = disconnects < 50 ? static_cast<int>(rng() % 12) + 1 : kTotal;
+    int take = disconnects < 50 ? static_cast<int>(rng() % 12) + 1 : static_cast<int>(kTotal);
     Event e;
     for (int i = 0; i < take && last < kTotal; ++i) {
       if (c.next(&e, 10000) != SseClient::Got::kEvent) break;
@@ -330,10 +359,11 @@ TEST_CASE("SSE: another user's plan is 404, bad cursors 422, the per-plan cap 42
 
 TEST_CASE("SSE: a slow consumer is closed and resumes with Last-Event-ID; keep-alive comments on an idle stream") {
   Agentd a;
-  a.seed({e2e_plan("plan-slow", kDevUser)});
   a.start({"--ws-queue-frames", "8", "--sse-keepalive-ms", "200"});
+  auto [plan, first] = waiting_plan(a.port());
+  const uint64_t total = first + 200;
   SseClient idle;
-  REQUIRE(idle.open(a.port(), "/api/v3/plan/plan-slow/events?follow=1") == 200);
+  REQUIRE(idle.open(a.port(), "/api/v3/plan/" + plan + "/events?after_seq=" + std::to_string(first)) == 200);
   Event e;
   CHECK(idle.next(&e, 1000) == SseClient::Got::kTimeout);
   CHECK(!idle.comments().empty());
@@ -341,28 +371,28 @@ TEST_CASE("SSE: a slow consumer is closed and resumes with Last-Event-ID; keep-a
   idle.close();  // or it becomes a slow consumer below too
 
   SseClient slow, fast;
-  REQUIRE(slow.open(a.port(), "/api/v3/plan/plan-slow/events?follow=1", {}, 4096) == 200);
-  REQUIRE(fast.open(a.port(), "/api/v3/plan/plan-slow/events?follow=1") == 200);
+  REQUIRE(slow.open(a.port(), "/api/v3/plan/" + plan + "/events", {}, 4096) == 200);
+  REQUIRE(fast.open(a.port(), "/api/v3/plan/" + plan + "/events") == 200);
   std::string big(32 * 1024, 'q');
-  std::thread producer([&] {
-    for (int i = 0; i < 200; ++i) post_message(a.port(), "plan-slow", big);
+  std::thread producer([&, plan = plan] {
+    for (int i = 0; i < 200; ++i) post_message(a.port(), plan, big);
   });
-  int got = 0;
-  while (got < 200 && fast.next(&e) == SseClient::Got::kEvent) ++got;
+  uint64_t got = 0;
+  while (got < total && fast.next(&e) == SseClient::Got::kEvent) ++got;
   producer.join();
-  CHECK(got == 200);
+  CHECK(got == total);
   uint64_t last = 0;
   SseClient::Got g;
   while ((g = slow.next(&e)) == SseClient::Got::kEvent) last = std::stoull(e.id);
   CHECK(g == SseClient::Got::kClosed);
-  CHECK(last < 200);
+  CHECK(last < total);
   CHECK(http_get(a.port(), "/metrics").body.find("agentd_sse_slow_consumers_closed_total 1") != std::string::npos);
   SseClient again;
-  REQUIRE(again.open(a.port(), "/api/v3/plan/plan-slow/events", {{"Last-Event-ID", std::to_string(last)}}) == 200);
+  REQUIRE(again.open(a.port(), "/api/v3/plan/" + plan + "/events", {{"Last-Event-ID", std::to_string(last)}}) == 200);
   uint64_t next = last;
-  while (again.next(&e) == SseClient::Got::kEvent) {
+  while (next < total && again.next(&e) == SseClient::Got::kEvent) {
     CHECK(std::stoull(e.id) == next + 1);
     next = std::stoull(e.id);
   }
-  CHECK(next == 200);  // and then the stream ended: the plan is finished
+  CHECK(next == total);
 }

@@ -1,11 +1,13 @@
 // The browser's own EventSource against GET /api/v3/plan/{plan_id}/events
-// (issue 17), in headless Chromium (playwright-core from NODE_PATH): a plan
-// runs and an external agent posts to it; agentd is killed (SIGKILL)
-// mid-stream and restarted on the same port and data folder (the plan ends
-// interrupted), and more messages are posted while the page is disconnected.
-// EventSource (?follow=1: past the terminal message) reconnects by itself
-// with Last-Event-ID, and the page ends with every seq 1..N exactly once, in
-// order, N being what the paging endpoint holds.
+// (issue 17), in headless Chromium (playwright-core from NODE_PATH), closed
+// by the server twice while the plan goes on:
+//  1. as a slow consumer: agentd runs with a 2-frame send queue, and an
+//     external agent posts bursts of messages to the plan (awaiting approval);
+//  2. by a SIGKILL of agentd mid-run, restarted on the same port and data
+//     folder (the plan then ends interrupted, with an error_message).
+// Each time EventSource reconnects by itself with Last-Event-ID, and the page
+// ends with every seq 1..N exactly once, in order, N being what the paging
+// endpoint holds.
 // Usage (ctest sets these): AGENTD_BINARY=... node sse_eventsource_test.cjs
 // Prints "SSE EVENTSOURCE OK ..." and exits 0 when every check holds.
 "use strict";
@@ -70,7 +72,7 @@ async function main() {
   const base = `http://127.0.0.1:${port}`;
   const log = fs.openSync(path.join(dir, "agentd.log"), "a");
   const start = () => spawn(bin, ["--listen", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "data"),
-    "--teams-dir", path.join(dir, "teams"), "--log-level", "info"], { stdio: ["ignore", log, log] });
+    "--teams-dir", path.join(dir, "teams"), "--ws-queue-frames", "2", "--log-level", "info"], { stdio: ["ignore", log, log] });
   let agentd = start();
   let ctx;
   try {
@@ -88,7 +90,7 @@ async function main() {
     const planId = await page.evaluate(async () => {
       const r = await fetch("/api/v3/process_request", {
         method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ description: "EventSource test", team_id: "t", auto_approve: true }),
+        body: JSON.stringify({ description: "EventSource test", team_id: "t", auto_approve: false }),
       });
       const { plan_id } = await r.json();
       const types = ["plan_approval_request", "plan_approval_response", "agent_message", "agent_message_streaming",
@@ -96,7 +98,8 @@ async function main() {
         "error_message", "timeout_notification", "message"];
       window.sse = { got: [], opens: 0, errors: 0, terminal: false, bad: [] };
       window.closeStream = () => es.close();
-      const es = new EventSource("/api/v3/plan/" + encodeURIComponent(plan_id) + "/events?follow=1");
+      window.planId = plan_id;
+      const es = new EventSource("/api/v3/plan/" + encodeURIComponent(plan_id) + "/events");
       es.onopen = () => window.sse.opens++;
       es.onerror = () => window.sse.errors++;
       for (const t of types) {
@@ -109,23 +112,38 @@ async function main() {
       }
       return plan_id;
     });
-    // An external agent posts too, then, mid-stream, agentd is killed and
-    // started again on the same port and folder.
-    for (let i = 1; i <= 10; i++) await post(base, planId, "before the kill " + i);
-    await page.waitForFunction(() => window.sse.got.length >= 8, null, { timeout: T });
+    const storedNow = async () => {
+      const r = await fetch(base + "/api/v3/plan/" + encodeURIComponent(planId) + "/messages?limit=10000");
+      return (await r.json()).messages.map((m) => [m.seq, m.type]);
+    };
+    await page.waitForFunction(() => window.sse.got.length >= 1, null, { timeout: T });  // the approval request
+    // 1. Bursts of external messages: with a 2-frame queue the stream falls
+    // behind and is closed as a slow consumer; EventSource comes back.
+    for (let burst = 0; burst < 8; burst++) {
+      await Promise.all(Array.from({ length: 15 }, (_, i) => post(base, planId, `burst ${burst} message ${i}`)));
+    }
+    let stored = await storedNow();
+    await page.waitForFunction((n) => window.sse.got.length >= n, stored.length, { timeout: 45000 });
+    const metrics = await (await fetch(base + "/metrics")).text();
+    const slow = Number((metrics.match(/^agentd_sse_slow_consumers_closed_total (\d+)/m) || [0, 0])[1]);
+    const opensAfterSlow = await page.evaluate(() => window.sse.opens);
+    check(slow >= 1 && opensAfterSlow >= 2, `closed as a slow consumer (${slow}) and reopened (${opensAfterSlow} opens)`);
+    // 2. Approve; mid-run, kill agentd and start it again on the same port.
+    const ap = await fetch(base + "/api/v3/plan_approval", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ m_plan_id: planId, approved: true }),
+    });
+    check(ap.status === 200, "approval: " + ap.status);
+    await page.waitForFunction((n) => window.sse.got.length >= n + 3, stored.length, { timeout: T });
     const atKill = await page.evaluate(() => window.sse.got.length);
     agentd.kill("SIGKILL");
     await new Promise((r) => agentd.once("exit", r));
     await sleep(300);
     agentd = start();
     await healthy(base, Date.now() + 20000);
-    // While the page is still disconnected (EventSource waits `retry:` ms).
-    for (let i = 1; i <= 20; i++) await post(base, planId, "after restart " + i);
-    const stored = await (async () => {
-      const r = await fetch(base + "/api/v3/plan/" + encodeURIComponent(planId) + "/messages?limit=10000");
-      return (await r.json()).messages.map((m) => [m.seq, m.type]);
-    })();
-    await page.waitForFunction((n) => window.sse.got.length >= n, stored.length, { timeout: 45000 });
+    // The restart ended the plan (interrupted): the stream ends after that.
+    await page.waitForFunction(() => window.sse.terminal, null, { timeout: 45000 });
+    stored = await storedNow();
     await sleep(500);  // a duplicate would arrive now
     await page.evaluate(() => window.closeStream());
     const st = await page.evaluate(() => window.sse);
@@ -133,8 +151,9 @@ async function main() {
     check(st.opens >= 2 && st.errors >= 1, `reconnected by itself (opens ${st.opens}, errors ${st.errors})`);
     check(st.got.length === stored.length, `page got ${st.got.length} events, the plan holds ${stored.length}`);
     st.got.forEach((g, i) => check(g.seq === i + 1 && g.type === stored[i][1], `seq ${g.seq} at position ${i}`));
-    check(st.terminal, "the plan's terminal message (interrupted by the kill) came through");
     const last = stored[stored.length - 1][1];
+    check(last === "error_message", "the plan ended interrupted: " + last);
+    check(st.opens >= opensAfterSlow + 1, "reconnected after the restart");
     check(atKill < stored.length, `the kill happened mid-stream (${atKill} of ${stored.length})`);
     check(errors.length === 0, "page errors: " + errors.join("; "));
     // And the /docs page renders the document with the embedded Swagger UI
@@ -150,7 +169,7 @@ async function main() {
     if (process.env.AGENTD_DOCS_SHOT) await page.screenshot({ path: process.env.AGENTD_DOCS_SHOT });
     check(errors.length === 0, "page errors: " + errors.join("; "));
     console.log(`DOCS OK operations=${ops}`);
-    console.log(`SSE EVENTSOURCE OK plan=${planId} events=${st.got.length} killed_at=${atKill} opens=${st.opens} last=${last}`);
+    console.log(`SSE EVENTSOURCE OK plan=${planId} events=${st.got.length} slow_closes=${slow} killed_at=${atKill} opens=${st.opens} last=${last}`);
   } catch (e) {
     console.log("SSE EVENTSOURCE FAILED: " + e.message + "\nagentd log (tail):\n" +
       fs.readFileSync(path.join(dir, "agentd.log"), "utf8").slice(-3000));
