@@ -40,18 +40,28 @@ SseSession::~SseSession() {
 }
 
 std::string SseSession::frame_type(std::string_view bytes) {
-  // Envelopes start {"seq":N,"type":"…" and live frames {"type":"…"; types
-  // are plain identifiers (no escapes). Anything else: the SSE default.
-  size_t at = bytes.find("\"type\":\"");
-  if (at == std::string_view::npos || at > 40) return "message";
-  at += 8;
-  size_t end = bytes.find('"', at);
-  if (end == std::string_view::npos || end == at) return "message";
-  std::string_view t = bytes.substr(at, end - at);
+  // Envelopes start {"seq":N,"type":"…" (the canonical prefix, envelope.h)
+  // and live frames {"type":"…"; types are plain identifiers (no escapes).
+  // Anything else: the SSE default.
+  auto fallback = [] { return std::string("message"); };
+  if (!bytes.starts_with('{')) return fallback();
+  bytes.remove_prefix(1);
+  if (bytes.starts_with("\"seq\":")) {
+    bytes.remove_prefix(6);
+    size_t digits = 0;
+    while (digits < bytes.size() && bytes[digits] >= '0' && bytes[digits] <= '9') ++digits;
+    if (digits == 0 || digits >= bytes.size() || bytes[digits] != ',') return fallback();
+    bytes.remove_prefix(digits + 1);
+  }
+  if (!bytes.starts_with("\"type\":\"")) return fallback();
+  bytes.remove_prefix(8);
+  size_t end = bytes.find('"');
+  if (end == std::string_view::npos || end == 0 || end > 64) return fallback();
+  std::string_view t = bytes.substr(0, end);
   for (char c : t) {
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
           c == '.')) {
-      return "message";
+      return fallback();
     }
   }
   return std::string(t);
