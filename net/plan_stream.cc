@@ -17,14 +17,45 @@ PlanStream::~PlanStream() {
   if (subscribed_) st_.hub.unsubscribe(plan_id_, this);
 }
 
-Status PlanStream::start(uint64_t after_seq) {
+Status PlanStream::start(uint64_t after_seq, uint64_t first_seq) {
   // Subscribe first, then replay: whatever commits from now on arrives live,
   // whatever committed before is in the replay read.
   Status s = st_.hub.subscribe(plan_id_, shared_from_this());
   if (!s.is_ok()) return s;
   subscribed_ = true;
-  start_replay(after_seq);
+  if (first_seq == 0 || first_seq > after_seq) {
+    start_replay(after_seq);
+    return Status::ok();
+  }
+  // The first message, then the replay (which waits for it: a page must
+  // see the question before what follows it).
+  last_seq_ = after_seq;
+  replaying_ = true;
+  replay_reading_ = true;
+  opening_ = true;  // live frames meanwhile are gaps: the replay sends them after
+  auto self = shared_from_this();
+  st_.run_read([this, self, first_seq] { return st_.reader.read_messages(plan_id_, first_seq - 1, 1); },
+               [self, first_seq](Result<std::vector<StoredMessage>> r) {
+                 asio::post(self->ex_,
+                            [self, first_seq, r = std::move(r)]() mutable { self->on_first(first_seq, std::move(r)); });
+               });
   return Status::ok();
+}
+
+void PlanStream::on_first(uint64_t seq, Result<std::vector<StoredMessage>> r) {
+  replay_reading_ = false;
+  opening_ = false;
+  if (stopped_) return;
+  if (!r) spdlog::warn("stream {}: first message {}: {}", plan_id_, seq, r.status().message());
+  if (r && r->size() == 1 && (*r)[0].seq == seq) push(Frame{(*r)[0].seq, std::move((*r)[0].bytes)});
+  do_replay();
+}
+
+void PlanStream::restart(uint64_t after_seq) {
+  if (stopped_) return;
+  while (queue_.size() > (writing_ ? 1u : 0u)) queue_.pop_back();
+  queued_.store(queue_.size());
+  start_replay(after_seq);
 }
 
 void PlanStream::deliver(const Frame& frame) {
@@ -51,7 +82,7 @@ void PlanStream::on_frame(const Frame& f) {
   if (stopped_) return;
   if (f.seq == 0) return push(f);
   if (f.seq <= last_seq_) return;  // already queued (by the replay)
-  if (f.seq == last_seq_ + 1) {
+  if (f.seq == last_seq_ + 1 && !opening_) {
     last_seq_ = f.seq;
     return push(f);
   }
@@ -106,6 +137,7 @@ void PlanStream::on_replay(uint64_t from, Result<std::vector<StoredMessage>> r) 
       break;
     }
     last_seq_ = m.seq;
+    on_replayed();
     push(Frame{m.seq, std::move(m.bytes)});
     if (stopped_) return;
   }

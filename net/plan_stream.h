@@ -1,6 +1,6 @@
 // PlanStream: the delivery core of one client's stream of a plan's messages,
-// independent of the transport (net/sse_session.h writes it as Server-Sent
-// Events; the rules are those of net/websocket_session.h, architecture.md
+// independent of the transport: net/websocket_session.h writes it as
+// WebSocket frames, net/sse_session.h as Server-Sent Events (architecture.md
 // invariant 5).
 //
 // Delivery: start() subscribes to the hub first, then replays persisted
@@ -45,8 +45,14 @@ class PlanStream : public Subscriber, public std::enable_shared_from_this<PlanSt
   PlanStream(ServerState& st, std::string plan_id, boost::asio::any_io_executor ex, size_t queue_frames);
 
   // On the strand, once: subscribe (kUnavailable over --ws-max-per-plan),
-  // then replay seq > after_seq and continue live.
-  Status start(uint64_t after_seq);
+  // then replay seq > after_seq and continue live. With `first_seq` in
+  // 1..after_seq, that one message is sent first (a plan's still-open
+  // request, for a client that starts from a cursor past it), and the
+  // replay waits for it: live frames meanwhile are treated as gaps.
+  Status start(uint64_t after_seq, uint64_t first_seq = 0);
+  // Forgets what is queued but not being written and replays from
+  // `after_seq` (a client's resume request).
+  void restart(uint64_t after_seq);
   // Queues a frame the transport makes itself (seq 0: e.g. a keep-alive).
   void push(Frame f);
   // Leaves the hub and frees the queue but for the frame being written;
@@ -56,6 +62,9 @@ class PlanStream : public Subscriber, public std::enable_shared_from_this<PlanSt
   void written(bool ok);
 
   bool queue_empty() const { return queue_.empty(); }
+  size_t queue_size() const { return queue_.size(); }
+  bool writing() const { return writing_; }
+  uint64_t queued_seq() const { return last_seq_; }  // highest persisted seq queued
   bool replaying() const { return replaying_; }
   uint64_t written_seq() const { return written_seq_; }  // highest persisted seq written
 
@@ -72,6 +81,8 @@ class PlanStream : public Subscriber, public std::enable_shared_from_this<PlanSt
   // Nothing queued and no replay running (everything committed so far is
   // on the wire).
   virtual void on_idle() = 0;
+  // A frame read by the replay was queued (for metrics).
+  virtual void on_replayed() {}
 
   ServerState& st_;
   const std::string plan_id_;
@@ -79,6 +90,7 @@ class PlanStream : public Subscriber, public std::enable_shared_from_this<PlanSt
  private:
   void on_frame(const Frame& f);
   void start_replay(uint64_t after_seq);
+  void on_first(uint64_t seq, Result<std::vector<StoredMessage>> r);
   void do_replay();
   void on_replay(uint64_t from, Result<std::vector<StoredMessage>> r);
   void do_write();
@@ -95,6 +107,7 @@ class PlanStream : public Subscriber, public std::enable_shared_from_this<PlanSt
   uint64_t written_seq_ = 0;  // highest persisted seq written
   bool replaying_ = false;
   bool replay_reading_ = false;
+  bool opening_ = false;       // reading start()'s first_seq
   size_t replay_asked_ = 0;    // page size of the read in flight
   uint64_t skipped_live_ = 0;  // highest live seq dropped as a gap
 

@@ -1,10 +1,9 @@
 // WebsocketSession: GET /api/v3/socket/{plan_id}?after_seq=N (contract
 // decision 5; architecture.md invariant 5).
 //
-// Delivery: the session subscribes to the hub first, then replays persisted
-// messages with seq > after_seq from the merged read, page by page, and
-// keeps `last_seq_`, the highest persisted seq queued. A persisted frame is
-// queued only if its seq is last_seq_ + 1; an older one is skipped (already
+// Delivery (net/plan_stream.h, shared with the SSE stream): the session subscribes to the hub first, then replays
+// persisted messages with seq > after_seq from the merged read, page by page, and keeps `last_seq_`, the highest
+// persisted seq queued. A persisted frame is queued only if its seq is last_seq_ + 1; an older one is skipped (already
 // sent) and a newer one means a gap, which starts (or continues) a replay
 // from last_seq_. So whichever of live and replay brings a message first,
 // each seq is sent once and in order. Live-only frames (seq 0: streaming
@@ -38,6 +37,7 @@
 #include <memory>
 #include <string>
 
+#include "net/plan_stream.h"
 #include "net/router.h"
 #include "net/state.h"
 
@@ -51,7 +51,7 @@ struct WsStart {
   ResumeCursors::Ticket cursor;   // with track_cursor
 };
 
-class WebsocketSession : public Subscriber, public Closable, public std::enable_shared_from_this<WebsocketSession> {
+class WebsocketSession : public PlanStream, public Closable {
  public:
   WebsocketSession(boost::asio::ip::tcp::socket&& socket, ServerState& st, std::string plan_id, std::string user_id,
                    WsStart start, std::string protocol);
@@ -59,25 +59,24 @@ class WebsocketSession : public Subscriber, public Closable, public std::enable_
 
   // Accepts the upgrade request (on the socket's strand).
   void run(Request req);
-  // Subscriber: any thread.
-  void deliver(const Frame& frame) override;
   // Closable: any thread; closes with 1001.
   void shutdown() override;
 
  private:
+  std::shared_ptr<WebsocketSession> self() { return std::static_pointer_cast<WebsocketSession>(shared_from_this()); }
   void on_accept(boost::beast::error_code ec);
   void do_read();
   void on_read(boost::beast::error_code ec, std::size_t);
   void on_client_frame(std::string_view text);
 
-  void on_frame(const Frame& f);  // on the strand
-  void push(Frame f);
-  void start_replay(uint64_t after_seq);
-  void on_open_request(Result<std::vector<StoredMessage>> r);
-  void do_replay();
-  void on_replay(uint64_t from, Result<std::vector<StoredMessage>> r);
+  // PlanStream's transport hooks (net/plan_stream.h), on the strand.
+  void write_front(const Frame& f) override;
+  void slow_consumer() override;
+  void replay_failed(const Status& s) override;
+  void on_sent(const Frame& f) override;
+  void on_idle() override {}
+  void on_replayed() override;
 
-  void do_write();
   void on_write(boost::beast::error_code ec, std::size_t);
   // Frees the queue, leaves the hub, closes with `code` and `reason`.
   void close_with(boost::beast::websocket::close_code code, std::string reason);
@@ -88,36 +87,18 @@ class WebsocketSession : public Subscriber, public Closable, public std::enable_
   // Frees the queue and closes with 1013 and the resume hint (on the strand).
   void close_slow_consumer();
 
-  ServerState& st_;
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
   boost::beast::flat_buffer rbuf_;
   boost::asio::steady_timer close_timer_;
-  const std::string plan_id_, user_id_, protocol_;
+  const std::string user_id_, protocol_;
   const WsStart start_;
 
-  // Strand-only state.
-  std::deque<Frame> queue_;  // front is being written while writing_
-  bool writing_ = false;
+  // Strand-only state (the queue and the delivery are PlanStream's).
   bool accepted_ = false;
-  bool subscribed_ = false;
   bool closing_ = false;
   bool close_started_ = false;
   bool finished_ = false;
   boost::beast::websocket::close_reason close_reason_;
-  uint64_t last_seq_ = 0;     // highest persisted seq queued
-  uint64_t written_seq_ = 0;  // highest persisted seq written to the socket
-  bool replaying_ = false;
-  bool opening_ = false;  // reading the open request (start_)
-  bool replay_reading_ = false;
-  size_t replay_asked_ = 0;    // page size of the read in flight
-  uint64_t skipped_live_ = 0;  // highest live seq dropped as a gap
-
-  // Cross-thread: frames handed to the strand but not yet queued, and the
-  // queue's size, for the slow-consumer check in deliver().
-  std::atomic<size_t> posted_{0};
-  std::atomic<size_t> queued_{0};
-  std::atomic<bool> slow_{false};
-  std::atomic<bool> dead_{false};
 };
 
 }  // namespace agentd::net
