@@ -47,6 +47,51 @@ std::string MPlan::to_json() const {
   return std::string(buf.GetString(), buf.GetSize());
 }
 
+Result<MPlan> MPlan::from_json(std::string_view json) {
+  auto doc = parse_strict(json);
+  if (!doc) return invalid_argument("m_plan: " + doc.status().message());
+  if (!doc->IsObject()) return invalid_argument("m_plan: not an object");
+  MPlan p;
+  auto str = [](const rapidjson::Value& o, const char* key, const std::string& path, std::string* out) -> Status {
+    auto it = o.FindMember(key);
+    if (it == o.MemberEnd() || !it->value.IsString()) return invalid_argument(path + key + ": missing or not a string");
+    out->assign(it->value.GetString(), it->value.GetStringLength());
+    return Status::ok();
+  };
+  for (auto [key, out] : {std::pair{"id", &p.id},
+                          {"plan_id", &p.plan_id},
+                          {"user_id", &p.user_id},
+                          {"team_id", &p.team_id},
+                          {"overall_status", &p.overall_status},
+                          {"user_request", &p.user_request},
+                          {"facts", &p.facts}}) {
+    AGENTD_RETURN_IF_ERROR(str(*doc, key, "m_plan.", out));
+  }
+  if (p.id.empty()) return invalid_argument("m_plan.id: empty");
+  auto team = doc->FindMember("team");
+  if (team == doc->MemberEnd() || !team->value.IsArray())
+    return invalid_argument("m_plan.team: missing or not an array");
+  for (const auto& t : team->value.GetArray()) {
+    if (!t.IsString()) return invalid_argument("m_plan.team: not a list of strings");
+    p.team.emplace_back(t.GetString(), t.GetStringLength());
+  }
+  auto steps = doc->FindMember("steps");
+  if (steps == doc->MemberEnd() || !steps->value.IsArray() || steps->value.Empty()) {
+    return invalid_argument("m_plan.steps: missing, not an array, or empty");
+  }
+  for (rapidjson::SizeType i = 0; i < steps->value.Size(); ++i) {
+    const auto& s = steps->value[i];
+    std::string path = "m_plan.steps[" + std::to_string(i) + "].";
+    if (!s.IsObject()) return invalid_argument(path.substr(0, path.size() - 1) + ": not an object");
+    MPlanStep step;
+    AGENTD_RETURN_IF_ERROR(str(s, "id", path, &step.id));
+    AGENTD_RETURN_IF_ERROR(str(s, "agent", path, &step.agent));
+    AGENTD_RETURN_IF_ERROR(str(s, "action", path, &step.action));
+    p.steps.push_back(std::move(step));
+  }
+  return p;
+}
+
 namespace {
 
 MPlan base_plan(const TeamConfig& team, const std::string& task) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/runtime/model_client.h"
@@ -31,6 +32,9 @@ struct MPlan {
   // {"id","plan_id","user_id","team_id","overall_status","user_request","team","facts",
   //  "steps":[{"id","agent","action"}]}: the full MPlan the MACAE UIs read.
   std::string to_json() const;
+  // The inverse of to_json(), for a plan rebuilt from its record after a
+  // restart; errors name the field.
+  static Result<MPlan> from_json(std::string_view json);
 };
 
 class Planner {

@@ -91,6 +91,10 @@ Result<TeamConfig> parse_team(std::string_view text, const std::string& source, 
       AGENTD_RETURN_IF_ERROR(num("size", &ac.script.size, 0, 512 * 1024));
       AGENTD_RETURN_IF_ERROR(num("delay_ms", &ac.script.delay_ms, 0, 600000));
       AGENTD_RETURN_IF_ERROR(str(sc->value, "clarify", path + "script.", &ac.script.clarify, false));
+      AGENTD_RETURN_IF_ERROR(str(sc->value, "record", path + "script.", &ac.script.record, false));
+      if (uploaded && !ac.script.record.empty()) {
+        return field_error(source, path + "script.record", "not allowed in an uploaded team (it writes a file)");
+      }
       auto fail = sc->value.FindMember("fail");
       if (fail != sc->value.MemberEnd()) {
         if (!fail->value.IsBool()) return field_error(source, path + "script.fail", "not a boolean");

@@ -11,7 +11,11 @@
 // leave it empty), run by the LLM when one is configured and by the script
 // agent otherwise. Any other type is an error. `script` tunes the script agent:
 //   {"messages": n (1), "size": bytes (0 = a short sentence), "delay_ms": n (0),
-//    "clarify": "question" (none), "fail": bool (false)}
+//    "clarify": "question" (none), "fail": bool (false), "record": "path" (none)}
+// `record` (tests: a side effect outside agentd that a restart may repeat)
+// appends one line "<plan_id> <step> <attempt> <pid>" to the file each time
+// the agent starts a step's work (after its clarification, before its first
+// message); only team files of --teams-dir may name one, not uploaded teams.
 // Unknown fields are kept (served back as-is) and ignored.
 #pragma once
 
@@ -30,6 +34,7 @@ struct ScriptParams {
   int delay_ms = 0;
   std::string clarify;
   bool fail = false;
+  std::string record;  // empty: none
 };
 
 struct AgentConfig {
