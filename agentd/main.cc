@@ -191,11 +191,13 @@ int run(int argc, char** argv) {
     if (fl) fl->notify();
   });
   if (flusher) flusher->start();
-  (*server)->start();
+  // Plans a crash left unfinished are resumed before the first request: an
+  // approval sent the moment agentd answers finds its plan waiting.
   if (auto st = (*runtime)->start(); !st.is_ok()) {
     spdlog::error("runtime start: {}", st.to_string());
     return kExitDataDir;
   }
+  (*server)->start();
   auto ep = (*server)->local_endpoint();
   spdlog::info("agentd listening on http://{}:{} (data {}, {}, auth {})", ep.address().to_string(), ep.port(),
                cfg.data_dir, cfg.mongo_uri.empty() ? "embedded default: no MongoDB" : "MongoDB configured", cfg.auth);

@@ -52,6 +52,12 @@ void add_runtime_flags(CLI::App& app, RuntimeFlags& f) {
       ->envname("AGENTD_LLM_TIMEOUT_S")
       ->check(CLI::Range(1u, 3600u))
       ->capture_default_str();
+  app.add_option("--on-restart", f.on_restart,
+                 "plans a crash or stop left unfinished: resume (continue where they stopped) or interrupt "
+                 "(end them with an error_message)")
+      ->envname("AGENTD_ON_RESTART")
+      ->check(CLI::IsMember({"resume", "interrupt"}))
+      ->capture_default_str();
 }
 
 Result<std::unique_ptr<RuntimeHost>> RuntimeHost::create(const RuntimeFlags& f, MessageLog& log,
@@ -76,6 +82,7 @@ Result<std::unique_ptr<RuntimeHost>> RuntimeHost::create(const RuntimeFlags& f, 
   o.default_team_id = f.default_team;
   o.model_timeout = std::chrono::seconds(f.llm_timeout_s);
   o.uploaded_teams_dir = f.uploaded_teams_dir;
+  o.resume_after_restart = f.on_restart != "interrupt";
   for (TeamConfig& t : load_uploaded_teams(f.uploaded_teams_dir)) {
     bool taken = false;
     for (const auto& b : *teams) taken = taken || b.team_id == t.team_id;

@@ -29,7 +29,8 @@ struct RuntimeFlags {
   std::string llm_model;
   std::string llm_api_key_env = "OPENAI_API_KEY";
   unsigned llm_timeout_s = 120;
-  std::string uploaded_teams_dir;  // set by main: <data-dir>/teams (not a flag)
+  std::string on_restart = "resume";  // resume | interrupt: plans a crash left unfinished
+  std::string uploaded_teams_dir;     // set by main: <data-dir>/teams (not a flag)
 };
 
 void add_runtime_flags(CLI::App& app, RuntimeFlags& flags);
@@ -43,11 +44,11 @@ class RuntimeHost {
   ~RuntimeHost();
 
   Runtime& runtime() { return *runtime_; }
-  // Marks plans a previous process left unfinished as interrupted, then
-  // starts the runtime's thread.
+  // Resumes plans a previous process left unfinished (or marks them
+  // interrupted: --on-restart interrupt), then starts the runtime's thread.
   Status start();
-  // Lets running plans stop at their next checkpoint (the next start marks
-  // them interrupted), then joins the thread.
+  // Lets running plans stop at their next checkpoint (the next start resumes
+  // them), then joins the thread.
   void stop(std::chrono::milliseconds deadline);
 
  private:

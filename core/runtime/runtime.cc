@@ -1,6 +1,8 @@
 #include "core/runtime/runtime.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -10,6 +12,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -60,7 +65,8 @@ auto async_callback(Start&& start) {
 // A message of `type` for the plan, with the plan record moved to `status`
 // when one is given (both commit in one transaction).
 AppendRequest make_request(const PlanRecord& rec, std::string_view type, const std::string& data,
-                           std::optional<PlanStatus> status, std::string_view message_id = {}) {
+                           std::optional<PlanStatus> status, std::string_view message_id = {},
+                           std::string_view metadata = {}) {
   MessageDraft d;
   d.type = std::string(type);
   d.message_id = std::string(message_id);
@@ -68,6 +74,7 @@ AppendRequest make_request(const PlanRecord& rec, std::string_view type, const s
   d.user_id = rec.user_id;
   d.session_id = rec.session_id;
   d.data = data;
+  if (!metadata.empty()) d.metadata = std::string(metadata);
   AppendRequest req;
   req.message = prepare(std::move(d));
   if (status) {
@@ -115,6 +122,78 @@ std::string clarification_repr(std::string_view question, std::string_view reque
   return "UserClarificationRequest(question='" + q + "', request_id='" + std::string(request_id) + "')";
 }
 
+// --- resumable steps (see the top of runtime.h) ---
+
+// "<plan_id>:s<step>:<what>": a message a step emits (what = its index, or
+// "answer" for the clarification answer).
+std::string step_message_id(std::string_view plan_id, size_t step, std::string_view what) {
+  return std::string(plan_id) + ":s" + std::to_string(step) + ":" + std::string(what);
+}
+
+// The metadata of what a step emits; `done` marks the step's last message.
+std::string step_metadata(size_t step, int attempt, bool done) {
+  JsonObject o;
+  o.num("step", static_cast<int64_t>(step)).num("attempt", attempt);
+  if (done) o.boolean("step_done", true);
+  return o.done();
+}
+
+// The request_id (and message_id) of step `step`'s clarification request: a
+// UUID (the v3 UI's regex reads only hex digits and '-') derived from plan
+// and step, so a step that runs again asks with the same id and the log
+// holds the request once. Two FNV-1a hashes, version 8 (custom), RFC 4122
+// variant.
+std::string clarification_request_id(std::string_view plan_id, size_t step) {
+  const std::string key = std::string(plan_id) + '\0' + "clarify" + '\0' + std::to_string(step);
+  auto fnv = [&key](uint64_t h) {
+    for (char c : key) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 1099511628211ull;
+    }
+    return h;
+  };
+  uint64_t hi = fnv(14695981039346656037ull), lo = fnv(0x9e3779b97f4a7c15ull);
+  hi = (hi & ~uint64_t{0xf000}) | 0x8000;
+  lo = (lo & ~(uint64_t{3} << 62)) | (uint64_t{2} << 62);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(hi >> 32),
+                static_cast<unsigned>((hi >> 16) & 0xffff), static_cast<unsigned>(hi & 0xffff),
+                static_cast<unsigned>(lo >> 48), static_cast<unsigned long long>(lo & 0xffffffffffffull));
+  return buf;
+}
+
+// What is left of `timeout` for a request made at `asked_ms` (wall clock):
+// a wait resumed after a restart ends when the first one would have.
+std::chrono::milliseconds remaining(int64_t asked_ms, std::chrono::milliseconds timeout) {
+  int64_t left = asked_ms + timeout.count() - now_unix_ms();
+  return std::chrono::milliseconds(std::max<int64_t>(0, left));
+}
+
+std::string resume_data(const std::string& content, size_t step, int attempt) {
+  return JsonObject()
+      .str("content", content)
+      .str("status", "resumed")
+      .num("step", static_cast<int64_t>(step))
+      .num("attempt", attempt)
+      .done();
+}
+
+// The script agent's `record`: one line per step execution, written with
+// one write() to a file opened O_APPEND (lines stay whole).
+Status record_execution(const std::string& path, std::string_view plan_id, size_t step, int attempt) {
+  const std::string line = std::string(plan_id) + " " + std::to_string(step) + " " + std::to_string(attempt) + " " +
+                           std::to_string(::getpid()) + "\n";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return io_error("script.record: open " + path + ": " + std::strerror(errno));
+  ssize_t n = ::write(fd, line.data(), line.size());
+  int err = errno;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(line.size())) {
+    return io_error("script.record: write " + path + ": " + (n < 0 ? std::strerror(err) : "short write"));
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 struct Runtime::PlanRun : std::enable_shared_from_this<PlanRun> {
@@ -146,6 +225,18 @@ struct Runtime::PlanRun : std::enable_shared_from_this<PlanRun> {
   bool cancel_requested = false;
   std::vector<std::function<void(Status)>> cancel_done;
   std::vector<std::string> transcript;
+  // Rebuilt from the log by recover() (empty for a plan submitted now):
+  struct Recovered {
+    std::optional<MPlan> m_plan;                 // planned before the restart
+    int64_t approval_asked_ms = -1;              // its approval request's timestamp; -1: not asked
+    bool approved = false;                       // its approval is in the log
+    size_t first_step = 0;                       // the first step whose completion is not in the log
+    int attempt = 1;                             // that step's attempt
+    std::map<std::string, int64_t> asked;        // clarification request_id -> timestamp, unanswered
+    std::map<std::string, std::string> answers;  // clarification request_id -> the logged answer
+  } recovered;
+  size_t step_no = 0;  // the step running (1-based) and its attempt: its messages' ids and metadata
+  int attempt = 1;
   bool holds_slot = false;
   bool ended = false;  // abandon() ran: the coroutine answers nothing more
 
@@ -184,15 +275,171 @@ size_t Runtime::active_plans() const {
 Status Runtime::recover() {
   auto plans = log_.list_unfinished_plans(1000000);
   if (!plans) return plans.status();
-  for (PlanRecord rec : *plans) {
+  for (const PlanRecord& rec : *plans) {
+    if (find_run(rec.plan_id)) continue;  // resumed by an earlier call
     std::string was(plan_status_name(rec.status));
-    std::string note = status_data(
-        "Plan interrupted: agentd stopped while the plan was " + was + ". Submit it again to retry.", "interrupted");
-    auto r = log_.append_sync(make_request(rec, msgtype::kErrorMessage, note, PlanStatus::kInterrupted));
+    std::string why = "agentd stopped while the plan was " + was;
+    std::string resume;
+    Result<std::shared_ptr<PlanRun>> run = internal_error("not rebuilt");
+    if (opts_.resume_after_restart) {
+      run = rebuild(rec, &resume);
+      if (run.is_ok()) {
+        auto r = log_.append_sync(make_request(rec, msgtype::kSystemMessage, resume, std::nullopt));
+        if (!r) return r.status();
+        {
+          // Found from now on by its m_plan id and open request id: an
+          // answer may come before the plan's coroutine reaches its wait.
+          std::lock_guard l(mu_);
+          runs_[rec.plan_id] = *run;
+          if (!(*run)->m_plan_id.empty()) m_plan_index_[(*run)->m_plan_id] = rec.plan_id;
+          if (!(*run)->clarify_request_id.empty()) request_index_[(*run)->clarify_request_id] = rec.plan_id;
+          plans_active_.set(static_cast<double>(runs_.size()));
+        }
+        spdlog::info("plan {} resumed (was {}): {}", rec.plan_id, was, resume);
+        spawn(*run);
+        continue;
+      }
+      why = run.status().message();
+    }
+    // Interrupted (today's behaviour, or a log written before plans could
+    // resume), or failed: its log cannot be understood.
+    std::string note;
+    PlanStatus end = PlanStatus::kInterrupted;
+    if (run.status().code() == Code::kInvalidArgument) {
+      spdlog::error("plan {} cannot be resumed: {}", rec.plan_id, why);
+      note = status_data("Plan failed: agentd could not resume it after a restart: " + why, "error");
+      end = PlanStatus::kFailed;
+    } else {
+      note = status_data("Plan interrupted: " + why + ". Submit it again to retry.", "interrupted");
+      spdlog::info("plan {} marked interrupted: {}", rec.plan_id, why);
+    }
+    auto r = log_.append_sync(make_request(rec, msgtype::kErrorMessage, note, end));
     if (!r) return r.status();
-    spdlog::info("plan {} marked interrupted (was {})", rec.plan_id, was);
   }
   return Status::ok();
+}
+
+Result<std::shared_ptr<Runtime::PlanRun>> Runtime::rebuild(const PlanRecord& rec, std::string* resume) {
+  auto team = find_team(rec.team_id);
+  if (!team) return invalid_argument("its team '" + rec.team_id + "' is not loaded (deleted, or --teams-dir changed)");
+  // What the log says, message by message.
+  std::optional<bool> auto_ok;  // the approval request's metadata
+  int64_t approval_asked_ms = -1;
+  std::optional<bool> approved;
+  std::map<std::string, int64_t> asked;
+  std::map<std::string, std::string> answers;
+  std::set<size_t> done_steps;
+  std::map<size_t, int> resumes;  // step -> earlier resumes at it
+  std::vector<std::string> transcript;
+  const std::string step_prefix = rec.plan_id + ":s";
+  for (uint64_t after = 0;;) {
+    auto page = log_.read_messages(rec.plan_id, after, 1000);
+    if (!page) return invalid_argument("its log cannot be read: " + page.status().message());
+    if (page->empty()) break;
+    for (const StoredMessage& m : *page) {
+      after = m.seq;
+      const std::string at = "message seq " + std::to_string(m.seq);
+      auto e = decode_envelope(*m.bytes);
+      if (!e) return invalid_argument(at + ": " + e.status().message());
+      auto data = parse_strict(e->data);
+      auto meta = parse_strict(e->metadata);
+      if (!data || !meta || !data->IsObject() || !meta->IsObject()) return invalid_argument(at + ": data or metadata");
+      auto str = [](const rapidjson::Value& o, const char* k) {
+        auto it = o.FindMember(k);
+        return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString()) : std::string();
+      };
+      auto flag = [](const rapidjson::Value& o, const char* k) -> std::optional<bool> {
+        auto it = o.FindMember(k);
+        if (it == o.MemberEnd() || !it->value.IsBool()) return std::nullopt;
+        return it->value.GetBool();
+      };
+      int64_t ts = 0;
+      if (!parse_rfc3339_ms(e->timestamp, &ts)) return invalid_argument(at + ": timestamp");
+      if (e->type == msgtype::kPlanApprovalRequest) {
+        auto_ok = flag(*meta, "auto_approve");
+        // Written by an agentd that could not resume plans: interrupted.
+        if (!auto_ok) return failed_precondition("its log was written by an agentd that could not resume plans");
+        approval_asked_ms = ts;
+      } else if (e->type == msgtype::kPlanApprovalResponse) {
+        approved = flag(*data, "approved");
+        if (!approved) return invalid_argument(at + ": plan_approval_response without \"approved\"");
+      } else if (e->type == msgtype::kUserClarificationRequest) {
+        asked[str(*data, "request_id")] = ts;
+      } else if (e->type == msgtype::kUserClarificationResponse) {
+        std::string rid = str(*data, "request_id");
+        asked.erase(rid);
+        answers[rid] = str(*data, "answer");
+        if (transcript.size() < kTranscriptMax) transcript.push_back("Human_Agent: " + answers[rid]);
+      } else if (e->type == msgtype::kAgentMessage && e->message_id.rfind(step_prefix, 0) == 0) {
+        auto step = meta->FindMember("step");
+        if (step == meta->MemberEnd() || !step->value.IsInt64() || step->value.GetInt64() < 1) {
+          return invalid_argument(at + ": a step's message without metadata.step");
+        }
+        if (flag(*meta, "step_done").value_or(false)) done_steps.insert(static_cast<size_t>(step->value.GetInt64()));
+        if (transcript.size() < kTranscriptMax) {
+          transcript.push_back(str(*data, "agent_name") + ": " + str(*data, "content"));
+        }
+      } else if (e->type == msgtype::kSystemMessage && str(*data, "status") == "resumed") {
+        auto step = data->FindMember("step");
+        if (step != data->MemberEnd() && step->value.IsInt64() && step->value.GetInt64() > 0) {
+          ++resumes[static_cast<size_t>(step->value.GetInt64())];
+        }
+      }
+    }
+  }
+
+  const std::string status(plan_status_name(rec.status));
+  auto run = std::make_shared<PlanRun>(ex_, rec, team, auto_ok.value_or(opts_.auto_approve));
+  run->transcript = std::move(transcript);
+  PlanRun::Recovered& rv = run->recovered;
+  if (rec.status == PlanStatus::kCreated || rec.status == PlanStatus::kPlanning) {
+    // Not planned yet. (A request's own auto_approve is first logged with
+    // the approval request: the plan is planned again under the default.)
+    if (auto_ok) return invalid_argument("the log holds an approval request but the plan is " + status);
+    *resume = resume_data("resumed after restart: planning again", 0, 1);
+    return run;
+  }
+  auto mp = MPlan::from_json(rec.m_plan);
+  if (!mp) return mp.status();
+  if (!auto_ok) return invalid_argument("the plan is " + status + " but its log holds no approval request");
+  rv.m_plan = *mp;
+  rv.approval_asked_ms = approval_asked_ms;
+  run->m_plan_id = mp->id;
+  if (rec.status == PlanStatus::kAwaitingApproval) {
+    if (approved) return invalid_argument("the plan is " + status + " but its log holds the approval response");
+    // Awaiting from before the plan is found: an approval sent the moment
+    // the server listens must find the plan waiting.
+    run->awaiting_approval = !run->auto_approve;
+    *resume = resume_data(
+        run->auto_approve ? "resumed after restart: approving" : "resumed after restart: waiting for approval", 0, 1);
+    return run;
+  }
+  if (!approved || !*approved) return invalid_argument("the plan is " + status + " but its log holds no approval");
+  rv.approved = true;
+  size_t step = 1;
+  while (step <= mp->steps.size() && done_steps.count(step)) ++step;
+  rv.first_step = step - 1;
+  // Each run that may have started the step counts: the first one, and every
+  // earlier resume at it.
+  rv.attempt = step <= mp->steps.size() ? 2 + resumes[step] : 1;
+  const std::string open_request = clarification_request_id(rec.plan_id, step);
+  if (rec.status == PlanStatus::kAwaitingClarification) {
+    if (asked.size() != 1 || asked.begin()->first != open_request) {
+      return invalid_argument("the plan is " + status + " but its log holds no open request of step " +
+                              std::to_string(step));
+    }
+  } else if (!asked.empty()) {
+    return invalid_argument("the plan is " + status + " but request " + asked.begin()->first + " is unanswered");
+  }
+  if (rec.status == PlanStatus::kAwaitingClarification) run->clarify_request_id = open_request;
+  rv.asked = std::move(asked);
+  rv.answers = std::move(answers);
+  std::string content = step <= mp->steps.size()
+                            ? "resumed after restart at step " + std::to_string(step)
+                            : "resumed after restart: all " + std::to_string(mp->steps.size()) + " steps done";
+  if (rec.status == PlanStatus::kAwaitingClarification) content += " (waiting for an answer)";
+  *resume = resume_data(content, step <= mp->steps.size() ? step : 0, rv.attempt);
+  return run;
 }
 
 void Runtime::shutdown(std::chrono::milliseconds deadline) {
@@ -308,33 +555,42 @@ void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)
     }
     run->record.version = r->plan_version;
     done(SubmitResult{run->plan_id, run->record.session_id});
-    asio::co_spawn(run->strand, run_plan(run), [this, run](std::exception_ptr e) {  // not a coroutine: safe
-      if (!e) return;
-      std::string what = "unknown exception";
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        what = x.what();
-      } catch (...) {
-      }
-      asio::post(run->strand, [this, run, what = std::move(what)] { end_after_exception(run, what); });
-    });
+    spawn(run);
+  });
+}
+
+void Runtime::spawn(const std::shared_ptr<PlanRun>& run) {
+  asio::co_spawn(run->strand, run_plan(run), [this, run](std::exception_ptr e) {  // not a coroutine: safe
+    if (!e) return;
+    std::string what = "unknown exception";
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      what = x.what();
+    } catch (...) {
+    }
+    asio::post(run->strand, [this, run, what = std::move(what)] { end_after_exception(run, what); });
   });
 }
 
 // --- emit / finish -------------------------------------------------------------
 
 const std::string Runtime::kNewMessageId;
+const std::string Runtime::kNoMetadata;
 
 asio::awaitable<Result<AppendResult>> Runtime::emit(PlanRun& run, std::string_view type, const std::string& data,
-                                                    std::optional<PlanStatus> status, const std::string& message_id) {
-  auto base = std::make_shared<const AppendRequest>(make_request(run.record, type, data, status, message_id));
+                                                    std::optional<PlanStatus> status, const std::string& message_id,
+                                                    const std::string& metadata) {
+  auto base = std::make_shared<const AppendRequest>(make_request(run.record, type, data, status, message_id, metadata));
   auto backoff = 50ms;
   for (;;) {
     auto start = [this, base](AppendCallback cb) { log_.append(AppendRequest(*base), std::move(cb)); };
     Result<AppendResult> r = co_await async_callback<Result<AppendResult>>(std::move(start));
     if (r.is_ok()) {
-      if (base->plan) {
+      // A duplicate (a message a step that runs again had logged) changed
+      // no record; the runtime never moves a status with one.
+      if (base->plan && r->duplicate) spdlog::warn("plan {}: status change with a logged message", run.plan_id);
+      if (base->plan && !r->duplicate) {
         run.record = *base->plan;
         run.record.version = r->plan_version;
         run.record.last_seq = r->seq;
@@ -375,7 +631,7 @@ void Runtime::answer_pending(PlanRun& run, const Status& st) {
 
 asio::awaitable<void> Runtime::end_on_append_failure(PlanRun& run, const Status& why) {
   spdlog::error("plan {}: ended: a message could not be appended: {}", run.plan_id, why.to_string());
-  if (stopping_) {  // left as it is; the next start marks it interrupted
+  if (stopping_) {  // left as it is; the next start resumes it
     const Status st = unavailable("agentd is shutting down");
     answer_pending(run, st);
     abandon(run);
@@ -429,7 +685,7 @@ void Runtime::abandon(PlanRun& run) {
 }
 
 // After a wait: a requested cancel ends the plan (announced); a shutdown
-// leaves it as it is (the next start marks it interrupted).
+// leaves it as it is (the next start resumes it).
 #define AGENTD_END_IF_INTERRUPTED(run)                                                   \
   do {                                                                                   \
     if (stopping_) {                                                                     \
@@ -476,60 +732,113 @@ asio::awaitable<void> Runtime::run_plan(std::shared_ptr<PlanRun> run) {
   co_await plan_body(r);
 }
 
-// The whole plan after submit. Returns kEnded when the plan reached a final
-// status (or was left for the next start to mark interrupted).
+// The whole plan after submit, or the rest of it after a restart (the
+// parts run.recovered says are in the log are skipped). Returns kEnded when
+// the plan reached a final status (or was left for the next start).
 asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
-  auto start_planning = [this, &run](std::function<void(Result<MPlan>)> cb) {
-    planner_->plan(*run.team, run.record.initial_goal, std::move(cb));
-  };
-  Result<MPlan> mp = co_await async_callback<Result<MPlan>>(std::move(start_planning));
-  AGENTD_END_IF_INTERRUPTED(run);
-  if (!mp) {
-    const std::string err = status_data("Planning failed: " + mp.status().message(), "error");
-    co_await finish(run, msgtype::kErrorMessage, err, PlanStatus::kFailed);
-    co_return StepOutcome::kEnded;
+  std::optional<MPlan> planned = std::move(run.recovered.m_plan);
+  if (!planned) {
+    auto start_planning = [this, &run](std::function<void(Result<MPlan>)> cb) {
+      planner_->plan(*run.team, run.record.initial_goal, std::move(cb));
+    };
+    Result<MPlan> made = co_await async_callback<Result<MPlan>>(std::move(start_planning));
+    AGENTD_END_IF_INTERRUPTED(run);
+    if (!made) {
+      const std::string err = status_data("Planning failed: " + made.status().message(), "error");
+      co_await finish(run, msgtype::kErrorMessage, err, PlanStatus::kFailed);
+      co_return StepOutcome::kEnded;
+    }
+    planned = std::move(made).value();
+    planned->plan_id = run.plan_id;
+    planned->user_id = run.user_id;
+    planned->team_id = run.team->team_id;
+    run.record.m_plan = planned->to_json();
   }
-  run.m_plan_id = mp->id;
-  mp->plan_id = run.plan_id;
-  mp->user_id = run.user_id;
-  mp->team_id = run.team->team_id;
+  const MPlan& mp = *planned;
+  run.m_plan_id = mp.id;
   {
     std::lock_guard l(mu_);
-    m_plan_index_[mp->id] = run.plan_id;
+    m_plan_index_[mp.id] = run.plan_id;
   }
-  run.record.m_plan = mp->to_json();
-  JsonObject descriptions;
-  for (const auto& a : run.team->agents) {
-    // A name that is no valid document key ('.', '$') is left out: MongoDB
-    // would refuse the whole message.
-    if (check_key(a.name, "participant_descriptions").is_ok()) descriptions.str(a.name, a.description);
+  if (!run.recovered.approved) {
+    StepOutcome out = co_await approval(run, mp);
+    if (out != StepOutcome::kOk) co_return out;
   }
-  const std::string context =
-      JsonObject().str("task", run.record.initial_goal).raw("participant_descriptions", descriptions.done()).done();
-  // MACAE's PlanApprovalRequest: the MPlan under "plan" (what both UIs read).
-  const std::string request = JsonObject()
-                                  .raw("plan", run.record.m_plan)
-                                  .str("status", "PENDING_APPROVAL")
-                                  .raw("context", context)
-                                  .str("plan_id", run.plan_id)
-                                  .str("m_plan_id", mp->id)
-                                  .done();
-  // Awaiting from before the request is announced: an approval sent the
-  // moment a client sees it must find the plan waiting.
-  run.awaiting_approval = !run.auto_approve;
-  Result<AppendResult> asked =
-      co_await emit(run, msgtype::kPlanApprovalRequest, request, PlanStatus::kAwaitingApproval);
-  if (!asked) {
-    const Status why = asked.status();
-    co_await end_on_append_failure(run, why);
-    co_return StepOutcome::kEnded;
+
+  co_await acquire_slot(run);
+  for (size_t k = run.recovered.first_step; k < mp.steps.size(); ++k) {
+    AGENTD_END_IF_INTERRUPTED(run);
+    const MPlanStep& step = mp.steps[k];
+    run.step_no = k + 1;
+    run.attempt = k == run.recovered.first_step ? run.recovered.attempt : 1;
+    const AgentConfig* agent = nullptr;
+    for (const auto& a : run.team->agents)
+      if (a.name == step.agent) agent = &a;
+    std::string error;
+    StepOutcome out = StepOutcome::kFailed;
+    if (!agent) {
+      error = "step " + step.id + ": agent '" + step.agent + "' is not in team " + run.team->team_id;
+    } else {
+      out = co_await run_step(run, step, *agent, &error);
+    }
+    if (out == StepOutcome::kEnded) co_return out;
+    if (out == StepOutcome::kFailed) {
+      const std::string err =
+          JsonObject().str("content", error).str("status", "error").str("agent_name", step.agent).done();
+      co_await finish(run, msgtype::kErrorMessage, err, PlanStatus::kFailed);
+      co_return StepOutcome::kEnded;
+    }
+  }
+  AGENTD_END_IF_INTERRUPTED(run);
+  const std::string summary = "Completed " + std::to_string(mp.steps.size()) + " steps for: " + run.record.initial_goal;
+  const std::string final_data =
+      JsonObject().str("content", summary).str("status", "completed").str("summary", summary).done();
+  co_await finish(run, msgtype::kFinalResultMessage, final_data, PlanStatus::kCompleted);
+  co_return StepOutcome::kEnded;
+}
+
+// Asks for the approval of `mp` (unless the log holds the request: then
+// waits for what is left of its timeout) and records the answer. kOk: approved.
+asio::awaitable<Runtime::StepOutcome> Runtime::approval(PlanRun& run, const MPlan& mp) {
+  std::chrono::milliseconds wait = opts_.approval_timeout;
+  if (run.recovered.approval_asked_ms >= 0) {
+    wait = remaining(run.recovered.approval_asked_ms, opts_.approval_timeout);
+  } else {
+    JsonObject descriptions;
+    for (const auto& a : run.team->agents) {
+      // A name that is no valid document key ('.', '$') is left out: MongoDB
+      // would refuse the whole message.
+      if (check_key(a.name, "participant_descriptions").is_ok()) descriptions.str(a.name, a.description);
+    }
+    const std::string context =
+        JsonObject().str("task", run.record.initial_goal).raw("participant_descriptions", descriptions.done()).done();
+    // MACAE's PlanApprovalRequest: the MPlan under "plan" (what both UIs read).
+    const std::string request = JsonObject()
+                                    .raw("plan", run.record.m_plan)
+                                    .str("status", "PENDING_APPROVAL")
+                                    .raw("context", context)
+                                    .str("plan_id", run.plan_id)
+                                    .str("m_plan_id", mp.id)
+                                    .done();
+    // What a restart needs to know (recover()): whether this plan approves itself.
+    const std::string meta = JsonObject().boolean("auto_approve", run.auto_approve).done();
+    // Awaiting from before the request is announced: an approval sent the
+    // moment a client sees it must find the plan waiting.
+    run.awaiting_approval = !run.auto_approve;
+    Result<AppendResult> asked =
+        co_await emit(run, msgtype::kPlanApprovalRequest, request, PlanStatus::kAwaitingApproval, kNewMessageId, meta);
+    if (!asked) {
+      const Status why = asked.status();
+      co_await end_on_append_failure(run, why);
+      co_return StepOutcome::kEnded;
+    }
   }
 
   if (run.auto_approve) {
     run.approved = true;
     run.feedback = "auto-approved";
   } else {
-    bool answered = co_await wait_until(run, opts_.approval_timeout, Await::kApproval);
+    bool answered = co_await wait_until(run, wait, Await::kApproval);
     run.awaiting_approval = false;
     if (!run.approved) AGENTD_END_IF_INTERRUPTED(run);
     if (!answered) {
@@ -564,35 +873,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
     co_await wait_until(run, opts_.approval_settle, Await::kTime);
     AGENTD_END_IF_INTERRUPTED(run);
   }
-
-  co_await acquire_slot(run);
-  for (const MPlanStep& step : mp->steps) {
-    AGENTD_END_IF_INTERRUPTED(run);
-    const AgentConfig* agent = nullptr;
-    for (const auto& a : run.team->agents)
-      if (a.name == step.agent) agent = &a;
-    std::string error;
-    StepOutcome out = StepOutcome::kFailed;
-    if (!agent) {
-      error = "step " + step.id + ": agent '" + step.agent + "' is not in team " + run.team->team_id;
-    } else {
-      out = co_await run_step(run, step, *agent, &error);
-    }
-    if (out == StepOutcome::kEnded) co_return out;
-    if (out == StepOutcome::kFailed) {
-      const std::string err =
-          JsonObject().str("content", error).str("status", "error").str("agent_name", step.agent).done();
-      co_await finish(run, msgtype::kErrorMessage, err, PlanStatus::kFailed);
-      co_return StepOutcome::kEnded;
-    }
-  }
-  AGENTD_END_IF_INTERRUPTED(run);
-  const std::string summary =
-      "Completed " + std::to_string(mp->steps.size()) + " steps for: " + run.record.initial_goal;
-  const std::string final_data =
-      JsonObject().str("content", summary).str("status", "completed").str("summary", summary).done();
-  co_await finish(run, msgtype::kFinalResultMessage, final_data, PlanStatus::kCompleted);
-  co_return StepOutcome::kEnded;
+  co_return StepOutcome::kOk;
 }
 
 asio::awaitable<bool> Runtime::acquire_slot(PlanRun& run) {
@@ -648,6 +929,13 @@ asio::awaitable<Runtime::StepOutcome> Runtime::script_step(PlanRun& run, const M
       StepOutcome out = co_await ask_clarification(run, agent, sp.clarify);
       if (out != StepOutcome::kOk) co_return out;
     }
+    if (i == 0 && !sp.record.empty()) {
+      Status recorded = record_execution(sp.record, run.plan_id, run.step_no, run.attempt);
+      if (!recorded.is_ok()) {
+        *error = "agent " + agent.name + ": " + recorded.message();
+        co_return StepOutcome::kFailed;
+      }
+    }
     if (sp.fail) {
       *error = "agent " + agent.name + " failed on step " + step.id + " (script.fail is set)";
       co_return StepOutcome::kFailed;
@@ -661,7 +949,9 @@ asio::awaitable<Runtime::StepOutcome> Runtime::script_step(PlanRun& run, const M
                                  .str("content", content)
                                  .str("step_id", step.id)
                                  .done();
-    Result<AppendResult> r = co_await emit(run, msgtype::kAgentMessage, data, std::nullopt);
+    const std::string id = step_message_id(run.plan_id, run.step_no, std::to_string(i));
+    const std::string meta = step_metadata(run.step_no, run.attempt, i + 1 == sp.messages);
+    Result<AppendResult> r = co_await emit(run, msgtype::kAgentMessage, data, std::nullopt, id, meta);
     if (!r) {
       const Status why = r.status();
       co_await end_on_append_failure(run, why);
@@ -674,13 +964,16 @@ asio::awaitable<Runtime::StepOutcome> Runtime::script_step(PlanRun& run, const M
 
 asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, const AgentConfig& agent,
                                                                  const std::string& question) {
-  const std::string rid = new_uuid();
+  const std::string rid = clarification_request_id(run.plan_id, run.step_no);
+  // Answered before a restart: the answer is in the log and the transcript.
+  if (run.recovered.answers.count(rid)) co_return StepOutcome::kOk;
+  const bool asked_before = run.recovered.asked.count(rid) > 0;
   {
     std::lock_guard l(mu_);
     request_index_[rid] = run.plan_id;
   }
   run.clarify_request_id = rid;
-  run.answer.reset();
+  if (!asked_before) run.answer.reset();  // else an answer may have come since the restart
   const std::string ask = JsonObject()
                               .str("question", question)
                               .str("request_id", rid)
@@ -688,16 +981,23 @@ asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, c
                               .str("agent_name", agent.name)
                               .str("repr", clarification_repr(question, rid))
                               .done();
-  // The request's message_id is its request_id: an echo that carries only
-  // the request_id (the MACAE UIs post one back) is found by it.
-  Result<AppendResult> asked =
-      co_await emit(run, msgtype::kUserClarificationRequest, ask, PlanStatus::kAwaitingClarification, rid);
-  if (!asked) {
-    const Status why = asked.status();
-    co_await end_on_append_failure(run, why);
-    co_return StepOutcome::kEnded;
+  const std::string meta = step_metadata(run.step_no, run.attempt, false);
+  std::chrono::milliseconds wait = opts_.clarification_timeout;
+  if (asked_before) {
+    // Asked before a restart: what is left of the timeout.
+    wait = remaining(run.recovered.asked[rid], opts_.clarification_timeout);
+  } else {
+    // The request's message_id is its request_id: an echo that carries only
+    // the request_id (the MACAE UIs post one back) is found by it.
+    Result<AppendResult> asked =
+        co_await emit(run, msgtype::kUserClarificationRequest, ask, PlanStatus::kAwaitingClarification, rid, meta);
+    if (!asked) {
+      const Status why = asked.status();
+      co_await end_on_append_failure(run, why);
+      co_return StepOutcome::kEnded;
+    }
   }
-  bool answered = co_await wait_until(run, opts_.clarification_timeout, Await::kAnswer);
+  bool answered = co_await wait_until(run, wait, Await::kAnswer);
   {
     std::lock_guard l(mu_);
     request_index_.erase(rid);
@@ -715,7 +1015,9 @@ asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, c
                                 .str("agent_name", "Human_Agent")
                                 .str("agent_type", "Human_Agent")
                                 .done();
-  Result<AppendResult> got = co_await emit(run, msgtype::kUserClarificationResponse, reply, PlanStatus::kRunning);
+  const std::string reply_id = step_message_id(run.plan_id, run.step_no, "answer");
+  Result<AppendResult> got =
+      co_await emit(run, msgtype::kUserClarificationResponse, reply, PlanStatus::kRunning, reply_id, meta);
   if (run.clarify_done) std::exchange(run.clarify_done, nullptr)(got.status());
   if (!got) {
     const Status why = got.status();
@@ -785,7 +1087,9 @@ asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(PlanRun& run, const MPla
                                .str("content", *reply)
                                .str("step_id", step.id)
                                .done();
-  Result<AppendResult> r = co_await emit(run, msgtype::kAgentMessage, data, std::nullopt);
+  const std::string id = step_message_id(run.plan_id, run.step_no, "0");
+  const std::string meta = step_metadata(run.step_no, run.attempt, true);
+  Result<AppendResult> r = co_await emit(run, msgtype::kAgentMessage, data, std::nullopt, id, meta);
   if (!r) {
     const Status why = r.status();
     co_await end_on_append_failure(run, why);

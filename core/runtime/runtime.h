@@ -20,6 +20,30 @@
 // (error_message) when the outbox still takes it, and always leaves memory:
 // its slot, its run entry and its pending callbacks are released.
 //
+// Restart (recover()): every plan a previous process left unfinished is
+// rebuilt from its record and its log and continued where it stopped (or,
+// with resume_after_restart off, marked interrupted):
+//   - planning: planned again;
+//   - awaiting_approval / a step awaiting an answer: waits again, the
+//     timeout counted from the request's timestamp;
+//   - running: continues with the first step whose completion is not in the
+//     log; a step in progress at the crash runs again, completed ones never.
+// What a step emits has a deterministic message_id ("<plan_id>:s<step>:<i>",
+// the clarification answer "<plan_id>:s<step>:answer"; the clarification
+// request's message_id is its request_id, a UUID derived from plan and
+// step), so a step that runs again does not log its messages twice (the
+// outbox dedups per plan on message_id). Their metadata says
+// {"step": n, "attempt": a} (and "step_done": true on the step's last
+// message, which is how the log tells a completed step); attempt counts the
+// runs that may have started the step: what a step does outside agentd
+// (a model call, the script agent's `record`) may happen once per attempt.
+// Each resume is recorded by a system_message {"content": "resumed after
+// restart …", "status": "resumed", "step", "attempt"}, appended without a
+// plan record (the record's last_seq keeps naming the open request). A plan
+// whose log cannot be understood (unknown team, unreadable m_plan or
+// message, a log that contradicts its status) is failed with an
+// error_message naming why; the others resume.
+//
 // Threads: each plan runs as a coroutine on its own strand of the executor
 // passed in. API calls (approve, clarify, cancel) post to that strand. The
 // members of PlanRun marked "strand" are only touched there; the indexes in
@@ -61,6 +85,7 @@ struct RuntimeOptions {
   size_t max_active_plans = 10000;                  // submit beyond this -> kUnavailable
   std::chrono::milliseconds model_timeout{120000};  // per model request (planner, LLM agents)
   std::string uploaded_teams_dir;                   // where uploaded teams are kept; empty = memory only
+  bool resume_after_restart = true;                 // recover(): resume plans (false: mark them interrupted)
 };
 
 class Runtime final : public PlanService {
@@ -71,13 +96,14 @@ class Runtime final : public PlanService {
           ModelClient* model, MetricsRegistry& metrics);
   ~Runtime() override;
 
-  // Start-up: plans a previous process left unfinished are marked
-  // interrupted, each with a system message saying so. Blocking; call before
-  // serving requests.
+  // Start-up: plans a previous process left unfinished are resumed (see the
+  // top of this file), or, with resume_after_restart off, marked interrupted
+  // by an error_message. Blocking; call before serving requests. Fails only
+  // when the log cannot be read or appended to, never because of one plan.
   Status recover();
   // Stops accepting work and wakes every plan; their coroutines end at the
-  // next checkpoint without announcing anything more (a later start marks
-  // them interrupted). Returns when all ended or the deadline passed.
+  // next checkpoint without announcing anything more (a later start resumes
+  // them). Returns when all ended or the deadline passed.
   void shutdown(std::chrono::milliseconds deadline);
   size_t active_plans() const;
 
@@ -99,8 +125,15 @@ class Runtime final : public PlanService {
   struct PlanRun;
   enum class StepOutcome { kOk, kFailed, kEnded };
 
+  // Starts the plan's coroutine on its strand.
+  void spawn(const std::shared_ptr<PlanRun>& run);
+  // Rebuilds an unfinished plan from its record and log (recover()); an
+  // error names what cannot be understood. `resume` gets the data of the
+  // system_message that records the resume.
+  Result<std::shared_ptr<PlanRun>> rebuild(const PlanRecord& rec, std::string* resume);
   boost::asio::awaitable<void> run_plan(std::shared_ptr<PlanRun> run);
   boost::asio::awaitable<StepOutcome> plan_body(PlanRun& run);
+  boost::asio::awaitable<StepOutcome> approval(PlanRun& run, const MPlan& mp);
   boost::asio::awaitable<StepOutcome> run_step(PlanRun& run, const MPlanStep& step, const AgentConfig& agent,
                                                std::string* error);
   boost::asio::awaitable<StepOutcome> script_step(PlanRun& run, const MPlanStep& step, const AgentConfig& agent,
@@ -111,12 +144,15 @@ class Runtime final : public PlanService {
                                                std::string* error);
   // Appends a message (and the plan record moved to `status`, when given),
   // retrying with backoff while the outbox is full.
-  // `message_id` empty: a new one. (The default is a named object, not a
-  // temporary: see the coroutine rule at the top of runtime.cc.)
+  // `message_id` empty: a new one; `metadata`: a canonical JSON object.
+  // (The defaults are named objects, not temporaries: see the coroutine rule
+  // at the top of runtime.cc.)
   static const std::string kNewMessageId;
+  static const std::string kNoMetadata;
   boost::asio::awaitable<Result<AppendResult>> emit(PlanRun& run, std::string_view type, const std::string& data,
                                                     std::optional<PlanStatus> status,
-                                                    const std::string& message_id = kNewMessageId);
+                                                    const std::string& message_id = kNewMessageId,
+                                                    const std::string& metadata = kNoMetadata);
   // Ends the plan with `status` announced by a message of `type`.
   boost::asio::awaitable<void> finish(PlanRun& run, std::string_view type, const std::string& data, PlanStatus status);
   // Drops the plan from memory (releasing its slot) without announcing more.

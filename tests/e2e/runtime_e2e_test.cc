@@ -328,14 +328,14 @@ TEST_CASE("50 concurrent plans with script agents all complete, each contiguous"
   }
 }
 
-TEST_CASE("restart: a plan running when agentd was killed is listed as interrupted") {
+TEST_CASE("restart with --on-restart interrupt: a plan running when agentd was killed is listed as interrupted") {
   Agentd a;
   std::string teams = write_team(a.dir(), R"({"messages":1000,"delay_ms":20})");
   a.start({"--teams-dir", teams});
   std::string plan_id = submit(a.port(), "long", true);
   wait_plan(a.port(), plan_id, "running");
   a.proc().kill();  // SIGKILL
-  a.start({"--teams-dir", teams});
+  a.start({"--teams-dir", teams, "--on-restart", "interrupt"});
   auto d = wait_plan(a.port(), plan_id, "interrupted", 10s);
   auto msgs = log_of(a.port(), plan_id);
   check_contiguous(msgs);

@@ -11,9 +11,12 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
 
+#include "core/clock.h"
 #include "core/json.h"
 #include "core/runtime/runtime.h"
 #include "net/llm_client.h"
@@ -416,7 +419,7 @@ TEST_CASE("50 concurrent plans with a concurrency bound of 4 all complete") {
   CHECK(h.wait_inactive() == 0);
 }
 
-TEST_CASE("restart: unfinished plans are marked interrupted with an error_message") {
+TEST_CASE("restart with resume off: unfinished plans are marked interrupted with an error_message") {
   std::string dir = test::make_temp_dir("agentd-runtime-restart");
   std::string waiting, running;
   {
@@ -427,7 +430,9 @@ TEST_CASE("restart: unfinished plans are marked interrupted with an error_messag
     h.wait_status(waiting, PlanStatus::kAwaitingApproval);
     h.wait_status(running, PlanStatus::kRunning);
   }  // shutdown: nothing more is announced
-  Harness h({team_from(script_team("t1"))}, {}, nullptr, dir);
+  RuntimeOptions interrupt;
+  interrupt.resume_after_restart = false;
+  Harness h({team_from(script_team("t1"))}, interrupt, nullptr, dir);
   CHECK(h.plan(running).status == PlanStatus::kRunning);
   REQUIRE(h.runtime->recover().is_ok());
   for (const auto& id : {waiting, running}) {
@@ -442,6 +447,349 @@ TEST_CASE("restart: unfinished plans are marked interrupted with an error_messag
   REQUIRE(h.runtime->recover().is_ok());  // idempotent: nothing left to mark
   CHECK(h.messages(running).size() == before);
   CHECK(h.messages(running).back().type == "error_message");
+}
+
+// --- resume after a restart (recover() with resume_after_restart on) ----------------
+
+namespace {
+
+// A team whose agents record each step execution in `record` (script.record).
+std::string recording_team(const std::string& record, const std::string& b_extra = "") {
+  return R"({"team_id":"t1","name":"T","description":"test team","agents":[
+      {"name":"A","type":"script","description":"does a","script":{"record":")" +
+         record + R"("}},
+      {"name":"B","type":"script","description":"does b","script":{"messages":3,"delay_ms":150,"record":")" +
+         record + "\"" + b_extra + "}}]}";
+}
+
+// The lines of a script.record file: (plan, step, attempt).
+std::vector<std::tuple<std::string, int, int>> executions(const std::string& path) {
+  std::vector<std::tuple<std::string, int, int>> out;
+  std::istringstream in(test::read_file(path));
+  std::string plan;
+  int step = 0, attempt = 0, pid = 0;
+  while (in >> plan >> step >> attempt >> pid) out.emplace_back(plan, step, attempt);
+  return out;
+}
+
+void wait_message(Harness& h, const std::string& plan_id, const std::string& message_id) {
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < until) {
+    auto m = h.outbox->find_message(plan_id, message_id);
+    if (m.is_ok() && m->has_value()) return;
+    std::this_thread::sleep_for(5ms);
+  }
+  FAIL("message " << message_id << " never logged");
+}
+
+std::string metadata_field(const Envelope& e, const char* name) {
+  auto d = parse_strict(e.metadata);
+  REQUIRE(d.is_ok());
+  auto it = d->FindMember(name);
+  return it == d->MemberEnd() ? "<missing>" : write_canonical(it->value);
+}
+
+// Appends a message (and the record moved to `status`) as the runtime would.
+void seed(Outbox& ob, PlanRecord& rec, const std::string& type, const std::string& data,
+          std::optional<PlanStatus> status, const std::string& message_id, const std::string& metadata = "{}") {
+  MessageDraft d;
+  d.type = type;
+  d.plan_id = rec.plan_id;
+  d.message_id = message_id;
+  d.user_id = rec.user_id;
+  d.session_id = rec.session_id;
+  d.data = data;
+  d.metadata = metadata;
+  AppendRequest r;
+  r.message = prepare(std::move(d));
+  if (status) {
+    rec.status = *status;
+    r.plan = rec;
+  }
+  auto res = ob.append_sync(std::move(r));
+  REQUIRE_MESSAGE(res.is_ok(), res.status().to_string());
+}
+
+PlanRecord seed_plan(Outbox& ob, const std::string& id, const std::string& team, PlanStatus status,
+                     const std::string& m_plan = "null") {
+  PlanRecord p;
+  p.plan_id = id;
+  p.user_id = kUser;
+  p.session_id = "s-" + id;
+  p.team_id = team;
+  p.initial_goal = "seeded " + id;
+  p.status = status;
+  p.m_plan = m_plan;
+  p.created_at = p.updated_at = now_rfc3339();
+  AppendRequest r;
+  r.plan = p;
+  auto res = ob.append_sync(std::move(r));
+  REQUIRE_MESSAGE(res.is_ok(), res.status().to_string());
+  return p;
+}
+
+std::string two_step_m_plan(const std::string& plan_id) {
+  MPlan mp;
+  mp.id = "mp-" + plan_id;
+  mp.plan_id = plan_id;
+  mp.user_id = kUser;
+  mp.team_id = "t1";
+  mp.user_request = "seeded " + plan_id;
+  mp.team = {"A", "B"};
+  mp.steps = {{"1", "A", "a"}, {"2", "B", "b"}};
+  return mp.to_json();
+}
+
+}  // namespace
+
+TEST_CASE("resume: a plan awaiting approval keeps waiting and is approved after the restart") {
+  std::string dir = test::make_temp_dir("agentd-runtime-resume");
+  std::string id, m_plan_id;
+  {
+    Harness h({team_from(script_team("t1"))}, {}, nullptr, dir);
+    h.keep_dir = true;
+    id = h.submit("waits", false).plan_id;
+    h.wait_status(id, PlanStatus::kAwaitingApproval);
+    m_plan_id = h.field(h.messages(id)[0], "m_plan_id");
+    CHECK(metadata_field(h.messages(id)[0], "auto_approve") == "false");
+  }
+  Harness h({team_from(script_team("t1"))}, {}, nullptr, dir);
+  REQUIRE(h.runtime->recover().is_ok());
+  auto msgs = h.messages(id);
+  REQUIRE(msgs.size() == 2);
+  CHECK(msgs[1].type == "system_message");
+  CHECK(h.field(msgs[1], "content") == "resumed after restart: waiting for approval");
+  CHECK(h.field(msgs[1], "status") == "resumed");
+  // The record still names the open request (WebSockets without after_seq send it first).
+  PlanRecord rec = h.plan(id);
+  CHECK(rec.status == PlanStatus::kAwaitingApproval);
+  CHECK(rec.last_seq == 1);
+  REQUIRE(h.runtime->recover().is_ok());  // a second call resumes nothing twice
+  CHECK(h.messages(id).size() == 2);
+  auto ok = h.approve({kUser, m_plan_id, id, true, ""});
+  REQUIRE_MESSAGE(ok.is_ok(), ok.status().to_string());
+  h.wait_status(id, PlanStatus::kCompleted);
+  std::vector<std::string> want = {"plan_approval_request", "system_message", "plan_approval_response",
+                                   "agent_message",         "agent_message",  "final_result_message"};
+  CHECK(h.types(id) == want);
+}
+
+TEST_CASE("resume: an approval wait's timeout counts from the request's timestamp") {
+  RuntimeOptions o;
+  o.approval_timeout = 1500ms;
+  std::string dir = test::make_temp_dir("agentd-runtime-resume");
+  std::string soon, expired;
+  {
+    Harness h({team_from(script_team("t1"))}, o, nullptr, dir);
+    h.keep_dir = true;
+    soon = h.submit("soon", false).plan_id;
+    h.wait_status(soon, PlanStatus::kAwaitingApproval);
+    std::this_thread::sleep_for(900ms);
+  }
+  auto restarted = std::chrono::steady_clock::now();
+  {
+    Harness h({team_from(script_team("t1"))}, o, nullptr, dir);
+    h.keep_dir = true;
+    REQUIRE(h.runtime->recover().is_ok());
+    h.wait_status(soon, PlanStatus::kCanceled, 5s);
+    // What was left (~600 ms), not a new 1.5 s.
+    CHECK(std::chrono::steady_clock::now() - restarted < 1300ms);
+    auto msgs = h.messages(soon);
+    CHECK(msgs.back().type == "error_message");
+    CHECK(h.field(msgs.back(), "status") == "timeout");
+    CHECK(h.field(msgs.back(), "timeout_type") == "approval");
+    CHECK(h.field(msgs.back(), "request_id") == h.field(msgs[0], "m_plan_id"));
+    expired = h.submit("expires while agentd is down", false).plan_id;
+    h.wait_status(expired, PlanStatus::kAwaitingApproval);
+  }
+  std::this_thread::sleep_for(1600ms);
+  Harness h({team_from(script_team("t1"))}, o, nullptr, dir);
+  REQUIRE(h.runtime->recover().is_ok());
+  h.wait_status(expired, PlanStatus::kCanceled, 1s);
+  CHECK(h.field(h.messages(expired).back(), "status") == "timeout");
+}
+
+TEST_CASE("resume: a running plan continues at its first incomplete step; completed steps never run again") {
+  std::string dir = test::make_temp_dir("agentd-runtime-resume");
+  std::string record = dir + "-record.txt";
+  std::string id;
+  {
+    Harness h({team_from(recording_team(record))}, {}, nullptr, dir);
+    h.keep_dir = true;
+    id = h.submit("runs", true).plan_id;
+    wait_message(h, id, id + ":s2:0");  // step 2 in progress (1 of 3 messages)
+  }                                     // stopped mid-step, like a crash: nothing more announced
+  Harness h({team_from(recording_team(record))}, {}, nullptr, dir);
+  REQUIRE(h.runtime->recover().is_ok());
+  h.wait_status(id, PlanStatus::kCompleted);
+  auto msgs = h.messages(id);  // seqs 1..N (checked inside)
+  std::vector<std::string> ids;
+  for (const auto& e : msgs) {
+    if (e.type == "agent_message") ids.push_back(e.message_id);
+  }
+  // Each step's messages once, deterministic ids.
+  CHECK(ids == std::vector<std::string>{id + ":s1:0", id + ":s2:0", id + ":s2:1", id + ":s2:2"});
+  const Envelope* resumed = nullptr;
+  for (const auto& e : msgs) {
+    if (e.type == "system_message") resumed = &e;
+    if (e.message_id == id + ":s1:0") {
+      CHECK(metadata_field(e, "attempt") == "1");
+      CHECK(metadata_field(e, "step_done") == "true");
+    }
+    if (e.message_id == id + ":s2:0") CHECK(metadata_field(e, "attempt") == "1");
+    if (e.message_id == id + ":s2:2") {
+      CHECK(metadata_field(e, "attempt") == "2");
+      CHECK(metadata_field(e, "step_done") == "true");
+    }
+  }
+  REQUIRE(resumed);
+  CHECK(h.field(*resumed, "content") == "resumed after restart at step 2");
+  CHECK(h.field(*resumed, "step") == "2");
+  CHECK(h.field(*resumed, "attempt") == "2");
+  // Step 1 ran once; step 2, in progress at the stop, twice.
+  auto ran = executions(record);
+  using E = std::tuple<std::string, int, int>;
+  CHECK(ran == std::vector<E>{E{id, 1, 1}, E{id, 2, 1}, E{id, 2, 2}});
+  std::filesystem::remove(record);
+}
+
+TEST_CASE("resume: a clarification is asked once; waiting keeps waiting; an answer given before is honoured") {
+  std::string dir = test::make_temp_dir("agentd-runtime-resume");
+  std::string record = dir + "-record.txt";
+  const std::string team = recording_team(record, R"(,"clarify":"Which month?")");
+  std::string waiting, answered, rid_waiting, rid_answered;
+  {
+    Harness h({team_from(team)}, {}, nullptr, dir);
+    h.keep_dir = true;
+    waiting = h.submit("waits for an answer", true).plan_id;
+    answered = h.submit("answered before the stop", true).plan_id;
+    h.wait_status(waiting, PlanStatus::kAwaitingClarification);
+    h.wait_status(answered, PlanStatus::kAwaitingClarification);
+    rid_waiting = h.field(h.messages(waiting).back(), "request_id");
+    rid_answered = h.field(h.messages(answered).back(), "request_id");
+    CHECK(h.messages(waiting).back().message_id == rid_waiting);
+    CHECK(rid_waiting.size() == 36);
+    CHECK(rid_waiting.find_first_not_of("0123456789abcdef-") == std::string::npos);
+    REQUIRE(h.clarify({kUser, rid_answered, "March", answered}).is_ok());
+    wait_message(h, answered, answered + ":s2:0");
+  }
+  Harness h({team_from(team)}, {}, nullptr, dir);
+  REQUIRE(h.runtime->recover().is_ok());
+  CHECK(h.plan(waiting).status == PlanStatus::kAwaitingClarification);
+  CHECK(h.plan(waiting).last_seq == h.messages(waiting).size() - 1);  // the open request, before the resume note
+  h.wait_status(answered, PlanStatus::kCompleted);
+  REQUIRE(h.clarify({kUser, rid_waiting, "April", waiting}).is_ok());
+  h.wait_status(waiting, PlanStatus::kCompleted);
+  for (const auto& [id, rid, answer] : {std::tuple{waiting, rid_waiting, "April"}, {answered, rid_answered, "March"}}) {
+    CAPTURE(id);
+    size_t asks = 0, answers = 0;
+    for (const auto& e : h.messages(id)) {
+      if (e.type == "user_clarification_request") {
+        ++asks;
+        CHECK(e.message_id == rid);
+      }
+      if (e.type == "user_clarification_response") {
+        ++answers;
+        CHECK(h.field(e, "answer") == answer);
+        CHECK(e.message_id == id + ":s2:answer");
+      }
+    }
+    CHECK(asks == 1);
+    CHECK(answers == 1);
+  }
+  // The waiting plan's step 2 started its work once (after the answer); the
+  // answered one's twice (in progress at the stop).
+  size_t waiting_runs = 0, answered_runs = 0;
+  for (const auto& [plan, step, attempt] : executions(record)) {
+    if (step != 2) continue;
+    waiting_runs += plan == waiting;
+    answered_runs += plan == answered;
+  }
+  CHECK(waiting_runs == 1);
+  CHECK(answered_runs == 2);
+  std::filesystem::remove(record);
+}
+
+TEST_CASE("resume: a plan still planning plans again; one whose steps are all logged gets its final result") {
+  std::string dir = test::make_temp_dir("agentd-runtime-resume");
+  {
+    OutboxOptions oo;
+    oo.dir = dir;
+    auto ob = Outbox::open(oo);
+    REQUIRE(ob.is_ok());
+    seed_plan(**ob, "planning", "t1", PlanStatus::kPlanning);
+    PlanRecord done = seed_plan(**ob, "all-done", "t1", PlanStatus::kPlanning, two_step_m_plan("all-done"));
+    seed(**ob, done, "plan_approval_request", "{}", PlanStatus::kAwaitingApproval, "r", R"({"auto_approve":true})");
+    seed(**ob, done, "plan_approval_response", R"({"approved":true})", PlanStatus::kRunning, "a");
+    seed(**ob, done, "agent_message", R"({"content":"x"})", std::nullopt, "all-done:s1:0",
+         R"({"step":1,"attempt":1,"step_done":true})");
+    seed(**ob, done, "agent_message", R"({"content":"y"})", std::nullopt, "all-done:s2:0",
+         R"({"step":2,"attempt":1,"step_done":true})");
+  }
+  Harness h({team_from(script_team("t1"))}, {}, nullptr, dir);
+  REQUIRE(h.runtime->recover().is_ok());
+  h.wait_status("planning", PlanStatus::kAwaitingApproval);
+  auto msgs = h.messages("planning");
+  REQUIRE(msgs.size() == 2);
+  CHECK(h.field(msgs[0], "content") == "resumed after restart: planning again");
+  CHECK(msgs[1].type == "plan_approval_request");
+  CHECK(h.plan("planning").m_plan != "null");
+  h.wait_status("all-done", PlanStatus::kCompleted);
+  std::vector<std::string> want = {"plan_approval_request", "plan_approval_response", "agent_message",
+                                   "agent_message",         "system_message",         "final_result_message"};
+  CHECK(h.types("all-done") == want);
+  CHECK(h.field(h.messages("all-done")[4], "content") == "resumed after restart: all 2 steps done");
+}
+
+TEST_CASE("resume: a plan whose log cannot be understood is failed, naming why; the others resume") {
+  std::string dir = test::make_temp_dir("agentd-runtime-resume");
+  std::string good;
+  {
+    Harness h({team_from(script_team("t1"))}, {}, nullptr, dir);
+    h.keep_dir = true;
+    good = h.submit("fine", false).plan_id;
+    h.wait_status(good, PlanStatus::kAwaitingApproval);
+    Outbox& ob = *h.outbox;
+    seed_plan(ob, "no-team", "gone", PlanStatus::kRunning, two_step_m_plan("no-team"));
+    seed_plan(ob, "bad-m-plan", "t1", PlanStatus::kAwaitingApproval, R"({"id":"x"})");
+    PlanRecord contra = seed_plan(ob, "contradicts", "t1", PlanStatus::kPlanning, two_step_m_plan("contradicts"));
+    seed(ob, contra, "plan_approval_request", "{}", PlanStatus::kRunning, "r", R"({"auto_approve":false})");
+    PlanRecord bad_msg = seed_plan(ob, "bad-step", "t1", PlanStatus::kPlanning, two_step_m_plan("bad-step"));
+    seed(ob, bad_msg, "plan_approval_request", "{}", PlanStatus::kAwaitingApproval, "r", R"({"auto_approve":true})");
+    seed(ob, bad_msg, "plan_approval_response", R"({"approved":true})", PlanStatus::kRunning, "a");
+    seed(ob, bad_msg, "agent_message", "{}", std::nullopt, "bad-step:s1:0", R"({"attempt":"x"})");
+    PlanRecord legacy = seed_plan(ob, "legacy", "t1", PlanStatus::kPlanning, two_step_m_plan("legacy"));
+    seed(ob, legacy, "plan_approval_request", "{}", PlanStatus::kAwaitingApproval, "r");
+  }
+  Harness h({team_from(script_team("t1"))}, {}, nullptr, dir);
+  REQUIRE(h.runtime->recover().is_ok());
+  for (auto [id, why] : {std::pair<std::string, std::string>{"no-team", "its team 'gone' is not loaded"},
+                         {"bad-m-plan", "m_plan.plan_id: missing or not a string"},
+                         {"contradicts", "but its log holds no approval"},
+                         {"bad-step", "message seq 3: a step's message without metadata.step"}}) {
+    CAPTURE(id);
+    CHECK(h.plan(id).status == PlanStatus::kFailed);
+    auto last = h.messages(id).back();
+    CHECK(last.type == "error_message");
+    CHECK(h.field(last, "status") == "error");
+    std::string content = h.field(last, "content");
+    CHECK(content.rfind("Plan failed: agentd could not resume it after a restart: ", 0) == 0);
+    CHECK_MESSAGE(content.find(why) != std::string::npos, content);
+  }
+  // Written by an agentd that could not resume: interrupted, as before.
+  CHECK(h.plan("legacy").status == PlanStatus::kInterrupted);
+  CHECK(h.field(h.messages("legacy").back(), "status") == "interrupted");
+  CHECK(h.plan(good).status == PlanStatus::kAwaitingApproval);
+  REQUIRE(h.approve({kUser, good, "", true, ""}).is_ok());
+  h.wait_status(good, PlanStatus::kCompleted);
+}
+
+TEST_CASE("script.record is refused in an uploaded team") {
+  auto t =
+      parse_team(R"({"team_id":"x","name":"n","agents":[{"name":"A","type":"script","script":{"record":"/tmp/f"}}]})",
+                 "upload", /*uploaded=*/true);
+  REQUIRE_FALSE(t.is_ok());
+  CHECK(t.status().message().rfind("upload: agents[0].script.record: not allowed in an uploaded team", 0) == 0);
 }
 
 // --- LLM planner and agent against the local test server -------------------------
