@@ -69,7 +69,8 @@ class MessageLog {
   // it (nullopt when it does not).
   virtual Result<std::optional<uint64_t>> find_message(std::string_view plan_id, std::string_view message_id) = 0;
   // Plans of every user whose status is not final (is_final() false), for
-  // marking them interrupted at start-up. At most `limit`.
+  // resuming them at start-up. At most `limit`. A record that does not
+  // decode is left out (and logged): it cannot block a start.
   virtual Result<std::vector<PlanRecord>> list_unfinished_plans(size_t limit) = 0;
 };
 

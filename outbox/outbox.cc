@@ -1148,7 +1148,11 @@ Result<std::vector<PlanRecord>> Outbox::list_unfinished_plans(size_t limit) {
   int rc = c.get(&k, &v, MDB_FIRST);
   for (; rc == 0 && out.size() < limit; rc = c.get(&k, &v, MDB_NEXT)) {
     auto p = decode_plan(sv(v));
-    if (!p.is_ok()) return corruption("corrupt plan record " + std::string(sv(k)) + ": " + p.status().message());
+    if (!p.is_ok()) {  // one bad record must not keep agentd from starting
+      spdlog::error("outbox {}: plan record {} is corrupt ({}): left as it is (agentd-outbox verify)",
+                    impl_->options.dir, std::string(sv(k)), p.status().message());
+      continue;
+    }
     if (!is_final(p->status)) out.push_back(std::move(*p));
   }
   if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "list unfinished plans");

@@ -329,6 +329,37 @@ TEST_CASE("a newer on-disk format version is refused with kVersionMismatch") {
   CHECK(r.status().message().find("version 2") != std::string::npos);
 }
 
+TEST_CASE("a plan record that does not decode is left out of the unfinished plans, not an error") {
+  TempDir d;
+  {
+    auto ob = open_outbox(d.path);
+    AppendRequest r;
+    r.plan = make_plan("ok", "alice", "2026-11-26T01:00:00.000Z");
+    r.plan->status = PlanStatus::kRunning;
+    append_ok(*ob, r);
+  }
+  {  // A record no agentd wrote, with plain LMDB.
+    MDB_env* env;
+    REQUIRE(mdb_env_create(&env) == 0);
+    REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
+    REQUIRE(mdb_env_open(env, d.path.c_str(), 0, 0644) == 0);
+    MDB_txn* txn;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi plans;
+    REQUIRE(mdb_dbi_open(txn, outbox_format::kPlansDb, 0, &plans) == 0);
+    std::string key = "bad", value = "{not a plan";
+    MDB_val k{key.size(), key.data()}, val{value.size(), value.data()};
+    REQUIRE(mdb_put(txn, plans, &k, &val, 0) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  auto ob = open_outbox(d.path);
+  auto unfinished = ob->list_unfinished_plans(10);
+  REQUIRE_MESSAGE(unfinished.is_ok(), unfinished.status().to_string());
+  REQUIRE(unfinished->size() == 1);
+  CHECK((*unfinished)[0].plan_id == "ok");
+}
+
 TEST_CASE("format decoders name what is corrupt") {
   auto p = outbox_format::parse_pending_value(std::string("\x01\x00\x00", 3));
   REQUIRE_FALSE(p.is_ok());
