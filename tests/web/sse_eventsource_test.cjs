@@ -4,7 +4,7 @@
 //  1. as a slow consumer: agentd runs with a 2-frame send queue, and an
 //     external agent posts bursts of messages to the plan (awaiting approval);
 //  2. by a SIGKILL of agentd mid-run, restarted on the same port and data
-//     folder (the plan then ends interrupted, with an error_message).
+//     folder (the plan then resumes where it stopped, issue 15, and completes).
 // Each time EventSource reconnects by itself with Last-Event-ID, and the page
 // ends with every seq 1..N exactly once, in order, N being what the paging
 // endpoint holds.
@@ -141,7 +141,7 @@ async function main() {
     await sleep(300);
     agentd = start();
     await healthy(base, Date.now() + 20000);
-    // The restart ended the plan (interrupted): the stream ends after that.
+    // The restart resumed the plan: the stream ends after its final result.
     await page.waitForFunction(() => window.sse.terminal, null, { timeout: 45000 });
     stored = await storedNow();
     await sleep(500);  // a duplicate would arrive now
@@ -152,7 +152,8 @@ async function main() {
     check(st.got.length === stored.length, `page got ${st.got.length} events, the plan holds ${stored.length}`);
     st.got.forEach((g, i) => check(g.seq === i + 1 && g.type === stored[i][1], `seq ${g.seq} at position ${i}`));
     const last = stored[stored.length - 1][1];
-    check(last === "error_message", "the plan ended interrupted: " + last);
+    check(last === "final_result_message", "the plan resumed and completed: " + last);
+    check(stored.slice(atKill - 1).some((m) => m[1] === "system_message"), "the resume is in the stream");
     check(st.opens >= opensAfterSlow + 1, "reconnected after the restart");
     check(atKill < stored.length, `the kill happened mid-stream (${atKill} of ${stored.length})`);
     check(errors.length === 0, "page errors: " + errors.join("; "));
