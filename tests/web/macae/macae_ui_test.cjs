@@ -196,6 +196,27 @@ async function startAgentd(name, tmp, web, extra) {
   return inst;
 }
 
+// The same agentd again (same port, data folder and flags), after a crash.
+async function restartAgentd(inst) {
+  const logPath = inst.logPath.replace(/\.log$/, `-restart.log`);
+  const fd = fs.openSync(logPath, "w");
+  const child = spawn(BINARY, inst.args, { stdio: ["ignore", fd, fd], env: cleanEnv() });
+  fs.closeSync(fd);
+  const again = { ...inst, name: `${inst.name}-restarted`, child, logPath, exited: null };
+  child.on("exit", (code, sig) => (again.exited = { code, sig }));
+  children.push(again);
+  await waitUntil(
+    `agentd ${again.name} to answer /healthz`,
+    async () => {
+      if (again.exited) throw new Error(`agentd ${again.name} exited at start: ${JSON.stringify(again.exited)}; log ${logPath}`);
+      const r = await fetch(again.base + "/healthz").catch(() => null);
+      return r && r.ok;
+    },
+    15000,
+  );
+  return again;
+}
+
 // SIGTERM, then the exit code must be 0 (a clean stop).
 async function stop(p, mustBeZero) {
   if (!p.exited) {
@@ -446,7 +467,7 @@ async function aiAgentTags(page) {
 
 // Every agent_message of the log shown exactly once, the final exactly once,
 // and no other bot bubble.
-async function checkBubbles(page, log, where, finalPrefix) {
+async function checkBubbles(page, log, where, finalPrefix, extraTags = 0) {
   const text = await bodyText(page);
   const agents = ofType(log, "agent_message");
   check(agents.length > 0, `${where}: API: no agent_message in the log`);
@@ -461,8 +482,8 @@ async function checkBubbles(page, log, where, finalPrefix) {
   if (fc !== 1) bad.push(`final "${finalPrefix}${finals[0].data.content}" shown ${fc}x`);
   check(bad.length === 0, `${where}: agent bubbles vs the API's log: ${bad.join("; ")}`);
   const tags = await aiAgentTags(page);
-  const want = 1 + agents.length + 1; // plan card + agent messages + final
-  check(tags === want, `${where}: ${tags} "AI Agent" bubbles/cards shown, expected ${want} (plan card + ${agents.length} agent messages + final)`);
+  const want = 1 + agents.length + 1 + extraTags; // plan card + agent messages + final (+ system bubbles v3 tags too)
+  check(tags === want, `${where}: ${tags} "AI Agent" bubbles/cards shown, expected ${want} (plan card + ${agents.length} agent messages + final + ${extraTags} other)`);
 }
 
 // --- scenarios -------------------------------------------------------------------
@@ -774,6 +795,50 @@ function makeScenarios(ctx) {
           "a completed plan shows the Approve button",
         );
         completedTasks.push(task);
+      },
+    },
+    {
+      // Issue 15: agentd is killed (SIGKILL) while the plan waits for its
+      // approval; after the restart on the same data folder a reload shows
+      // the plan still waiting, and approving it in the UI runs it to the end.
+      name: "crash-restart-approve",
+      async run(s) {
+        const tmpCrash = fs.mkdtempSync(path.join(os.tmpdir(), `agentd-macae-crash-${VER}-`));
+        let inst = await startAgentd("crash", tmpCrash, webDir(), []);
+        try {
+          await selectTeam(inst, USER1, "ui-flow");
+          const page = await newPage(browser, s);
+          await openHome(page, inst, "UI Flow Team");
+          const task = uniq("Reconcile the ledger across a crash");
+          const planId = await submitTask(page, task);
+          await waitPlanCard(page, inst, USER1, planId, task);
+          inst.child.kill("SIGKILL");
+          await waitUntil("the killed agentd to exit", () => inst.exited, 10000);
+          inst = await restartAgentd(inst);
+          await waitStatus(inst, USER1, planId, "awaiting_approval", 5000);
+          await page.reload({ timeout: T });
+          await waitPlanCard(page, inst, USER1, planId, task);
+          await page.getByRole("button", { name: "Approve Task Plan" }).click();
+          await waitStatus(inst, USER1, planId, "completed");
+          let log = await planLog(inst, USER1, planId);
+          check(ofType(log, "plan_approval_request").length === 1, "API: the approval was asked more than once");
+          await waitText(page, ofType(log, "final_result_message")[0].data.content);
+          for (const m of ofType(log, "agent_message")) await waitText(page, m.data.content);
+          await sleep(1200);
+          log = await planLog(inst, USER1, planId);
+          // The resume is recorded (a system_message) and, loaded through
+          // GET /plan after the restart, shown once as a system bubble —
+          // which v3 tags "AI Agent" like the others, v4 does not.
+          const resumes = ofType(log, "system_message").filter((m) => m.data.status === "resumed");
+          check(resumes.length === 1, `API: ${resumes.length} resume records, expected 1`);
+          const text = await bodyText(page);
+          check(countOf(text, resumes[0].data.content) === 1, `the resume note is shown ${countOf(text, resumes[0].data.content)}x`);
+          await checkBubbles(page, log, "approved after a crash", finalShown(VER, ""), VER === "v3" ? 1 : 0);
+        } finally {
+          const err = await stop(inst, true);
+          fs.rmSync(tmpCrash, { recursive: true, force: true });
+          if (err) throw new Error(err);
+        }
       },
     },
     {
