@@ -125,6 +125,11 @@ void add_flags(CLI::App& app, Config& cfg) {
       ->envname("AGENTD_EMBEDDED_RETENTION_DAYS")
       ->check(CLI::Range(0u, 36500u))
       ->capture_default_str();
+  app.add_option("--outbox-prune-interval-s", cfg.outbox_prune_interval_s,
+                 "how often retention (either kind) runs, and stale LMDB reader slots are cleared")
+      ->envname("AGENTD_OUTBOX_PRUNE_INTERVAL_S")
+      ->check(CLI::Range(1u, 86400u))
+      ->capture_default_str();
   app.add_option("--web-dir", cfg.web_dir, "serve the web page at / from this folder; empty = the copy built in")
       ->envname("AGENTD_WEB_DIR");
   // ---- store flags ----

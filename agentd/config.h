@@ -37,6 +37,7 @@ struct Config {
   uint64_t outbox_max_bytes = 8ull << 30;
   unsigned outbox_retention_hours = 24;  // with MongoDB: flushed messages kept this long
   unsigned embedded_retention_days = 0;  // embedded: finished plans kept this long (0 = forever)
+  unsigned outbox_prune_interval_s = 60;  // how often retention runs
   std::string web_dir;
   // ---- store (MongoDB flusher) ----
   std::string write_concern = "1";

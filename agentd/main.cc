@@ -100,6 +100,7 @@ int run(int argc, char** argv) {
   oopts.max_bytes = cfg.outbox_max_bytes;
   oopts.flushed_retention = std::chrono::hours(cfg.outbox_retention_hours);
   oopts.finished_plan_retention = std::chrono::hours(24) * cfg.embedded_retention_days;
+  oopts.prune_interval = std::chrono::seconds(cfg.outbox_prune_interval_s);
   auto outbox = agentd::Outbox::open(oopts);
   if (!outbox) {
     spdlog::error("--data-dir {}: {}", cfg.data_dir, outbox.status().to_string());
@@ -171,6 +172,11 @@ int run(int argc, char** argv) {
   deps.plans = &(*runtime)->runtime();
   deps.metrics = &metrics;
   deps.outbox_ready = [ob]() { return ob->writable(); };
+  deps.dead_letters = [ob]() -> agentd::Result<uint64_t> {
+    auto s = ob->stats();
+    if (!s) return s.status();
+    return s->dead_letters;
+  };
   if (flusher) {
     // The flusher pings MongoDB while idle or down, so this is current.
     deps.mongo_ready = [fl = flusher.get()]() {

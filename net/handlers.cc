@@ -43,7 +43,12 @@ void Router::ready(Respond respond) {
   std::string body = "{\"status\":" + jstr(ok ? "ready" : "not ready") +
                      ",\"outbox\":" + jstr(outbox.is_ok() ? "ok" : outbox.to_string()) + ",\"mongodb\":" + jstr(mongo) +
                      ",\"runtime\":" + jstr(st_.deps.plans ? "ok" : "not configured") +
-                     ",\"stopping\":" + (st_.stopping.load() ? "true" : "false") + "}";
+                     ",\"stopping\":" + (st_.stopping.load() ? "true" : "false");
+  if (st_.deps.dead_letters) {  // an operator's to-do: `agentd-outbox dead-letters list`
+    auto dead = st_.deps.dead_letters();
+    body += ",\"dead_letters\":" + (dead ? std::to_string(*dead) : jstr(dead.status().to_string()));
+  }
+  body += '}';
   auto res = json_response(ok ? http::status::ok : http::status::service_unavailable, std::move(body));
   if (!ok) res.set(http::field::retry_after, std::to_string(st_.cfg.retry_after_seconds));
   respond(std::move(res));

@@ -56,6 +56,9 @@ struct ServerDeps {
   MetricsRegistry* metrics = nullptr;    // required
   std::function<Status()> outbox_ready;  // /readyz fails when not ok
   std::function<Status()> mongo_ready;   // /readyz reports it (never fails on it); null = not configured
+  // Messages or plan records MongoDB rejected, kept in the outbox; /readyz
+  // reports the count (never fails on it). Null = not configured.
+  std::function<Result<uint64_t>()> dead_letters;
 };
 
 struct ServerState {

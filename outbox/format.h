@@ -19,7 +19,11 @@
 //   "messages"   key := plan_id:str16 seq:be64
 //                value := appended_at_ms:be64 pending_id:be64 message_id:str16 envelope
 //                (envelope = core/envelope.h bytes, never changed after commit;
-//                pending_id = the id of its pending entry, 0 when none was made)
+//                pending_id = the id of its pending entry, 0 when none was made,
+//                kNotInMongo once its entry was dead-lettered: MongoDB does not
+//                hold it, so retention keeps it (and, pruning only a prefix,
+//                every later message of its plan) until a retry put it on the
+//                pending queue again, under the new id)
 //   "msgids"     key := plan_id:str16 message_id:bytes   value := seq:be64
 //   "pending"    key := id:be64 (global append counter, the flush order)
 //                value := pending
@@ -42,6 +46,9 @@
 // Invariants kept by the writer (outbox.cc):
 //  - messages of a plan have seq 1..N without gap; retention only removes a
 //    prefix and always keeps the plan's highest seq, so N survives pruning;
+//  - retention never removes a message MongoDB does not hold: pending ones
+//    (below) and dead-lettered ones (pending_id kNotInMongo, kept even after
+//    the dead letter is dropped: reads serve it from the outbox);
 //  - msgids holds exactly one entry per stored message;
 //  - pending ids are handed out in increasing order from next_pending_id and
 //    never reused; so a message whose pending_id is below the smallest
@@ -80,6 +87,8 @@ static_assert(2 + kMaxPlanIdLen + kMaxMessageIdLen <= 511, "msgids key must fit 
 static_assert(2 + kMaxUserIdLen + 8 + kMaxPlanIdLen <= 511, "user_plans key must fit LMDB's key limit");
 
 inline constexpr uint8_t kInline = 1;
+// A message value's pending_id after its entry was dead-lettered.
+inline constexpr uint64_t kNotInMongo = ~uint64_t{0};
 
 void put_be16(std::string* out, uint16_t v);
 void put_be32(std::string* out, uint32_t v);

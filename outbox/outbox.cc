@@ -213,6 +213,10 @@ struct Outbox::Impl {
   Status put_pending(MDB_txn* txn, TxnState* st, std::string_view value);
   Status put_next_pending_id(MDB_txn* txn, uint64_t id);  // meta "next_pending_id"
   Result<std::string> message_bytes(MDB_txn* txn, std::string_view plan_id, uint64_t seq);
+  // Rewrites the pending_id of a stored message; false when retention
+  // already removed the message (an outbox written before kNotInMongo).
+  Result<bool> set_message_pending_id(MDB_txn* txn, std::string_view plan_id, uint64_t seq, uint64_t pending_id);
+  Status mark_dead_messages(MDB_txn* txn);
   Result<PendingEntry> to_entry(MDB_txn* txn, uint64_t id, std::string_view value);
 };
 
@@ -314,6 +318,7 @@ Status Outbox::Impl::open_env() {
       }
     }
   }
+  if (Status s = mark_dead_messages(txn); !s.is_ok()) return fail(s);
   if ((rc = mdb_txn_commit(txn)) != 0) return lmdb_error(rc, "commit open transaction");
   if (options.track_pending) {
     uint64_t before = pending_count;
@@ -902,10 +907,56 @@ Status Outbox::Impl::apply_dead_letter(MDB_txn* txn, Op& op, TxnState* st) {
   }
   std::string inl = of::pending_value(p->kind, of::kInline, p->appended_at_ms, p->plan_id, p->number, payload);
   std::string dv = of::dead_value(st->now_ms, op.error, inl);
+  if (p->kind == PendingKind::kMessage) {
+    // MongoDB will not hold it: retention must keep it (format.h).
+    auto marked = set_message_pending_id(txn, std::string(p->plan_id), p->number, of::kNotInMongo);
+    if (!marked.is_ok()) return marked.status();
+  }
   MDB_val dvv = mval(dv);
   if ((rc = mdb_put(txn, dead, &k, &dvv, 0)) != 0) return lmdb_error(rc, "write dead letter");
   if ((rc = mdb_del(txn, pending, &k, nullptr)) != 0) return lmdb_error(rc, "delete pending entry");
   op.status = Status::ok();
+  return Status::ok();
+}
+
+Result<bool> Outbox::Impl::set_message_pending_id(MDB_txn* txn, std::string_view plan_id, uint64_t seq,
+                                                  uint64_t pending_id) {
+  std::string key = of::message_key(plan_id, seq);
+  MDB_val k = mval(key), v;
+  int rc = mdb_get(txn, messages, &k, &v);
+  if (rc == MDB_NOTFOUND) return false;
+  if (rc != 0) return lmdb_error(rc, "read message");
+  auto m = of::parse_message_value(sv(v));
+  if (!m.is_ok()) return m.status();
+  if (m->pending_id == pending_id) return true;
+  std::string value = of::message_value(m->appended_at_ms, pending_id, m->message_id, m->envelope);
+  MDB_val nv = mval(value);
+  if ((rc = mdb_put(txn, messages, &k, &nv, 0)) != 0) return lmdb_error(rc, "rewrite message value");
+  return true;
+}
+
+// Outboxes written before kNotInMongo left dead-lettered messages looking
+// flushed: mark the ones retention has not removed yet (dead letters are few).
+Status Outbox::Impl::mark_dead_messages(MDB_txn* txn) {
+  std::vector<std::pair<std::string, uint64_t>> dead_messages;
+  {
+    Cursor c(txn, dead);
+    AGENTD_RETURN_IF_ERROR(c.status());
+    MDB_val k, v;
+    int rc = c.get(&k, &v, MDB_FIRST);
+    for (; rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+      auto d = of::parse_dead_value(sv(v));
+      if (!d.is_ok()) return d.status();
+      auto p = of::parse_pending_value(d->pending);
+      if (!p.is_ok()) return p.status();
+      if (p->kind == PendingKind::kMessage) dead_messages.emplace_back(std::string(p->plan_id), p->number);
+    }
+    if (rc != MDB_NOTFOUND) return lmdb_error(rc, "scan dead letters");
+  }
+  for (const auto& [plan_id, seq] : dead_messages) {
+    auto marked = set_message_pending_id(txn, plan_id, seq, of::kNotInMongo);
+    if (!marked.is_ok()) return marked.status();
+  }
   return Status::ok();
 }
 
@@ -921,7 +972,22 @@ Status Outbox::Impl::apply_retry(MDB_txn* txn, Op& op, TxnState* st) {
   auto d = of::parse_dead_value(sv(v));
   if (!d.is_ok()) return d.status();
   std::string entry(d->pending);  // copy: v is invalid after the writes below
-  AGENTD_RETURN_IF_ERROR(put_pending(txn, st, entry));
+  auto p = of::parse_pending_value(entry);
+  if (!p.is_ok()) return p.status();
+  bool fresh = false;
+  if (p->kind == PendingKind::kMessage) {
+    // A message still stored goes back as a fresh entry (bytes in
+    // "messages") under the new id, so that retention sees it pending again.
+    auto held = set_message_pending_id(txn, p->plan_id, p->number, st->next_pending_id);
+    if (!held.is_ok()) return held.status();
+    fresh = *held;
+  }
+  if (fresh) {
+    AGENTD_RETURN_IF_ERROR(put_pending(
+        txn, st, of::pending_value(PendingKind::kMessage, 0, p->appended_at_ms, p->plan_id, p->number, {})));
+  } else {
+    AGENTD_RETURN_IF_ERROR(put_pending(txn, st, entry));
+  }
   if ((rc = mdb_del(txn, dead, &k, nullptr)) != 0) return lmdb_error(rc, "delete dead letter");
   op.status = Status::ok();
   return Status::ok();
@@ -945,7 +1011,9 @@ Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id,
     while (rc == 0 && doomed.size() < *budget && of::parse_message_key(sv(k), plan_id, &seq)) {
       auto m = of::parse_message_value(sv(v));
       if (!m.is_ok()) return m.status();
-      if (m->appended_at_ms >= cutoff_ms || m->pending_id >= below_pending_id) break;
+      // Invariant: with MongoDB, a message it does not hold (pending, or
+      // dead-lettered: kNotInMongo) stays, and so does the rest of its plan.
+      if (m->appended_at_ms >= cutoff_ms || (options.track_pending && m->pending_id >= below_pending_id)) break;
       std::string key(sv(k));
       std::string idkey = of::msgid_key(plan_id, m->message_id);
       rc = c.get(&k, &v, MDB_NEXT);

@@ -55,6 +55,33 @@ inline int run_agentd_to_exit(const std::vector<std::string>& args, const std::s
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+inline std::string agentd_outbox_binary() {
+  const char* dir = std::getenv("AGENTD_BINARY_DIR");
+  REQUIRE_MESSAGE(dir, "AGENTD_BINARY_DIR is not set (run through ctest)");
+  return std::string(dir) + "/tools/agentd-outbox";
+}
+
+// Runs agentd-outbox with `args` (output appended to `log`): its exit code,
+// or -1 when it did not exit within 20 s.
+inline int run_outbox_tool(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> argv{agentd_outbox_binary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ChildProcess p = ChildProcess::spawn(argv, log);
+  int st = p.wait(20000);
+  if (st == -1) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+// A plan that takes external messages: submitted to the running binary's
+// runtime, it waits for an approval (--approval-timeout-s, 300 s by default).
+inline std::string open_plan(int port, const std::string& user = kDevUser) {
+  auto r = http_request(port, "POST", "/api/v3/process_request", R"({"description":"a plan for external agents"})",
+                        {{"x-ms-client-principal-id", user}});
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  auto d = json(r.body);
+  return d["plan_id"].GetString();
+}
+
 inline PlanRecord e2e_plan(const std::string& plan_id, const std::string& user) {
   PlanRecord p;
   p.plan_id = plan_id;

@@ -135,3 +135,103 @@ TEST_CASE("started without MongoDB, then with it: what the embedded runs stored 
   REQUIRE(plan.is_ok());
   CHECK(plan->has_value());
 }
+
+namespace {
+
+// The value of a metric line "name value" in /metrics (-1 when absent).
+double metric(int port, const std::string& name) {
+  std::string body = http_get(port, "/metrics").body;
+  size_t at = body.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(body.substr(at + name.size() + 2));
+}
+
+// Polls until `pred` holds (true) or `timeout_ms` passed (false).
+template <typename Pred>
+bool eventually(Pred pred, int timeout_ms) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return pred();
+}
+
+// GET /plan, the paging endpoint and a WebSocket replay from the start all
+// answer the plan's messages, seq 1..n without a hole (n >= at_least), and
+// the paging endpoint holds `content` somewhere.
+void check_whole_plan(int port, const std::string& plan, uint64_t at_least, const std::string& content) {
+  auto p = http_get(port, "/api/v3/plan?plan_id=" + plan);
+  REQUIRE_MESSAGE(p.status == 200, p.body);
+  auto page = http_get(port, "/api/v3/plan/" + plan + "/messages?after_seq=0&limit=1000");
+  REQUIRE_MESSAGE(page.status == 200, page.body);
+  auto d = json(page.body);
+  const uint64_t n = d["messages"].GetArray().Size();
+  REQUIRE(n >= at_least);
+  for (rapidjson::SizeType i = 0; i < n; ++i) CHECK(d["messages"][i]["seq"].GetUint64() == i + 1);
+  CHECK(page.body.find(content) != std::string::npos);
+  WsClient ws;
+  REQUIRE(ws.connect(port, "/api/v3/socket/" + plan + "?after_seq=0"));
+  for (uint64_t s = 1; s <= n; ++s) {
+    auto r = ws.read();
+    REQUIRE_MESSAGE(r.kind == WsClient::Read::kFrame, "seq " << s << ": closed " << r.close_code << " " << r.close_reason);
+    CHECK(seq_of(r.text) == s);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a message MongoDB rejected is never pruned: readable after retention, a failed retry and a drop") {
+  // FerretDB rejects nested arrays (README): a client-supplied metadata with
+  // one is dead-lettered, so MongoDB never holds that seq. Retention 0 with a
+  // 1 s interval prunes everything MongoDB acknowledged at once.
+  FerretDb db;
+  db.start();
+  Agentd a;
+  const std::vector<std::string> args{"--mongo-uri",
+                                      db.uri() + "agentd_dead_retention?serverSelectionTimeoutMS=500&connectTimeoutMS=500",
+                                      "--outbox-retention-hours", "0", "--outbox-prune-interval-s", "1"};
+  a.start(args);
+  REQUIRE(wait_mongo_state(a.port(), "ok", 10000));
+  const std::string plan = open_plan(a.port());
+  auto post = [&](const std::string& content, const std::string& metadata) {
+    std::string body = R"({"plan_id":")" + plan + R"(","agent":"Ext","content":")" + content + "\"";
+    if (!metadata.empty()) body += ",\"metadata\":" + metadata;
+    auto r = http_post(a.port(), "/api/v3/agent_message", body + "}");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return json(r.body)["seq"].GetUint64();
+  };
+  post("before", "");
+  const uint64_t bad = post("nested-array-metadata", R"({"m":[[1,2]]})");
+  const uint64_t last = post("after", "");
+  auto ready_dead = [&] {
+    auto r = http_get(a.port(), "/readyz");
+    return r.status == 200 ? json(r.body)["dead_letters"].GetInt64() : -1;
+  };
+  REQUIRE(eventually([&] { return ready_dead() == 1; }, 15000));
+  CHECK(metric(a.port(), "agentd_outbox_dead_letters") == 1);
+  CHECK(metric(a.port(), "agentd_dead_letters_total") == 1);
+  REQUIRE(eventually([&] { return metric(a.port(), "agentd_outbox_pending_messages") == 0; }, 15000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // two retention passes
+  MESSAGE("dead letter at seq " << bad << " of " << last);
+  check_whole_plan(a.port(), plan, last, "nested-array-metadata");
+
+  // retry: MongoDB rejects it again; still readable after more passes.
+  a.proc().signal(SIGTERM);
+  REQUIRE(a.proc().wait(15000) == 0);
+  REQUIRE(run_outbox_tool({"dead-letters", "retry", a.data_dir(), "--all"}, a.dir() + "/tool.log") == 0);
+  a.start(args);
+  REQUIRE(eventually([&] { return ready_dead() == 1; }, 15000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  check_whole_plan(a.port(), plan, last, "nested-array-metadata");
+
+  // drop: no more retries, the message stays readable.
+  a.proc().signal(SIGTERM);
+  REQUIRE(a.proc().wait(15000) == 0);
+  REQUIRE(run_outbox_tool({"dead-letters", "drop", a.data_dir(), "--all", "--yes"}, a.dir() + "/tool.log") == 0);
+  a.start(args);
+  CHECK(ready_dead() == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  check_whole_plan(a.port(), plan, last, "nested-array-metadata");
+  CHECK(run_outbox_tool({"verify", a.data_dir()}, a.dir() + "/tool.log") == 0);
+}

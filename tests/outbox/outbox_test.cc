@@ -487,6 +487,52 @@ TEST_CASE("retention with track_pending prunes flushed messages only, keeping ea
   CHECK(append_ok(**r, message_request("p1", "m12")).seq == 12);
 }
 
+TEST_CASE("retention never prunes a dead-lettered message: not while dead, not after a retry, not after a drop") {
+  TempDir d;
+  OutboxOptions o;
+  o.dir = d.path;
+  o.track_pending = true;
+  o.flushed_retention = std::chrono::seconds(0);
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  auto& ob = *r;
+  for (int i = 1; i <= 6; ++i) append_ok(*ob, message_request("p1", "m" + std::to_string(i)));
+  // MongoDB acknowledged all but seq 3, which it rejected.
+  REQUIRE(ob->ack_sync({1, 2, 4, 5, 6}).is_ok());
+  REQUIRE(ob->dead_letter_sync(3, "rejected").is_ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK(*ob->first_seq("p1") == 3);  // 1 and 2 went; 3 (not in MongoDB) and what follows stay
+  // A retry puts it back as a fresh pending entry (id 7): still kept while pending.
+  REQUIRE(ob->retry_dead_letter_sync(3).is_ok());
+  auto pend = ob->read_pending(10, 1 << 20);
+  REQUIRE(pend->size() == 1);
+  CHECK(pend->front().id == 7);
+  CHECK(pend->front().seq == 3);
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK(*ob->first_seq("p1") == 3);
+  // Rejected again, then dropped: no more retries, still readable.
+  REQUIRE(ob->dead_letter_sync(7, "rejected again").is_ok());
+  REQUIRE(ob->drop_dead_letter_sync(7).is_ok());
+  REQUIRE(ob->prune_sync().is_ok());
+  ob.reset();
+  r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  REQUIRE((*r)->prune_sync().is_ok());
+  CHECK(*(*r)->first_seq("p1") == 3);
+  CHECK((*r)->read_messages("p1", 2, 1)->front().seq == 3);
+  // A retried message MongoDB then acknowledged is flushed like any other.
+  append_ok(**r, message_request("p2", "x1"));
+  append_ok(**r, message_request("p2", "x2"));
+  REQUIRE((*r)->dead_letter_sync(8, "rejected").is_ok());
+  REQUIRE((*r)->ack_sync({9}).is_ok());
+  REQUIRE((*r)->retry_dead_letter_sync(8).is_ok());
+  REQUIRE((*r)->ack_sync({10}).is_ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE((*r)->prune_sync().is_ok());
+  CHECK(*(*r)->first_seq("p2") == 2);
+}
+
 TEST_CASE("the writer applies retention periodically") {
   TempDir d;
   OutboxOptions o;
