@@ -279,6 +279,7 @@ Status Flusher::write_batch(std::vector<PendingEntry>& batch, Outcome* out) {
     WriteStatus ws = store_->upsert_plan(e->plan_id, e->plan_version, e->bytes ? *e->bytes : std::string_view());
     if (ws.is_ok()) {
       out->ack_ids.push_back(e->id);
+      dead_run_ = 0;
       if (options_.on_persisted) out->persisted.push_back(*e);
       continue;
     }
@@ -287,6 +288,7 @@ Status Flusher::write_batch(std::vector<PendingEntry>& batch, Outcome* out) {
       return Status::ok();
     }
     AGENTD_RETURN_IF_ERROR(dead_letter(*e, ws.failure(), out));
+    if (out->transient) return Status::ok();
   }
   return Status::ok();
 }
@@ -301,6 +303,7 @@ Status Flusher::write_messages(std::span<const PendingEntry* const> items, Outco
   }
   WriteStatus ws = store_->upsert_messages(docs);
   if (ws.is_ok()) {
+    if (!items.empty()) dead_run_ = 0;
     int64_t now = now_unix_ms();
     for (const PendingEntry* e : items) {
       out->ack_ids.push_back(e->id);
@@ -335,6 +338,7 @@ Status Flusher::write_messages(std::span<const PendingEntry* const> items, Outco
       return Status::ok();
     }
     if (*exists) {
+      dead_run_ = 0;
       out->ack_ids.push_back(e.id);
       ++out->messages;
       if (options_.on_persisted) out->persisted.push_back(e);
@@ -348,7 +352,20 @@ Status Flusher::dead_letter(const PendingEntry& e, const MongoFailure& f, Outcom
   std::string what = e.kind == PendingKind::kPlan ? "plan " + e.plan_id + " v" + std::to_string(e.plan_version)
                                                   : "message " + message_doc_id(e.plan_id, e.seq);
   std::string error = "mongodb rejected " + what + " (" + f.reason + "): " + f.message;
+  if (options_.dead_letter_run_limit > 0 && dead_run_ >= options_.dead_letter_run_limit) {
+    // So many rejections in a row look like the server, not the documents:
+    // retry with backoff; after it, one more may go (dead_run_ stays at the
+    // limit minus one until something is persisted).
+    dead_run_ = options_.dead_letter_run_limit - 1;
+    MongoFailure t;
+    t.reason = "dead_letter_run";
+    t.message = std::to_string(options_.dead_letter_run_limit) +
+                " entries in a row rejected permanently; retrying instead of dead-lettering more (next: " + error + ")";
+    out->transient = std::move(t);
+    return Status::ok();
+  }
   AGENTD_RETURN_IF_ERROR(outbox_->dead_letter_sync(e.id, error));
+  ++dead_run_;
   ++out->dead;
   m_.dead_letters.inc();
   count_failure(f.reason);

@@ -22,7 +22,8 @@
 //    the outbox's dead letters with the error text (and, best-effort, to the
 //    `dead_letters` collection), counted and logged; the rest go on.
 //    A duplicate key on a message whose _id already exists is an upsert race
-//    and counts as persisted.
+//    and counts as persisted. A run of dead letters beyond
+//    FlusherOptions::dead_letter_run_limit stops into the retrying state.
 // MongoDB going down / coming back is logged once per change, not per retry.
 //
 // Threads: start() launches one thread running a private io_context; every
@@ -75,6 +76,13 @@ struct FlusherOptions {
   std::chrono::milliseconds stats_interval{250};    // refresh of the outbox gauges
   std::chrono::milliseconds health_interval{1000};  // ping when idle this long since the last success
   bool ensure_indexes = true;                       // first thing the thread does (retried like a write)
+  // Dead letters in a row (nothing persisted in between) after which the
+  // flusher suspects the server rather than the documents: the next
+  // permanent failure is retried with backoff (reason "dead_letter_run")
+  // instead of dead-lettered; after each backoff one more entry may go to
+  // the dead letters, so that truly bad documents still move on, slowly.
+  // 0 = no limit.
+  int dead_letter_run_limit = 10;
 
   // Test hooks (leave empty in production).
   // Called after MongoDB acknowledged a batch and before the outbox ack; on
@@ -169,6 +177,7 @@ class Flusher {
   std::chrono::steady_clock::time_point deadline_{};
   bool known_ = false;  // whether up_ reflects an observed state yet
   int attempt_ = 0;     // consecutive transient failures
+  int dead_run_ = 0;    // dead letters since the last persisted entry
   bool outbox_ok_ = true;
   std::mt19937_64 rng_;
   std::chrono::steady_clock::time_point last_stats_{};

@@ -45,7 +45,10 @@ MongoFailure make(FailureKind kind, std::string reason, std::string message, int
   return f;
 }
 
-// Server error codes (MongoDB's error_codes.yml) that say "try again later".
+// A server error code (MongoDB's error_codes.yml) for the command or the
+// server as a whole: only a duplicate key is about the data; every other
+// code, known or not (OutOfDiskSpace, LockTimeout, quota and throttling codes
+// of Atlas or Cosmos DB, ...), says "try again later".
 MongoFailure classify_server_code(int32_t code, std::string message) {
   auto transient = [&](const char* reason) { return make(FailureKind::kTransient, reason, message, code); };
   auto permanent = [&](const char* reason) { return make(FailureKind::kPermanent, reason, message, code); };
@@ -82,13 +85,32 @@ MongoFailure classify_server_code(int32_t code, std::string message) {
       return transient("server");
     case 11000:  // DuplicateKey
     case 11001: return permanent("duplicate_key");
+    default: return transient("unknown");
+  }
+}
+
+// A per-document write error (writeErrors[i].code): permanent only when the
+// code says this document itself will never be accepted; anything else is
+// classified as a command-level code would be (retried).
+MongoFailure classify_document_code(int32_t code, std::string message) {
+  auto permanent = [&](const char* reason) { return make(FailureKind::kPermanent, reason, message, code); };
+  switch (code) {
     case 10334:  // BSONObjectTooLarge
     case 17419:  // document too large after update
     case 17420: return permanent("too_large");
     case 121:  // DocumentValidationFailure
       return permanent("invalid");
-    default:  // BadValue (FerretDB: nested arrays, ...), TypeMismatch, DollarPrefixedFieldName, ...
+    case 2:   // BadValue (FerretDB: nested arrays, NUL, NaN, ...)
+    case 9:   // FailedToParse
+    case 14:  // TypeMismatch
+    case 22:  // InvalidBSON
+    case 52:  // DollarPrefixedFieldName
+    case 53:  // InvalidIdField
+    case 55:  // InvalidDBRef
+    case 56:  // EmptyFieldName
+    case 57:  // DottedFieldName
       return permanent("rejected");
+    default: return classify_server_code(code, std::move(message));
   }
 }
 
@@ -158,7 +180,7 @@ MongoFailure classify(const bson_error_t& err, const bson_t* reply) {
       int32_t code = 0;
       std::string msg = message;
       read_code_msg(doc, &code, &msg);
-      return classify_server_code(code, msg);
+      return classify_document_code(code, msg);
     }
   }
   const auto code = static_cast<int32_t>(err.code);

@@ -24,11 +24,14 @@
 //    filter misses, the upsert's insert hits the unique _id, and that
 //    duplicate-key error means "already newer" → success.
 //
-// Errors are classified (classify()) into transient (retry the same write
-// later: network, timeouts, server selection, not primary, write concern,
-// shutdown, authentication) and permanent (this document will never be
-// accepted: too large, invalid, validation, FerretDB's rejections such as
-// nested arrays).
+// Errors are classified (classify()) into permanent — a per-document write
+// error whose code says the document itself is bad (too large, validation,
+// BadValue/TypeMismatch/field-name codes: FerretDB's rejections such as
+// nested arrays), or a duplicate key, or a document the driver cannot encode —
+// and transient: everything else, command-level errors and unknown codes
+// included (network, timeouts, server selection, not primary, write concern,
+// shutdown, authentication, OutOfDiskSpace, quotas, throttling, ...): retry
+// the same write later.
 //
 // FerretDB v1 (the test and embedded-dev server) differs from MongoDB:
 //  - it ignores write concern and `ordered` (documents after a failing one
@@ -107,7 +110,7 @@ enum class FailureKind {
 struct MongoFailure {
   FailureKind kind = FailureKind::kTransient;
   std::string reason;   // network, timeout, server_selection, not_primary, write_concern, shutdown,
-                        // auth, server, duplicate_key, too_large, invalid, rejected
+                        // auth, server, unknown, duplicate_key, too_large, invalid, rejected
   std::string message;  // the driver's / server's text
   int32_t code = 0;     // server or driver error code
   bool transient() const { return kind == FailureKind::kTransient; }

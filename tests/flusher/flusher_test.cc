@@ -351,6 +351,42 @@ TEST_CASE("a permanently rejected message goes to dead letters and the messages 
   CHECK(metrics.render().find("agentd_persist_failures_total{reason=\"rejected\"} 1") != std::string::npos);
 }
 
+TEST_CASE("a run of dead letters beyond the limit stops the flusher into retrying instead of dead-lettering on") {
+  TempDir dir;
+  auto ob = open_outbox(dir.path);
+  auto pool = open_pool(test::test_mongo_uri());
+  MessageStore store(pool.get());
+  std::string probe = test::make_envelope("probe", 1, R"({"m":[[1]]})");
+  std::vector<MessageDoc> pd{{"probe", 1, probe}};
+  if (store.upsert_messages(pd).is_ok()) {
+    MESSAGE("server accepts nested arrays; skipping the rejection scenario");
+    return;
+  }
+  // 15 rejected documents in a row (as an outage answering every document
+  // with a "permanent" code would look), then good ones.
+  for (int i = 1; i <= 20; ++i) {
+    append(*ob, message("plan-run", i, i <= 15 ? R"({"matrix":[[1,2],[3,4]]})" : R"({"ok":1})"));
+  }
+  MetricsRegistry metrics;
+  export_outbox_metrics(ob.get(), metrics);
+  FlusherOptions o = fast_options();
+  o.dead_letter_run_limit = 3;
+  o.backoff_base = 10s;  // long enough that the test sees the retrying state
+  o.backoff_cap = 10s;
+  Flusher flusher(ob.get(), &store, &metrics, o);
+  flusher.start();
+  const std::string run = "agentd_persist_failures_total{reason=\"dead_letter_run\"}";
+  REQUIRE(wait_until([&] { return metric(metrics, run) >= 1; }, 20s));
+  std::this_thread::sleep_for(500ms);
+  auto dead = ob->list_dead_letters(100);
+  REQUIRE(dead.is_ok());
+  CHECK(dead->size() >= 3);
+  CHECK(dead->size() <= 5);  // 3, plus at most a probe or two after short jittered backoffs
+  CHECK(pending(*ob) >= 15);
+  CHECK_FALSE(flusher.mongo_up());
+  CHECK_FALSE(flusher.stop(1s).is_ok());  // entries stay pending
+}
+
 TEST_CASE("plan versions: the newest wins, whatever order they arrive in") {
   TempDir dir;
   auto ob = open_outbox(dir.path);

@@ -249,9 +249,6 @@ TEST_CASE("classify: driver and server errors") {
   CHECK(classify(err(MONGOC_ERROR_SERVER, 91), nullptr).reason == "shutdown");
   CHECK(classify(err(MONGOC_ERROR_SERVER, 89), nullptr).reason == "timeout");
   CHECK(classify(err(MONGOC_ERROR_WRITE_CONCERN, 64), nullptr).reason == "write_concern");
-  CHECK(classify(err(MONGOC_ERROR_SERVER, 2), nullptr).kind == FailureKind::kPermanent);
-  CHECK(classify(err(MONGOC_ERROR_SERVER, 10334), nullptr).reason == "too_large");
-  CHECK(classify(err(MONGOC_ERROR_SERVER, 121), nullptr).reason == "invalid");
   CHECK(classify(err(MONGOC_ERROR_BSON, MONGOC_ERROR_BSON_INVALID), nullptr).kind == FailureKind::kPermanent);
 
   // The reply wins over the error's domain: a write-concern error is
@@ -269,4 +266,44 @@ TEST_CASE("classify: driver and server errors") {
   bson_t* labeled = BCON_NEW("errorLabels", "[", "RetryableWriteError", "]");
   CHECK(classify(err(MONGOC_ERROR_SERVER, 2), labeled).transient());
   bson_destroy(labeled);
+}
+
+TEST_CASE(
+    "classify: only a per-document code saying the document is bad is permanent; command-level and unknown codes "
+    "retry") {
+  auto err = [](uint32_t domain, uint32_t code) {
+    bson_error_t e{};
+    e.domain = domain;
+    e.code = code;
+    return e;
+  };
+  auto write_error = [&](int32_t code) {
+    bson_t* we =
+        BCON_NEW("writeErrors", "[", "{", "index", BCON_INT32(0), "code", BCON_INT32(code), "errmsg", "x", "}", "]");
+    MongoFailure f = classify(err(MONGOC_ERROR_COMMAND, MONGOC_ERROR_COMMAND_INVALID_ARG + 100), we);
+    bson_destroy(we);
+    return f;
+  };
+  // An outage or a quota answers every document the same way: those retry.
+  for (int32_t code :
+       {14031 /* OutOfDiskSpace */, 24 /* LockTimeout */, 216 /* ElectionInProgress */, 8000 /* AtlasError */,
+        16500 /* Cosmos DB RequestRateTooLarge */, 12345 /* unknown */, 2 /* BadValue */, 121, 10334}) {
+    CAPTURE(code);
+    CHECK(classify(err(MONGOC_ERROR_SERVER, code), nullptr).transient());
+    CHECK(classify(err(MONGOC_ERROR_QUERY, code), nullptr).transient());
+  }
+  for (int32_t code : {14031, 24, 216, 8000, 16500, 12345, 1, 112}) {
+    CAPTURE(code);
+    CHECK(write_error(code).transient());
+  }
+  CHECK(write_error(12345).reason == "unknown");
+  // The document itself is bad: permanent.
+  CHECK(write_error(2).reason == "rejected");
+  CHECK(write_error(14).reason == "rejected");
+  CHECK(write_error(52).reason == "rejected");
+  CHECK(write_error(121).reason == "invalid");
+  CHECK(write_error(10334).reason == "too_large");
+  CHECK(write_error(11000).reason == "duplicate_key");
+  CHECK_FALSE(write_error(11000).transient());
+  CHECK_FALSE(classify(err(MONGOC_ERROR_SERVER, 11000), nullptr).transient());  // createIndexes over bad data
 }
