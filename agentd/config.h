@@ -35,8 +35,8 @@ struct Config {
   unsigned sse_keepalive_ms = 15000;
   unsigned shutdown_timeout_ms = 10000;
   uint64_t outbox_max_bytes = 8ull << 30;
-  unsigned outbox_retention_hours = 24;  // with MongoDB: flushed messages kept this long
-  unsigned embedded_retention_days = 0;  // embedded: finished plans kept this long (0 = forever)
+  unsigned outbox_retention_hours = 24;   // with MongoDB: flushed messages kept this long
+  unsigned embedded_retention_days = 0;   // embedded: finished plans kept this long (0 = forever)
   unsigned outbox_prune_interval_s = 60;  // how often retention runs
   std::string web_dir;
   // ---- store (MongoDB flusher) ----

@@ -33,6 +33,13 @@ namespace agentd {
 struct AppendRequest {
   std::optional<PreparedMessage> message;  // at least one of message / plan
   std::optional<PlanRecord> plan;          // the plan record this message changes
+  // External appends (POST agent_message): the message goes in only when the
+  // log holds the plan's record and its status is not final, checked in the
+  // same transaction; otherwise kFailedPrecondition and nothing is written.
+  // A plan the log does not hold is refused rather than started at seq 1
+  // (its seqs may live elsewhere: MongoDB, a restored backup). A message_id
+  // the plan already has is still answered as a duplicate.
+  bool open_plan_only = false;
 };
 
 struct AppendResult {

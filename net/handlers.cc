@@ -263,7 +263,9 @@ void Router::user_clarification(const std::string& user, const Request& req, Res
 // raw_data is used. An echo (contract decision 6: the MACAE UIs post back
 // every frame they show) is recognised by any message_id or request_id in
 // raw_data, at any depth, that names a message the plan holds: answered 200
-// with that message's seq and duplicate=true, neither stored nor broadcast.
+// with that message's seq and duplicate=true, neither stored nor broadcast,
+// even after the plan ended. Anything else to a finished plan (or to a plan
+// whose record this outbox does not hold) is 409 (AppendRequest::open_plan_only).
 void Router::agent_message(const std::string& user, const Request& req, Respond respond) {
   Body b(req.body(), st_.cfg.max_body_bytes);
   auto plan_id = b.string("plan_id", true);
@@ -357,6 +359,7 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
         draft->session_id = f.plan.session_id;
         AppendRequest ar;
         ar.message = prepare(std::move(*draft));
+        ar.open_plan_only = true;  // a finished plan (or one this outbox lacks) -> 409
         std::string mid = ar.message->message_id;
         st_.deps.log->append(std::move(ar), [respond, retry, mid, ok](Result<AppendResult> r) {
           if (!r) return respond(error_response(r.status(), retry));

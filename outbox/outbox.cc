@@ -795,14 +795,10 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
   }
   if (req.message) {
     const PreparedMessage& m = *req.message;
-    auto seq = next_seq(txn, m.plan_id, st);
-    if (!seq.is_ok()) return seq.status();
-    // One descent of msgids both checks for a duplicate and claims the id.
     std::string idkey = of::msgid_key(m.plan_id, m.message_id), seqv;
-    of::put_be64(&seqv, *seq);
-    MDB_val k = mval(idkey), v = mval(seqv);
-    rc = mdb_put(txn, msgids, &k, &v, MDB_NOOVERWRITE);
-    if (rc == MDB_KEYEXIST) {  // already appended: return what is stored, change nothing
+    MDB_val k = mval(idkey), v;
+    // Already appended: return what is stored, change nothing.
+    auto duplicate = [&]() -> Status {
       if (v.mv_size != 8) return corruption("corrupt msgids value for " + m.plan_id + "/" + m.message_id);
       res.seq = of::get_be64(static_cast<const char*>(v.mv_data));
       auto bytes = message_bytes(txn, m.plan_id, res.seq);
@@ -811,7 +807,31 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
       res.duplicate = true;
       op.append_result = std::move(res);
       return Status::ok();
+    };
+    if (req.open_plan_only) {
+      if ((rc = mdb_get(txn, msgids, &k, &v)) == 0) return duplicate();
+      if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read msgids");
+      MDB_val pk = mval(m.plan_id), pv;
+      rc = mdb_get(txn, plans, &pk, &pv);
+      if (rc == MDB_NOTFOUND) {
+        return reject(failed_precondition("plan " + m.plan_id +
+                                          " is not held by this agentd's outbox; it takes no messages here"));
+      }
+      if (rc != 0) return lmdb_error(rc, "read plan record");
+      auto stored = decode_plan(sv(pv));
+      if (!stored.is_ok()) return corruption("corrupt plan record " + m.plan_id + ": " + stored.status().message());
+      if (is_final(stored->status)) {
+        return reject(failed_precondition("plan " + m.plan_id + " is " + std::string(plan_status_name(stored->status)) +
+                                          ": it takes no more messages"));
+      }
     }
+    auto seq = next_seq(txn, m.plan_id, st);
+    if (!seq.is_ok()) return seq.status();
+    // One descent of msgids both checks for a duplicate and claims the id.
+    of::put_be64(&seqv, *seq);
+    v = mval(seqv);
+    rc = mdb_put(txn, msgids, &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) return duplicate();
     if (rc != 0) return lmdb_error(rc, "write msgids");
     res.seq = *seq;
     auto bytes = std::make_shared<const std::string>(finalize(res.seq, m.tail));

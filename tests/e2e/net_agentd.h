@@ -72,14 +72,34 @@ inline int run_outbox_tool(const std::vector<std::string>& args, const std::stri
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-// A plan that takes external messages: submitted to the running binary's
-// runtime, it waits for an approval (--approval-timeout-s, 300 s by default).
-inline std::string open_plan(int port, const std::string& user = kDevUser) {
+// A plan that takes external messages (a finished one answers 409): submitted
+// to the running binary's runtime, it waits for an approval
+// (--approval-timeout-s, 300 s by default) and meanwhile appends nothing.
+// `last_seq`: its messages so far (the runtime's), so external ones start
+// at last_seq + 1.
+struct OpenPlan {
+  std::string id;
+  uint64_t last_seq = 0;
+};
+inline OpenPlan open_plan(int port, const Headers& identity = {}) {
   auto r = http_request(port, "POST", "/api/v3/process_request", R"({"description":"a plan for external agents"})",
-                        {{"x-ms-client-principal-id", user}});
+                        identity);
   REQUIRE_MESSAGE(r.status == 200, r.body);
-  auto d = json(r.body);
-  return d["plan_id"].GetString();
+  OpenPlan p;
+  p.id = json(r.body)["plan_id"].GetString();
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < until) {
+    auto g = http_request(port, "GET", "/api/v3/plan?plan_id=" + p.id, "", identity);
+    REQUIRE_MESSAGE(g.status == 200, g.body);
+    auto d = json(g.body);
+    if (std::string(d["plan"]["status"].GetString()) == "awaiting_approval") {
+      p.last_seq = d["plan"]["last_seq"].GetUint64();
+      return p;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  FAIL("plan " << p.id << " never reached awaiting_approval");
+  return p;
 }
 
 inline PlanRecord e2e_plan(const std::string& plan_id, const std::string& user) {

@@ -19,8 +19,10 @@ namespace {
 
 // The plan's complete log, as GET /plan/{id}/messages returns it (the stored
 // envelopes, byte for byte), each element as raw text.
-std::vector<std::string> log_messages(int port, const std::string& plan_id, const Headers& h = {}) {
-  auto r = http_get(port, "/api/v3/plan/" + plan_id + "/messages?after_seq=0&limit=10000", h);
+std::vector<std::string> log_messages(int port, const std::string& plan_id, uint64_t after_seq = 0,
+                                      const Headers& h = {}) {
+  auto r =
+      http_get(port, "/api/v3/plan/" + plan_id + "/messages?limit=10000&after_seq=" + std::to_string(after_seq), h);
   REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
   auto d = json(r.body);
   CHECK_FALSE(d["has_more"].GetBool());
@@ -56,28 +58,30 @@ HttpReply post_message(int port, const std::string& plan_id, const std::string& 
 
 TEST_CASE("REST-only client: messages posted over REST are all read back, no WebSocket ever opened") {
   Agentd a;
-  a.seed({e2e_plan("plan-rest", kDevUser)});
   a.start();
+  // An open plan (a finished one takes no messages): the runtime's own
+  // messages are 1..base, none of them a chat bubble.
+  const auto [plan, base] = open_plan(a.port());
   for (int i = 1; i <= 20; ++i) {
-    auto r = post_message(a.port(), "plan-rest", "message " + std::to_string(i));
+    auto r = post_message(a.port(), plan, "message " + std::to_string(i));
     REQUIRE_MESSAGE(r.status == 200, r.body);
-    CHECK(json(r.body)["seq"].GetUint64() == static_cast<uint64_t>(i));
+    CHECK(json(r.body)["seq"].GetUint64() == base + i);
   }
   // GET /plan shows them as chat bubbles, in seq order.
-  auto chat = chat_messages(a.port(), "plan-rest");
+  auto chat = chat_messages(a.port(), plan);
   REQUIRE(chat.Size() == 20);
-  auto msgs = log_messages(a.port(), "plan-rest");
+  auto msgs = log_messages(a.port(), plan, base);
   REQUIRE(msgs.size() == 20);
   for (rapidjson::SizeType i = 0; i < chat.Size(); ++i) {
     const auto& c = chat[i];
-    CHECK(c["seq"].GetUint64() == i + 1);
+    CHECK(c["seq"].GetUint64() == base + i + 1);
     CHECK(std::string(c["agent"].GetString()) == "Ext");
     CHECK(std::string(c["agent_type"].GetString()) == "AI_Agent");
     CHECK(std::string(c["content"].GetString()) == "message " + std::to_string(i + 1));
     CHECK(std::string(c["raw_data"].GetString()) == msgs[i]);
     // The complete log holds the envelopes themselves.
     auto m = json(msgs[i]);
-    CHECK(m["seq"].GetUint64() == i + 1);
+    CHECK(m["seq"].GetUint64() == base + i + 1);
     CHECK(std::string(m["type"].GetString()) == "agent_message");
     CHECK(std::string(m["data"]["content"].GetString()) == "message " + std::to_string(i + 1));
     CHECK(std::string(m["user_id"].GetString()) == kDevUser);
@@ -86,49 +90,51 @@ TEST_CASE("REST-only client: messages posted over REST are all read back, no Web
   auto plans = json(http_get(a.port(), "/api/v3/plans").body);
   REQUIRE(plans.GetArray().Size() == 1);
   CHECK(plans[0]["last_seq"].GetUint64() >= 0);
-  auto page = json(http_get(a.port(), "/api/v3/plan/plan-rest/messages?after_seq=15").body);
+  auto page =
+      json(http_get(a.port(), "/api/v3/plan/" + plan + "/messages?after_seq=" + std::to_string(base + 15)).body);
   CHECK(page["messages"].GetArray().Size() == 5);
 }
 
 TEST_CASE("WebSocket frames are byte-equal to REST's messages") {
   Agentd a;
-  a.seed({e2e_plan("plan-ws", kDevUser)});
   a.start();
+  const auto [plan, base] = open_plan(a.port());
   WsClient ws;
-  REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/plan-ws?after_seq=0&user_id=" + std::string(kDevUser)),
+  REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/" + plan + "?after_seq=" + std::to_string(base) +
+                                           "&user_id=" + std::string(kDevUser)),
                   ws.error());
-  for (int i = 1; i <= 30; ++i) REQUIRE(post_message(a.port(), "plan-ws", "m" + std::to_string(i)).status == 200);
+  for (int i = 1; i <= 30; ++i) REQUIRE(post_message(a.port(), plan, "m" + std::to_string(i)).status == 200);
   std::vector<std::string> frames;
   while (frames.size() < 30) {
     auto r = ws.read(5000);
     REQUIRE_MESSAGE(r.kind == WsClient::Read::kFrame, r.text);
     frames.push_back(r.text);
   }
-  auto msgs = log_messages(a.port(), "plan-ws");
+  auto msgs = log_messages(a.port(), plan, base);
   REQUIRE(msgs.size() == 30);
   for (size_t i = 0; i < 30; ++i) CHECK(frames[i] == msgs[i]);
   // GET /plan's chat entries carry the same bytes in raw_data.
-  auto chat = chat_messages(a.port(), "plan-ws");
+  auto chat = chat_messages(a.port(), plan);
   REQUIRE(chat.Size() == 30);
   for (rapidjson::SizeType i = 0; i < 30; ++i) {
     CHECK(std::string(chat[i]["raw_data"].GetString()) == frames[i]);
-    CHECK(chat[i]["seq"].GetUint64() == i + 1);
+    CHECK(chat[i]["seq"].GetUint64() == base + i + 1);
   }
   // A late joiner replays the same bytes.
   WsClient late;
-  REQUIRE(late.connect(a.port(), "/api/v3/socket/plan-ws?after_seq=25"));
+  REQUIRE(late.connect(a.port(), "/api/v3/socket/" + plan + "?after_seq=" + std::to_string(base + 25)));
   for (size_t i = 25; i < 30; ++i) CHECK(late.read().text == msgs[i]);
 }
 
 TEST_CASE("resume: 50 random disconnects during a stream; the union of frames is exactly 1..N once") {
   Agentd a;
-  a.seed({e2e_plan("plan-resume", kDevUser)});
   a.start();
-  constexpr uint64_t kN = 600;
+  const auto [plan, base] = open_plan(a.port());
+  const uint64_t kN = base + 600;
   std::atomic<bool> producer_ok{true};
   std::thread producer([&] {
-    for (uint64_t i = 1; i <= kN; ++i) {
-      if (post_message(a.port(), "plan-resume", "m" + std::to_string(i)).status != 200) producer_ok = false;
+    for (uint64_t i = base + 1; i <= kN; ++i) {
+      if (post_message(a.port(), plan, "m" + std::to_string(i)).status != 200) producer_ok = false;
     }
   });
   std::mt19937 rng(12345);
@@ -137,7 +143,7 @@ TEST_CASE("resume: 50 random disconnects during a stream; the union of frames is
   int disconnects = 0;
   while (last < kN) {
     WsClient ws;
-    REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/plan-resume?after_seq=" + std::to_string(last)), ws.error());
+    REQUIRE_MESSAGE(ws.connect(a.port(), "/api/v3/socket/" + plan + "?after_seq=" + std::to_string(last)), ws.error());
     int take = disconnects < 50 ? static_cast<int>(rng() % 20) + 1 : 1 << 30;
     for (int k = 0; k < take && last < kN; ++k) {
       auto r = ws.read(10000);
@@ -158,7 +164,6 @@ TEST_CASE("resume: 50 random disconnects during a stream; the union of frames is
 
 TEST_CASE("isolation and error paths: 401 404 413 422") {
   Agentd a;
-  a.seed({e2e_plan("plan-alice", "alice"), e2e_plan("plan-bob", "bob")});
   {
     std::ofstream t(a.dir() + "/tokens");
     t << "tok-alice alice\ntok-bob bob\n";
@@ -166,27 +171,29 @@ TEST_CASE("isolation and error paths: 401 404 413 422") {
   a.start({"--auth", "token", "--auth-token-file", a.dir() + "/tokens", "--max-body-bytes", "4096"});
   const Headers alice{{"Authorization", "Bearer tok-alice"}};
   const Headers bob{{"Authorization", "Bearer tok-bob"}};
+  const std::string plan_alice = open_plan(a.port(), alice).id;
+  const std::string plan_bob = open_plan(a.port(), bob).id;
   CHECK(http_get(a.port(), "/api/v3/plans").status == 401);
   CHECK(http_get(a.port(), "/api/v3/plans", {{"Authorization", "Bearer wrong"}}).status == 401);
-  CHECK(post_message(a.port(), "plan-alice", "x").status == 401);
-  REQUIRE(post_message(a.port(), "plan-alice", "hello", alice).status == 200);
+  CHECK(post_message(a.port(), plan_alice, "x").status == 401);
+  REQUIRE(post_message(a.port(), plan_alice, "hello", alice).status == 200);
   // Bob cannot see or write Alice's plan, and her plan id does not leak.
-  CHECK(http_get(a.port(), "/api/v3/plan?plan_id=plan-alice", bob).status == 404);
-  CHECK(post_message(a.port(), "plan-alice", "x", bob).status == 404);
+  CHECK(http_get(a.port(), "/api/v3/plan?plan_id=" + plan_alice, bob).status == 404);
+  CHECK(post_message(a.port(), plan_alice, "x", bob).status == 404);
   auto bob_plans = json(http_get(a.port(), "/api/v3/plans", bob).body);
   REQUIRE(bob_plans.GetArray().Size() == 1);
-  CHECK(std::string(bob_plans[0]["id"].GetString()) == "plan-bob");
+  CHECK(std::string(bob_plans[0]["id"].GetString()) == plan_bob);
   WsClient spy;
-  CHECK(!spy.connect(a.port(), "/api/v3/socket/plan-alice?token=tok-bob"));
+  CHECK(!spy.connect(a.port(), "/api/v3/socket/" + plan_alice + "?token=tok-bob"));
   CHECK(spy.upgrade_status() == 404);
   WsClient anon;
-  CHECK(!anon.connect(a.port(), "/api/v3/socket/plan-alice?user_id=alice"));
+  CHECK(!anon.connect(a.port(), "/api/v3/socket/" + plan_alice + "?user_id=alice"));
   CHECK(anon.upgrade_status() == 401);
 
   CHECK(http_get(a.port(), "/api/v3/plan?plan_id=nope", alice).status == 404);
-  auto big = post_message(a.port(), "plan-alice", std::string(8000, 'x'), alice);
+  auto big = post_message(a.port(), plan_alice, std::string(8000, 'x'), alice);
   CHECK_MESSAGE(big.status == 413, big.error);
-  auto bad = http_post(a.port(), "/api/v3/agent_message", R"({"plan_id":"plan-alice"})", alice);
+  auto bad = http_post(a.port(), "/api/v3/agent_message", R"({"plan_id":")" + plan_alice + R"("})", alice);
   CHECK(bad.status == 422);
   CHECK(bad.body == R"({"detail":[{"loc":["body","content"],"msg":"field required","type":"value_error.missing"}]})");
   // The runtime is not wired in this binary, or it is: either answer is defined.
@@ -198,35 +205,36 @@ TEST_CASE("isolation and error paths: 401 404 413 422") {
 
 TEST_CASE("outbox full: 503 with Retry-After, reads still work") {
   Agentd a;
-  a.seed({e2e_plan("plan-full", kDevUser)});
   a.start({"--outbox-max-bytes", std::to_string(1 << 20)});
+  const auto [plan, base] = open_plan(a.port());
   std::string chunk(100 * 1024, 'z');
   HttpReply r;
   int ok = 0;
   for (int i = 0; i < 40; ++i) {
-    r = post_message(a.port(), "plan-full", chunk);
+    r = post_message(a.port(), plan, chunk);
     if (r.status != 200) break;
     ++ok;
   }
   REQUIRE_MESSAGE(r.status == 503, r.status << " " << r.body);
   CHECK(!r.header("retry-after").empty());
   CHECK(ok > 0);
-  CHECK(log_messages(a.port(), "plan-full").size() == static_cast<size_t>(ok));
-  CHECK(chat_messages(a.port(), "plan-full").Size() == static_cast<rapidjson::SizeType>(ok));
+  CHECK(log_messages(a.port(), plan, base).size() == static_cast<size_t>(ok));
+  CHECK(chat_messages(a.port(), plan).Size() == static_cast<rapidjson::SizeType>(ok));
 }
 
 TEST_CASE("a slow WebSocket consumer is cut off with a resume hint; others keep receiving") {
   Agentd a;
-  a.seed({e2e_plan("plan-slow", kDevUser)});
   a.start({"--ws-queue-frames", "8"});
+  const auto [plan, base] = open_plan(a.port());
+  const std::string socket = "/api/v3/socket/" + plan + "?after_seq=" + std::to_string(base);
   WsClient slow;
   slow.set_receive_buffer(4096);
-  REQUIRE(slow.connect(a.port(), "/api/v3/socket/plan-slow?after_seq=0"));
+  REQUIRE(slow.connect(a.port(), socket));
   WsClient fast;
-  REQUIRE(fast.connect(a.port(), "/api/v3/socket/plan-slow?after_seq=0"));
+  REQUIRE(fast.connect(a.port(), socket));
   std::string big(32 * 1024, 'q');
   std::thread producer([&] {
-    for (int i = 0; i < 200; ++i) post_message(a.port(), "plan-slow", big);
+    for (int i = 0; i < 200; ++i) post_message(a.port(), plan, big);
   });
   int got = 0;
   while (got < 200) {
@@ -246,22 +254,22 @@ TEST_CASE("a slow WebSocket consumer is cut off with a resume hint; others keep 
   REQUIRE(r.kind == WsClient::Read::kClosed);
   CHECK(r.close_code == 1013);
   CHECK(r.close_reason.find("after_seq=") != std::string::npos);
-  CHECK(last < 200);
+  CHECK(last < base + 200);
   // Resuming from what it got delivers the rest.
   WsClient again;
-  REQUIRE(again.connect(a.port(), "/api/v3/socket/plan-slow?after_seq=" + std::to_string(last)));
+  REQUIRE(again.connect(a.port(), "/api/v3/socket/" + plan + "?after_seq=" + std::to_string(last)));
   CHECK(seq_of(again.read().text) == last + 1);
 }
 
 TEST_CASE("SIGTERM with clients connected: sockets close with 1001 and agentd exits 0") {
   Agentd a;
-  a.seed({e2e_plan("plan-term", kDevUser)});
   a.start();
-  REQUIRE(post_message(a.port(), "plan-term", "one").status == 200);
+  const auto [plan, base] = open_plan(a.port());
+  REQUIRE(post_message(a.port(), plan, "one").status == 200);
   WsClient w1, w2;
-  REQUIRE(w1.connect(a.port(), "/api/v3/socket/plan-term?after_seq=0"));
-  REQUIRE(w2.connect(a.port(), "/api/v3/socket/plan-term?after_seq=1"));
-  CHECK(seq_of(w1.read().text) == 1);
+  REQUIRE(w1.connect(a.port(), "/api/v3/socket/" + plan + "?after_seq=" + std::to_string(base)));
+  REQUIRE(w2.connect(a.port(), "/api/v3/socket/" + plan + "?after_seq=" + std::to_string(base + 1)));
+  CHECK(seq_of(w1.read().text) == base + 1);
   a.proc().signal(SIGTERM);
   WsClient::Read c1;
   do c1 = w1.read(5000);
@@ -276,4 +284,44 @@ TEST_CASE("SIGTERM with clients connected: sockets close with 1001 and agentd ex
   REQUIRE(status != -1);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("a finished plan takes no more messages (409), but an echo or a repost of a held message is still 200") {
+  Agentd a;
+  a.start();
+  const auto [plan, base] = open_plan(a.port());
+  auto first = post_message(a.port(), plan, "while open");
+  REQUIRE_MESSAGE(first.status == 200, first.body);
+  const std::string mid = json(first.body)["message_id"].GetString();
+  CHECK(json(first.body)["seq"].GetUint64() == base + 1);
+  REQUIRE(http_post(a.port(), "/api/v3/plans/" + plan + "/cancel", "{}").status == 200);
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::string status;
+  while (status != "canceled" && std::chrono::steady_clock::now() < until) {
+    status = json(http_get(a.port(), "/api/v3/plan?plan_id=" + plan).body)["plan"]["status"].GetString();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(status == "canceled");
+  const uint64_t ended_at =
+      json(http_get(a.port(), "/api/v3/plan?plan_id=" + plan).body)["plan"]["last_seq"].GetUint64();
+
+  auto late = post_message(a.port(), plan, "after the end");
+  CHECK(late.status == 409);
+  CHECK(late.body.find("canceled") != std::string::npos);
+  // The MACAE UIs echo every frame they show: still recognised, not stored.
+  std::string echo = R"({"plan_id":")" + plan +
+                     R"(","agent":"UI","content":"echo","raw_data":{"data":{"message_id":")" + mid + R"("}}})";
+  auto e = http_post(a.port(), "/api/v3/agent_message", echo);
+  REQUIRE_MESSAGE(e.status == 200, e.body);
+  CHECK(json(e.body)["duplicate"].GetBool());
+  CHECK(json(e.body)["seq"].GetUint64() == base + 1);
+  // A client retrying the post it made while the plan was open: its answer again.
+  std::string repost =
+      R"({"plan_id":")" + plan + R"(","agent":"Ext","content":"while open","message_id":")" + mid + R"("})";
+  auto r = http_post(a.port(), "/api/v3/agent_message", repost);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(json(r.body)["duplicate"].GetBool());
+  // Nothing was appended after the end.
+  CHECK(json(http_get(a.port(), "/api/v3/plan?plan_id=" + plan).body)["plan"]["last_seq"].GetUint64() == ended_at);
+  CHECK(log_messages(a.port(), plan).size() == ended_at);
 }

@@ -43,32 +43,30 @@ TEST_CASE("MongoDB down: REST reads and writes keep working from the outbox; /re
   FerretDb db;
   db.start();
   Agentd a;
-  a.seed({e2e_plan("plan-m", kDevUser)});
   a.start({"--mongo-uri", db.uri() + "agentd_net_e2e?serverSelectionTimeoutMS=500&connectTimeoutMS=500"});
   REQUIRE(wait_mongo_state(a.port(), "ok", 10000));
-  for (int i = 1; i <= 10; ++i) REQUIRE(post_message(a.port(), "plan-m", "before " + std::to_string(i)).status == 200);
+  const auto [plan, base] = open_plan(a.port());
+  for (int i = 1; i <= 10; ++i) REQUIRE(post_message(a.port(), plan, "before " + std::to_string(i)).status == 200);
 
   db.kill();
   REQUIRE(wait_mongo_state(a.port(), "unreachable", 10000));
   for (int i = 1; i <= 10; ++i) {
-    auto r = post_message(a.port(), "plan-m", "during " + std::to_string(i));
+    auto r = post_message(a.port(), plan, "during " + std::to_string(i));
     REQUIRE_MESSAGE(r.status == 200, r.body);
   }
   auto t0 = std::chrono::steady_clock::now();
-  auto p = http_get(a.port(), "/api/v3/plan?plan_id=plan-m");
+  auto p = http_get(a.port(), "/api/v3/plan?plan_id=" + plan);
   REQUIRE_MESSAGE(p.status == 200, p.body);
-  // GET /plan's chat view and the paging endpoint's complete log, both from
-  // the outbox.
-  auto d = json(p.body);
-  REQUIRE(d["messages"].GetArray().Size() == 20);
-  auto page = http_get(a.port(), "/api/v3/plan/plan-m/messages?after_seq=0");
+  auto page = http_get(a.port(), "/api/v3/plan/" + plan + "/messages?after_seq=0&limit=1000");
   REQUIRE_MESSAGE(page.status == 200, page.body);
-  auto log = json(page.body);
-  REQUIRE(log["messages"].GetArray().Size() == 20);
+  auto d = json(page.body);
+  REQUIRE(d["messages"].GetArray().Size() == base + 20);
+  for (rapidjson::SizeType i = 0; i < base + 20; ++i) CHECK(d["messages"][i]["seq"].GetUint64() == i + 1);
+  // GET /plan's chat view (the 20 bubbles) carries the same envelopes in raw_data.
+  auto chat = json(p.body);
+  REQUIRE(chat["messages"].GetArray().Size() == 20);
   for (rapidjson::SizeType i = 0; i < 20; ++i) {
-    CHECK(d["messages"][i]["seq"].GetUint64() == i + 1);
-    CHECK(log["messages"][i]["seq"].GetUint64() == i + 1);
-    CHECK(std::string(d["messages"][i]["raw_data"].GetString()) == write_canonical(log["messages"][i]));
+    CHECK(std::string(chat["messages"][i]["raw_data"].GetString()) == write_canonical(d["messages"][base + i]));
   }
   auto plans = http_get(a.port(), "/api/v3/plans");
   REQUIRE(plans.status == 200);
@@ -76,64 +74,60 @@ TEST_CASE("MongoDB down: REST reads and writes keep working from the outbox; /re
   // Nothing waited for the driver's timeouts.
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
   WsClient ws;
-  REQUIRE(ws.connect(a.port(), "/api/v3/socket/plan-m?after_seq=15"));
-  for (uint64_t s = 16; s <= 20; ++s) CHECK(seq_of(ws.read().text) == s);
+  REQUIRE(ws.connect(a.port(), "/api/v3/socket/" + plan + "?after_seq=" + std::to_string(base + 15)));
+  for (uint64_t s = base + 16; s <= base + 20; ++s) CHECK(seq_of(ws.read().text) == s);
 
   db.start();
   REQUIRE(wait_mongo_state(a.port(), "ok", 15000));
-  CHECK(http_get(a.port(), "/api/v3/plan?plan_id=plan-m").status == 200);
+  CHECK(http_get(a.port(), "/api/v3/plan?plan_id=" + plan).status == 200);
 }
 
 TEST_CASE("started without MongoDB, then with it: what the embedded runs stored reaches MongoDB, byte for byte") {
   FerretDb db;
   db.start();
   Agentd a;
-  a.seed({e2e_plan("plan-e", kDevUser)});
   a.start();  // the embedded default: no --mongo-uri
+  const std::string embedded = open_plan(a.port()).id;
   for (int i = 1; i <= 30; ++i)
-    REQUIRE(post_message(a.port(), "plan-e", "embedded " + std::to_string(i)).status == 200);
+    REQUIRE(post_message(a.port(), embedded, "embedded " + std::to_string(i)).status == 200);
   a.proc().signal(SIGTERM);
   REQUIRE(a.proc().wait(10000) == 0);
 
+  // The restart ends the first plan (interrupted); a second one runs with MongoDB.
   const std::string uri = db.uri() + "agentd_net_e2e_switch";
   a.start({"--mongo-uri", uri + "?serverSelectionTimeoutMS=500&connectTimeoutMS=500"});
+  const std::string with_mongo = open_plan(a.port()).id;
   for (int i = 31; i <= 35; ++i)
-    REQUIRE(post_message(a.port(), "plan-e", "with mongo " + std::to_string(i)).status == 200);
-  // The complete log as REST serves it (byte for byte: the paging endpoint).
-  auto p = http_get(a.port(), "/api/v3/plan/plan-e/messages?after_seq=0");
-  REQUIRE(p.status == 200);
-  std::vector<std::string> rest;
-  auto doc = json(p.body);
-  for (const auto& m : doc["messages"].GetArray()) {
-    rest.push_back(write_canonical(m));
-    CHECK(p.body.find(rest.back()) != std::string::npos);  // embedded verbatim
-  }
-  REQUIRE(rest.size() == 35);
-  // GET /plan's chat entries carry the same envelopes in raw_data.
-  auto chat = json(http_get(a.port(), "/api/v3/plan?plan_id=plan-e").body);
-  REQUIRE(chat["messages"].GetArray().Size() == 35);
-  for (rapidjson::SizeType i = 0; i < 35; ++i)
-    CHECK(std::string(chat["messages"][i]["raw_data"].GetString()) == rest[i]);
-
+    REQUIRE(post_message(a.port(), with_mongo, "with mongo " + std::to_string(i)).status == 200);
   auto pool = MongoPool::open(uri);
   REQUIRE(pool.is_ok());
   MessageStore store(pool->get());
-  std::vector<std::string> stored;
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < until) {
-    auto msgs = store.read_messages("plan-e", 0, 1000);
-    stored.clear();
-    if (msgs.is_ok()) {
-      for (const auto& m : *msgs) stored.push_back(*m.bytes);
+  for (const std::string& plan : {embedded, with_mongo}) {
+    CAPTURE(plan);
+    // The stored envelopes (GET /plan's messages are the chat view).
+    auto p = http_get(a.port(), "/api/v3/plan/" + plan + "/messages?after_seq=0&limit=1000");
+    REQUIRE(p.status == 200);
+    std::vector<std::string> rest;
+    auto doc = json(p.body);
+    for (const auto& m : doc["messages"].GetArray()) rest.push_back(write_canonical(m));
+    REQUIRE(rest.size() >= 5);
+    std::vector<std::string> stored;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < until) {
+      auto msgs = store.read_messages(plan, 0, 1000);
+      stored.clear();
+      if (msgs.is_ok()) {
+        for (const auto& m : *msgs) stored.push_back(*m.bytes);
+      }
+      if (stored.size() >= rest.size()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    if (stored.size() >= rest.size()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    REQUIRE_MESSAGE(stored.size() == rest.size(), "MongoDB holds " << stored.size() << " of " << rest.size());
+    for (size_t i = 0; i < rest.size(); ++i) CHECK(stored[i] == rest[i]);
+    auto record = store.get_plan(plan);
+    REQUIRE(record.is_ok());
+    CHECK(record->has_value());
   }
-  REQUIRE_MESSAGE(stored.size() == rest.size(), "MongoDB holds " << stored.size() << " of 35");
-  for (size_t i = 0; i < rest.size(); ++i) CHECK(stored[i] == rest[i]);
-  auto plan = store.get_plan("plan-e");
-  REQUIRE(plan.is_ok());
-  CHECK(plan->has_value());
 }
 
 namespace {
@@ -174,7 +168,8 @@ void check_whole_plan(int port, const std::string& plan, uint64_t at_least, cons
   REQUIRE(ws.connect(port, "/api/v3/socket/" + plan + "?after_seq=0"));
   for (uint64_t s = 1; s <= n; ++s) {
     auto r = ws.read();
-    REQUIRE_MESSAGE(r.kind == WsClient::Read::kFrame, "seq " << s << ": closed " << r.close_code << " " << r.close_reason);
+    REQUIRE_MESSAGE(r.kind == WsClient::Read::kFrame,
+                    "seq " << s << ": closed " << r.close_code << " " << r.close_reason);
     CHECK(seq_of(r.text) == s);
   }
 }
@@ -188,12 +183,16 @@ TEST_CASE("a message MongoDB rejected is never pruned: readable after retention,
   FerretDb db;
   db.start();
   Agentd a;
-  const std::vector<std::string> args{"--mongo-uri",
-                                      db.uri() + "agentd_dead_retention?serverSelectionTimeoutMS=500&connectTimeoutMS=500",
-                                      "--outbox-retention-hours", "0", "--outbox-prune-interval-s", "1"};
+  const std::vector<std::string> args{
+      "--mongo-uri",
+      db.uri() + "agentd_dead_retention?serverSelectionTimeoutMS=500&connectTimeoutMS=500",
+      "--outbox-retention-hours",
+      "0",
+      "--outbox-prune-interval-s",
+      "1"};
   a.start(args);
   REQUIRE(wait_mongo_state(a.port(), "ok", 10000));
-  const std::string plan = open_plan(a.port());
+  const std::string plan = open_plan(a.port()).id;
   auto post = [&](const std::string& content, const std::string& metadata) {
     std::string body = R"({"plan_id":")" + plan + R"(","agent":"Ext","content":")" + content + "\"";
     if (!metadata.empty()) body += ",\"metadata\":" + metadata;
@@ -234,4 +233,27 @@ TEST_CASE("a message MongoDB rejected is never pruned: readable after retention,
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   check_whole_plan(a.port(), plan, last, "nested-array-metadata");
   CHECK(run_outbox_tool({"verify", a.data_dir()}, a.dir() + "/tool.log") == 0);
+}
+
+TEST_CASE(
+    "a plan MongoDB holds but this outbox does not (another instance, a restored backup) is not restarted at seq 1: "
+    "409") {
+  FerretDb db;
+  db.start();
+  const std::string uri = db.uri() + "agentd_foreign_plan";
+  auto pool = MongoPool::open(uri);
+  REQUIRE(pool.is_ok());
+  MessageStore store(pool->get());
+  PlanRecord p = e2e_plan("plan-elsewhere", kDevUser);
+  p.status = PlanStatus::kRunning;
+  p.version = 3;
+  p.last_seq = 7;
+  REQUIRE(store.upsert_plan(p.plan_id, p.version, encode_plan(p)).is_ok());
+  Agentd a;
+  a.start({"--mongo-uri", uri + "?serverSelectionTimeoutMS=500&connectTimeoutMS=500"});
+  REQUIRE(wait_mongo_state(a.port(), "ok", 10000));
+  REQUIRE(http_get(a.port(), "/api/v3/plan?plan_id=plan-elsewhere").status == 200);  // read from MongoDB
+  auto r = post_message(a.port(), "plan-elsewhere", "would be seq 1");
+  CHECK_MESSAGE(r.status == 409, r.status << " " << r.body);
+  CHECK(r.body.find("not held by this agentd") != std::string::npos);
 }

@@ -458,6 +458,46 @@ TEST_CASE("async_append completes through a strand") {
   CHECK(max_seq == 50);
 }
 
+TEST_CASE(
+    "open_plan_only: a finished plan, or one the outbox does not hold, takes no message; a duplicate still answers") {
+  TempDir d;
+  auto ob = open_outbox(d.path);
+  auto ext = [](const std::string& plan, const std::string& mid) {
+    AppendRequest r = message_request(plan, mid);
+    r.open_plan_only = true;
+    return r;
+  };
+  // Unknown plan: refused, not started at seq 1.
+  auto unknown = ob->append_sync(ext("p-none", "x1"));
+  REQUIRE_FALSE(unknown.is_ok());
+  CHECK(unknown.status().code() == Code::kFailedPrecondition);
+  CHECK(*ob->last_seq("p-none") == 0);
+  // Open plan: accepted.
+  AppendRequest open;
+  open.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z", PlanStatus::kRunning);
+  append_ok(*ob, std::move(open));
+  CHECK(append_ok(*ob, ext("p1", "m1")).seq == 1);
+  // Finished (each final status): refused; the stored message's id is still a duplicate.
+  for (PlanStatus st : {PlanStatus::kCompleted, PlanStatus::kFailed, PlanStatus::kCanceled, PlanStatus::kRejected,
+                        PlanStatus::kInterrupted}) {
+    CAPTURE(plan_status_name(st));
+    AppendRequest end;
+    end.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z", st);
+    append_ok(*ob, std::move(end));
+    auto late = ob->append_sync(ext("p1", "m2"));
+    REQUIRE_FALSE(late.is_ok());
+    CHECK(late.status().code() == Code::kFailedPrecondition);
+    CHECK(late.status().message().find(std::string(plan_status_name(st))) != std::string::npos);
+    auto again = ob->append_sync(ext("p1", "m1"));
+    REQUIRE(again.is_ok());
+    CHECK(again->duplicate);
+    CHECK(again->seq == 1);
+  }
+  CHECK(*ob->last_seq("p1") == 1);
+  // The runtime's own appends (without the flag) are not affected.
+  CHECK(append_ok(*ob, message_request("p1", "final-note")).seq == 2);
+}
+
 TEST_CASE("retention with track_pending prunes flushed messages only, keeping each plan's last") {
   TempDir d;
   OutboxOptions o;

@@ -60,9 +60,12 @@ std::map<std::string, std::map<uint64_t, std::string>> read_all(int port, const 
 // SIGKILLs agentd `iterations` times under REST load (three posters, a
 // random 50..400 ms each time), restarting it with `args` on the same data
 // folder, and retries each post whose outcome a crash swallowed, with its
-// message_id. Returns message_id -> (plan, seq) of every acknowledged post.
-std::map<std::string, std::pair<std::string, uint64_t>> crash_loop(Agentd& a, const std::vector<std::string>& plans,
-                                                                   int iterations,
+// message_id. A crash ends the plans it interrupted (no more messages: 409),
+// so each run posts to `per_run` new open plans, added to `plans`; a retry
+// is answered 200 (stored before the crash: its seq) or 409 (never stored).
+// Returns message_id -> (plan, seq) of every acknowledged post.
+std::map<std::string, std::pair<std::string, uint64_t>> crash_loop(Agentd& a, std::vector<std::string>* all_plans,
+                                                                   size_t per_run, int iterations,
                                                                    const std::vector<std::string>& args) {
   std::mt19937 rng(20261126);
   std::map<std::string, std::pair<std::string, uint64_t>> acked;  // message_id -> (plan, seq)
@@ -74,12 +77,16 @@ std::map<std::string, std::pair<std::string, uint64_t>> crash_loop(Agentd& a, co
     // Retry the posts whose outcome the last crash swallowed: at most once each.
     for (const auto& [plan, mid] : unknown) {
       auto r = http_post(port, "/api/v3/agent_message", body_for(plan, mid));
+      if (r.status == 409) continue;  // never stored; its plan ended with the crash
       REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
       auto d = parse_strict(r.body);
       REQUIRE(d.is_ok());
       acked[mid] = {plan, (*d)["seq"].GetUint64()};
     }
     unknown.clear();
+    std::vector<std::string> plans;
+    for (size_t i = 0; i < per_run; ++i) plans.push_back(open_plan(port).id);
+    all_plans->insert(all_plans->end(), plans.begin(), plans.end());
     // Load: three posters; SIGKILL after a random 50..400 ms.
     std::mutex mu;
     std::atomic<bool> stop{false};
@@ -120,12 +127,9 @@ std::map<std::string, std::pair<std::string, uint64_t>> crash_loop(Agentd& a, co
 TEST_CASE("SIGKILLs under load: acknowledged messages survive exactly once, seqs contiguous") {
   const char* env = std::getenv("AGENTD_CRASH_ITERATIONS");
   const int iterations = env && *env ? std::max(1, std::atoi(env)) : 20;
-  const std::vector<std::string> plans{"plan-c1", "plan-c2", "plan-c3"};
+  std::vector<std::string> plans;
   Agentd a;
-  std::vector<PlanRecord> seeds;
-  for (const auto& p : plans) seeds.push_back(e2e_plan(p, kDevUser));
-  a.seed(seeds);
-  auto acked = crash_loop(a, plans, iterations, {});
+  auto acked = crash_loop(a, &plans, 3, iterations, {});
   // Final restart: check everything.
   a.start();
   auto stored = read_all(a.port(), plans);
@@ -157,13 +161,10 @@ TEST_CASE("SIGKILLs with MongoDB configured: MongoDB ends up with every acknowle
   FerretDb db;
   db.start();
   const std::string uri = db.uri() + "agentd_crash_loop";
-  const std::vector<std::string> plans{"plan-m1", "plan-m2"};
+  std::vector<std::string> plans;
   Agentd a;
-  std::vector<PlanRecord> seeds;
-  for (const auto& p : plans) seeds.push_back(e2e_plan(p, kDevUser));
-  a.seed(seeds);
   const std::vector<std::string> args{"--mongo-uri", uri + "?serverSelectionTimeoutMS=1000"};
-  auto acked = crash_loop(a, plans, 10, args);
+  auto acked = crash_loop(a, &plans, 2, 10, args);
   a.start(args);
   // Drained: nothing pending in the outbox.
   auto until = std::chrono::steady_clock::now() + 60s;

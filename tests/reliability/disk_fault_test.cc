@@ -28,15 +28,15 @@ HttpReply post(int port, const std::string& plan_id, const std::string& content)
 
 TEST_CASE("outbox at its maximum (the 256 KiB minimum): 503 + Retry-After, no crash, reads and health still fine") {
   Agentd a;
-  a.seed({e2e_plan("plan-full", kDevUser)});
   a.start({"--outbox-max-bytes", std::to_string(256 << 10)});
+  const auto [plan, base] = open_plan(a.port());
   // Fill it: big messages until one is refused, then smaller ones, down to
   // a one-byte message (a big batch may not fit where a small one still does).
   int ok = 0;
   HttpReply r;
   for (size_t size : {size_t{16} << 10, size_t{1} << 10, size_t{1}}) {
     for (int i = 0; i < 2000; ++i) {
-      r = post(a.port(), "plan-full", std::string(size, 'z'));
+      r = post(a.port(), plan, std::string(size, 'z'));
       if (r.status != 200) break;
       ++ok;
     }
@@ -47,7 +47,7 @@ TEST_CASE("outbox at its maximum (the 256 KiB minimum): 503 + Retry-After, no cr
   MESSAGE(ok << " messages fit in a 256 KiB outbox");
   // Full: keeps answering 503 + Retry-After (not a crash, not a hang).
   for (int i = 0; i < 20; ++i) {
-    auto again = post(a.port(), "plan-full", "x");
+    auto again = post(a.port(), plan, "x");
     CHECK(again.status == 503);
     CHECK(!again.header("retry-after").empty());
   }
@@ -60,12 +60,12 @@ TEST_CASE("outbox at its maximum (the 256 KiB minimum): 503 + Retry-After, no cr
   CHECK(ready.header("retry-after") != "");
   // Reads still work: the complete log and GET /plan's chat view (every
   // message here is an agent's) hold every acknowledged message.
-  auto log = http_get(a.port(), "/api/v3/plan/plan-full/messages?after_seq=0&limit=10000");
+  auto log = http_get(a.port(), "/api/v3/plan/" + plan + "/messages?limit=10000&after_seq=" + std::to_string(base));
   REQUIRE(log.status == 200);
   auto l = parse_strict(log.body, JsonLimits{64 << 20, 64});
   REQUIRE(l.is_ok());
   CHECK((*l)["messages"].GetArray().Size() == static_cast<size_t>(ok));
-  auto list = http_get(a.port(), "/api/v3/plan?plan_id=plan-full");
+  auto list = http_get(a.port(), "/api/v3/plan?plan_id=" + plan);
   REQUIRE(list.status == 200);
   auto d = parse_strict(list.body, JsonLimits{64 << 20, 64});
   REQUIRE(d.is_ok());
@@ -100,15 +100,15 @@ TEST_CASE("a data folder beneath a regular file cannot be created: clear error, 
 
 TEST_CASE("a second agentd on the same data folder is refused with exit code 3; the first keeps serving") {
   Agentd a;
-  a.seed({e2e_plan("plan-1", kDevUser)});
   a.start();
-  REQUIRE(post(a.port(), "plan-1", "before").status == 200);
+  const std::string plan = open_plan(a.port()).id;
+  REQUIRE(post(a.port(), plan, "before").status == 200);
   int code = run_agentd_to_exit({"--listen", "127.0.0.1:" + std::to_string(free_port()), "--data-dir", a.data_dir()},
                                 a.dir() + "/second.log");
   std::string log = read_file(a.dir() + "/second.log");
   CHECK_MESSAGE(code == 3, "exit " << code << "; log:\n" << log);
   CHECK(log.find(a.data_dir()) != std::string::npos);
   CHECK(a.proc().running());
-  REQUIRE(post(a.port(), "plan-1", "after").status == 200);
+  REQUIRE(post(a.port(), plan, "after").status == 200);
   CHECK(http_get(a.port(), "/healthz").status == 200);
 }

@@ -27,10 +27,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The plan's complete log (GET /plan/{id}/messages; GET /plan's messages are
-// only what MACAE's chat shows).
-size_t message_count(int port, const std::string& plan_id, const Headers& h = {}) {
-  auto r = http_get(port, "/api/v3/plan/" + plan_id + "/messages?after_seq=0&limit=10000", h);
+// The plan's complete log after `after_seq` (GET /plan/{id}/messages; GET
+// /plan's messages are only what MACAE's chat shows).
+size_t message_count(int port, const std::string& plan_id, const Headers& h = {}, uint64_t after_seq = 0) {
+  auto r =
+      http_get(port, "/api/v3/plan/" + plan_id + "/messages?limit=10000&after_seq=" + std::to_string(after_seq), h);
   REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
   auto d = parse_strict(r.body, JsonLimits{64 << 20, 64});
   REQUIRE(d.is_ok());
@@ -54,14 +55,16 @@ std::string agent_message(const std::string& plan_id, const std::string& content
 
 TEST_CASE("header mode: no identity -> 401, another user's plan -> 404, nothing of theirs in any body") {
   Agentd a;
-  a.seed({e2e_plan("plan-alice", "alice"), e2e_plan("plan-bob", "bob")});
   a.start({"--auth", "header"});
   const Headers alice{{"x-ms-client-principal-id", "alice"}};
   const Headers bob{{"x-ms-client-principal-id", "bob"}};
-  REQUIRE(http_post(a.port(), "/api/v3/agent_message", agent_message("plan-alice", "secret-42"), alice).status == 200);
+  const auto [plan_alice, base] = open_plan(a.port(), alice);
+  open_plan(a.port(), bob);
+  REQUIRE(http_post(a.port(), "/api/v3/agent_message", agent_message(plan_alice, "secret-42"), alice).status == 200);
 
   std::vector<HttpReply> replies;
-  for (std::string t : {"/api/v3/plans", "/api/v3/plan?plan_id=plan-alice", "/api/v3/plan/plan-alice/messages"}) {
+  for (std::string t : {std::string("/api/v3/plans"), "/api/v3/plan?plan_id=" + plan_alice,
+                        "/api/v3/plan/" + plan_alice + "/messages"}) {
     auto none = http_get(a.port(), t);
     CHECK_MESSAGE(none.status == 401, t);
     replies.push_back(none);
@@ -69,18 +72,18 @@ TEST_CASE("header mode: no identity -> 401, another user's plan -> 404, nothing 
     CHECK_MESSAGE(empty.status == 401, t);
     replies.push_back(empty);
   }
-  auto anon_post = http_post(a.port(), "/api/v3/agent_message", agent_message("plan-alice", "x"));
+  auto anon_post = http_post(a.port(), "/api/v3/agent_message", agent_message(plan_alice, "x"));
   CHECK(anon_post.status == 401);
   replies.push_back(anon_post);
-  for (std::string t : {"/api/v3/plan?plan_id=plan-alice", "/api/v3/plan/plan-alice/messages"}) {
+  for (std::string t : {"/api/v3/plan?plan_id=" + plan_alice, "/api/v3/plan/" + plan_alice + "/messages"}) {
     auto other = http_get(a.port(), t, bob);
     CHECK_MESSAGE(other.status == 404, t);
     replies.push_back(other);
   }
-  auto cross = http_post(a.port(), "/api/v3/agent_message", agent_message("plan-alice", "x"), bob);
+  auto cross = http_post(a.port(), "/api/v3/agent_message", agent_message(plan_alice, "x"), bob);
   CHECK(cross.status == 404);
   replies.push_back(cross);
-  auto cancel = http_post(a.port(), "/api/v3/plan/plan-alice/cancel", "{}", bob);
+  auto cancel = http_post(a.port(), "/api/v3/plan/" + plan_alice + "/cancel", "{}", bob);
   CHECK((cancel.status == 404 || cancel.status == 405 || cancel.status == 503));
   replies.push_back(cancel);
   auto list = http_get(a.port(), "/api/v3/plans", bob);
@@ -88,18 +91,18 @@ TEST_CASE("header mode: no identity -> 401, another user's plan -> 404, nothing 
   replies.push_back(list);
   for (const auto& r : replies) {
     CHECK_MESSAGE(r.body.find("secret-42") == std::string::npos, r.body);
-    CHECK_MESSAGE(r.body.find("plan-alice") == std::string::npos, r.body);
+    CHECK_MESSAGE(r.body.find(plan_alice) == std::string::npos, r.body);
     CHECK_MESSAGE(r.body.find("\"alice\"") == std::string::npos, r.body);
   }
   // WebSocket: no identity -> 401; someone else's plan -> 404.
   RawSocket anon;
   REQUIRE(anon.connect(a.port()));
-  CHECK(!anon.ws_upgrade("/api/v3/socket/plan-alice"));
+  CHECK(!anon.ws_upgrade("/api/v3/socket/" + plan_alice));
   WsClient spy;
-  CHECK(!spy.connect(a.port(), "/api/v3/socket/plan-alice", bob));
+  CHECK(!spy.connect(a.port(), "/api/v3/socket/" + plan_alice, bob));
   CHECK(spy.upgrade_status() == 404);
   // Alice still sees exactly her message.
-  CHECK(message_count(a.port(), "plan-alice", alice) == 1);
+  CHECK(message_count(a.port(), plan_alice, alice, base) == 1);
   check_healthy(a.port());
 }
 
@@ -222,10 +225,10 @@ TEST_CASE("MongoDB operators and dotted keys in every JSON body -> 422 naming th
 
 TEST_CASE("huge and deeply nested JSON: 413 over the limit, 422 too deep, the server unharmed") {
   Agentd a;
-  a.seed({e2e_plan("plan-x", std::string(kDevUser))});
   a.start({"--max-body-bytes", "65536"});
+  const std::string plan = open_plan(a.port()).id;
   // Over the limit, announced by Content-Length.
-  auto big = http_post(a.port(), "/api/v3/agent_message", agent_message("plan-x", std::string(200000, 'x')));
+  auto big = http_post(a.port(), "/api/v3/agent_message", agent_message(plan, std::string(200000, 'x')));
   CHECK_MESSAGE(big.status == 413, big.status << " " << big.error);
   // Over the limit in chunks (no Content-Length): the parser's body limit.
   {
@@ -246,22 +249,23 @@ TEST_CASE("huge and deeply nested JSON: 413 over the limit, 422 too deep, the se
   // Deep nesting: a little over the limit, and far over it (the parser is
   // iterative: no stack overflow).
   for (int depth : {65, 1000, 30000}) {
-    std::string body = R"({"plan_id":"plan-x","content":"c","metadata":{"a":)" + std::string(depth, '[') + "1" +
-                       std::string(depth, ']') + "}}";
+    std::string body = R"({"plan_id":")" + plan + R"(","content":"c","metadata":{"a":)" + std::string(depth, '[') +
+                       "1" + std::string(depth, ']') + "}}";
     if (body.size() > 65536) continue;
     auto r = http_post(a.port(), "/api/v3/agent_message", body);
     CHECK_MESSAGE(r.status == 422, depth << " -> " << r.status);
     CHECK(r.body.find("nesting deeper than") != std::string::npos);
   }
   // Many keys, long keys, long strings: accepted or 422, never a crash.
-  std::string wide = R"({"plan_id":"plan-x","content":"c","metadata":{)";
+  std::string wide = R"({"plan_id":")" + plan + R"(","content":"c","metadata":{)";
   for (int i = 0; i < 3000; ++i) wide += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":" + std::to_string(i);
   wide += "}}";
   auto w = http_post(a.port(), "/api/v3/agent_message", wide);
   CHECK((w.status == 200 || w.status == 422));
   // Invalid UTF-8 and lone surrogates in a body: 422.
-  CHECK(http_post(a.port(), "/api/v3/agent_message", agent_message("plan-x", "ok") + "\xff").status == 422);
-  CHECK(http_post(a.port(), "/api/v3/agent_message", R"({"plan_id":"plan-x","content":"\udc00"})").status == 422);
+  CHECK(http_post(a.port(), "/api/v3/agent_message", agent_message(plan, "ok") + "\xff").status == 422);
+  CHECK(http_post(a.port(), "/api/v3/agent_message", R"({"plan_id":")" + plan + R"(","content":"\udc00"})").status ==
+        422);
   check_healthy(a.port());
 }
 
