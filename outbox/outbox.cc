@@ -473,6 +473,16 @@ void Outbox::Impl::run() {
     // No lock held from here: the transaction, the sync, the callbacks.
     if (!batch.empty()) commit_batch(batch);
     if (std::chrono::steady_clock::now() >= next_prune) {  // also under constant load
+      // A reader killed inside its read transaction (`agentd-outbox dump`
+      // under SIGKILL) leaves its slot behind, and LMDB then keeps every page
+      // that snapshot could see: the file grows on each commit until the map
+      // is full. Clear such slots at every retention tick.
+      int stale = 0;
+      if (int rc = mdb_reader_check(env, &stale); rc != 0) {
+        spdlog::error("outbox {}: mdb_reader_check: {}", options.dir, mdb_strerror(rc));
+      } else if (stale > 0) {
+        spdlog::warn("outbox {}: cleared {} stale reader slots (a reader died mid-read)", options.dir, stale);
+      }
       std::vector<std::unique_ptr<Op>> prune;
       prune.push_back(std::make_unique<Op>());
       prune[0]->kind = Op::Kind::kPrune;

@@ -60,7 +60,9 @@ struct OutboxOptions {
   // updated for this long are removed with their messages (0 = keep all).
   // Ignored with track_pending: MongoDB keeps the history there.
   std::chrono::seconds finished_plan_retention{0};
-  // How often the writer applies retention on its own (prune_sync forces it).
+  // How often the writer applies retention on its own (prune_sync forces it)
+  // and clears stale reader slots (readers of any process that died inside
+  // a read transaction; they would pin pages and grow the file).
   std::chrono::milliseconds prune_interval{60000};
 };
 

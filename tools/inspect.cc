@@ -1,5 +1,7 @@
 // inspect and dump: read-only views of an outbox.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <set>
 #include <string>
@@ -105,18 +107,22 @@ int run_inspect(const InspectOptions& o) {
   return kExitOk;
 }
 
+// Reads in pages of kDumpPage keys, each in its own short read transaction
+// written out after the transaction ended: a slow or closed stdout never
+// holds a snapshot of the live outbox (LMDB keeps every page a reader might
+// see). A closed pipe ends the dump quietly with exit 0.
 int run_dump(const DumpOptions& o) {
+  constexpr size_t kDumpPage = 1000;
   int exit = kExitOk;
   auto reader = open_read_only(o.dir, &exit);
   if (!reader) return exit;
-  auto snap = reader->snapshot();
-  if (!snap.is_ok()) return report_error("dump", snap.status(), exit_code(snap.status()));
-  const OutboxSnapshot& s = **snap;
   // Messages with a pending entry (fresh or inline) are pending.
   std::set<std::pair<std::string, uint64_t>> pending;
   Status bad;
   if (o.pending_only || o.flushed_only) {
-    Status st = s.scan(OutboxTable::kPending, {}, [&](std::string_view k, std::string_view v) {
+    auto snap = reader->snapshot();
+    if (!snap.is_ok()) return report_error("dump", snap.status(), exit_code(snap.status()));
+    Status st = (*snap)->scan(OutboxTable::kPending, {}, [&](std::string_view k, std::string_view v) {
       auto p = of::parse_pending_value(v);
       if (!p.is_ok()) {
         bad = corruption("pending key " + printable(k) + ": " + p.status().message());
@@ -131,39 +137,54 @@ int run_dump(const DumpOptions& o) {
   std::string from = o.plan.empty() ? std::string() : of::message_key(o.plan, o.from_seq);
   std::string out;
   uint64_t written = 0;
-  Status st = s.scan(OutboxTable::kMessages, from, [&](std::string_view k, std::string_view v) {
-    std::string_view plan;
-    uint64_t seq = 0;
-    if (!split_message_key(k, &plan, &seq)) {
-      bad = corruption("malformed messages key " + printable(k) + " (run verify)");
-      return false;
+  for (bool more = true; more;) {
+    more = false;
+    size_t visited = 0;
+    std::string next;
+    {
+      auto snap = reader->snapshot();
+      if (!snap.is_ok()) return report_error("dump", snap.status(), exit_code(snap.status()));
+      Status st = (*snap)->scan(OutboxTable::kMessages, from, [&](std::string_view k, std::string_view v) {
+        if (visited++ == kDumpPage) {  // the next page starts here, in a new transaction
+          next = std::string(k);
+          more = true;
+          return false;
+        }
+        std::string_view plan;
+        uint64_t seq = 0;
+        if (!split_message_key(k, &plan, &seq)) {
+          bad = corruption("malformed messages key " + printable(k) + " (run verify)");
+          return false;
+        }
+        if (!o.plan.empty() && plan != o.plan) return false;  // past the plan's range
+        if (seq < o.from_seq || seq > o.to_seq) return true;
+        auto m = of::parse_message_value(v);
+        if (!m.is_ok()) {
+          bad = corruption("plan " + std::string(plan) + " seq " + std::to_string(seq) + ": " + m.status().message());
+          return false;
+        }
+        if (o.since_ms && m->appended_at_ms < *o.since_ms) return true;
+        if (o.until_ms && m->appended_at_ms >= *o.until_ms) return true;
+        if (o.pending_only || o.flushed_only) {
+          bool is_pending = pending.count({std::string(plan), seq}) > 0;
+          if (o.pending_only != is_pending) return true;
+        }
+        out.append(m->envelope);
+        out.push_back('\n');
+        ++written;
+        return true;
+      });
+      if (!st.is_ok()) return report_error("dump", st, exit_code(st));
+      if (!bad.is_ok()) return report_error("dump", bad, exit_code(bad));
+    }  // the read transaction ends before anything is written
+    from = std::move(next);
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    out.clear();
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      if (errno == EPIPE) return kExitOk;  // the reader went away (`| head`)
+      return report_error("dump", io_error(std::string("write to stdout: ") + std::strerror(errno)), kExitIo);
     }
-    if (!o.plan.empty() && plan != o.plan) return false;  // past the plan's range
-    if (seq < o.from_seq || seq > o.to_seq) return true;
-    auto m = of::parse_message_value(v);
-    if (!m.is_ok()) {
-      bad = corruption("plan " + std::string(plan) + " seq " + std::to_string(seq) + ": " + m.status().message());
-      return false;
-    }
-    if (o.since_ms && m->appended_at_ms < *o.since_ms) return true;
-    if (o.until_ms && m->appended_at_ms >= *o.until_ms) return true;
-    if (o.pending_only || o.flushed_only) {
-      bool is_pending = pending.count({std::string(plan), seq}) > 0;
-      if (o.pending_only != is_pending) return true;
-    }
-    out.append(m->envelope);
-    out.push_back('\n');
-    ++written;
-    if (out.size() >= (1u << 16)) {
-      std::fwrite(out.data(), 1, out.size(), stdout);
-      out.clear();
-    }
-    return true;
-  });
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  std::fflush(stdout);
-  if (!st.is_ok()) return report_error("dump", st, exit_code(st));
-  if (!bad.is_ok()) return report_error("dump", bad, exit_code(bad));
+  }
   std::cerr << "agentd-outbox: dumped " << written << " messages\n";
   return kExitOk;
 }

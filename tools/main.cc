@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <iostream>
 #include <string>
 
@@ -42,6 +43,10 @@ bool parse_time(const std::string& s, int64_t* ms) {
 int main(int argc, char** argv) {
   using namespace agentd::tool;
   spdlog::set_level(spdlog::level::warn);  // the outbox's open logs stay out of our output
+  // A closed pipe (`dump | head`) is a write error the commands handle (they
+  // stop and end their read transaction), not a death by SIGPIPE that would
+  // leave a stale LMDB reader slot pinning the live outbox's pages.
+  std::signal(SIGPIPE, SIG_IGN);
 
   CLI::App app{"agentd-outbox: inspect, dump, verify and replay agentd's LMDB outbox"};
   app.footer(kExitCodes);
