@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <unordered_map>
 
 #include "store/bson_codec.h"
 
@@ -160,6 +161,18 @@ std::string message_doc_id(std::string_view plan_id, uint64_t seq) {
   id.reserve(plan_id.size() + 21);
   id.append(plan_id).append(":").append(std::to_string(seq));
   return id;
+}
+
+std::string message_content_hash(std::string_view envelope) {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a 64 offset basis
+  for (unsigned char c : envelope) {
+    h ^= c;
+    h *= 1099511628211ull;  // FNV prime
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "fnv1a64:";
+  for (int shift = 60; shift >= 0; shift -= 4) out.push_back(kHex[(h >> shift) & 0xf]);
+  return out;
 }
 
 MongoFailure classify(const bson_error_t& err, const bson_t* reply) {
@@ -317,14 +330,17 @@ WriteStatus MessageStore::upsert_messages(std::span<const MessageDoc> batch) {
     WriteStatus ws = bulk_write(todo.subspan(i, std::min(chunk, todo.size() - i)), BulkMode::kUpsert);
     if (!ws.is_ok()) return ws;
   }
-  return WriteStatus::ok();
+  // An upsert that matched an existing _id changed nothing and reported
+  // success: check that what is stored is what we wrote.
+  std::unordered_set<std::string> have;
+  return existing_ids(todo, &have);
 }
 
 WriteStatus MessageStore::existing_ids(std::span<const MessageDoc> batch, std::unordered_set<std::string>* out) {
   MongoPool::Lease lease = pool_->lease();
   Collection coll(lease, pool_->database(), kMessagesCollection);
   Bson filter, opts;
-  bson_t id, in, projection;
+  bson_t id, in;
   BSON_APPEND_DOCUMENT_BEGIN(filter.get(), "_id", &id);
   BSON_APPEND_ARRAY_BEGIN(&id, "$in", &in);
   uint32_t i = 0;
@@ -337,16 +353,38 @@ WriteStatus MessageStore::existing_ids(std::span<const MessageDoc> batch, std::u
   }
   bson_append_array_end(&id, &in);
   bson_append_document_end(filter.get(), &id);
-  BSON_APPEND_DOCUMENT_BEGIN(opts.get(), "projection", &projection);
-  BSON_APPEND_INT32(&projection, "_id", 1);
-  bson_append_document_end(opts.get(), &projection);
+  std::unordered_map<std::string, std::string_view> bytes_of;
+  for (const MessageDoc& m : batch) bytes_of.emplace(message_doc_id(m.plan_id, m.seq), m.bytes);
   mongoc_cursor_t* cur = mongoc_collection_find_with_opts(coll.get(), filter.get(), opts.get(), nullptr);
   const bson_t* doc = nullptr;
-  while (mongoc_cursor_next(cur, &doc)) {
+  std::optional<MongoFailure> conflict;
+  while (!conflict && mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it)) out->emplace(bson_iter_utf8(&it, nullptr));
+    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_UTF8(&it)) continue;
+    std::string doc_id = bson_iter_utf8(&it, nullptr);
+    auto mine = bytes_of.find(doc_id);
+    if (mine == bytes_of.end()) continue;
+    bool same = false;
+    if (bson_iter_init_find(&it, doc, "_hash") && BSON_ITER_HOLDS_UTF8(&it)) {
+      same = bson_iter_utf8(&it, nullptr) == message_content_hash(mine->second);
+    } else {
+      auto stored = bson_to_json_ordered(
+          doc, {"seq", "type", "data", "plan_id", "message_id", "timestamp", "user_id", "session_id", "metadata", "v"},
+          {"_id"});
+      same = stored.is_ok() && *stored == mine->second;
+    }
+    if (!same) {
+      conflict = make(FailureKind::kPermanent, "conflict",
+                      "message " + doc_id +
+                          ": MongoDB holds other bytes under this plan and seq (a seq handed out again: a data folder "
+                          "restored from a backup, or a lost tail of the outbox); not acknowledged as written",
+                      0);
+      break;
+    }
+    out->emplace(std::move(doc_id));
   }
   if (auto f = close_cursor(cur)) return WriteStatus(std::move(*f));
+  if (conflict) return WriteStatus(std::move(*conflict));
   return WriteStatus::ok();
 }
 
@@ -369,6 +407,7 @@ WriteStatus MessageStore::bulk_write(std::span<const MessageDoc> batch, BulkMode
       Bson doc;
       BSON_APPEND_UTF8(doc.get(), "_id", id.c_str());
       st = append_json_object(doc.get(), m.bytes);
+      BSON_APPEND_UTF8(doc.get(), "_hash", message_content_hash(m.bytes).c_str());
       if (st.is_ok()) added = mongoc_bulk_operation_insert_with_opts(bulk, doc.get(), nullptr, &err);
     } else {
       Bson selector, update;
@@ -377,6 +416,7 @@ WriteStatus MessageStore::bulk_write(std::span<const MessageDoc> batch, BulkMode
       BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$setOnInsert", &child);
       BSON_APPEND_UTF8(&child, "_id", id.c_str());
       st = append_json_object(&child, m.bytes);
+      BSON_APPEND_UTF8(&child, "_hash", message_content_hash(m.bytes).c_str());
       bson_append_document_end(update.get(), &child);
       if (st.is_ok()) {
         added = mongoc_bulk_operation_update_one_with_opts(bulk, selector.get(), update.get(), upsert.get(), &err);
@@ -507,7 +547,7 @@ Result<std::vector<StoredMessage>> MessageStore::read_messages(std::string_view 
     // them back in the envelope's order (core/envelope.h).
     auto json = bson_to_json_ordered(
         doc, {"seq", "type", "data", "plan_id", "message_id", "timestamp", "user_id", "session_id", "metadata", "v"},
-        {"_id"});
+        {"_id", "_hash"});
     if (!json) {
       bad = json.status();
       break;

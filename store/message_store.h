@@ -3,7 +3,7 @@
 //
 // Document layout (database = MongoPool::database()):
 //
-//   messages     := { _id: "<plan_id>:<seq>", <the envelope's members> }
+//   messages     := { _id: "<plan_id>:<seq>", <the envelope's members>, _hash: message_content_hash(envelope) }
 //                   indexes: plan_seq (plan_id 1, seq 1) unique; message_id (message_id 1) unique
 //   plans        := { _id: "<plan_id>", <plan record members in record order> }
 //                   index:   user_created (user_id 1, created_at -1)
@@ -19,6 +19,11 @@
 //  - Messages are inserted, and where some already exist (a replay), written
 //    with `$setOnInsert` upserts filtered by _id: a replay is a no-op and
 //    never overwrites (invariant 3). See upsert_messages().
+//  - A replay is recognised by content, not by _id alone: a document that
+//    holds other bytes under the same "<plan_id>:<seq>" (a seq handed out
+//    again: a data folder restored from a backup, a lost tail on storage that
+//    ignored fsync) is a permanent "conflict", never acknowledged as written.
+//    Documents written before `_hash` existed are compared byte for byte.
 //  - A plan is replaced only by a newer version: the filter is
 //    {_id, version: {$lt: v}} with upsert; when the stored version is >= v the
 //    filter misses, the upsert's insert hits the unique _id, and that
@@ -77,6 +82,10 @@ inline constexpr std::string_view kDeadLettersCollection = "dead_letters";
 
 // "<plan_id>:<seq>", the _id of a message document.
 std::string message_doc_id(std::string_view plan_id, uint64_t seq);
+
+// "fnv1a64:<16 hex digits>": FNV-1a 64 of the envelope bytes, stored as a
+// message document's `_hash` (what it was written with; not a security hash).
+std::string message_content_hash(std::string_view envelope);
 
 // Write concern of every write. The default is "acknowledged + journaled"
 // ({w: 1, j: true}). FerretDB ignores write concern entirely, so this is
@@ -186,7 +195,9 @@ class MessageStore {
   WriteStatus upsert_messages(std::span<const MessageDoc> batch);
 
   // Adds to `out` the _ids ("<plan_id>:<seq>") of `batch` that the messages
-  // collection holds: one find by _id. A failure is classified like a write's.
+  // collection holds with the same content: one find by _id. A document
+  // holding other bytes under one of them is a permanent failure with reason
+  // "conflict" naming it. Other failures are classified like a write's.
   WriteStatus existing_ids(std::span<const MessageDoc> batch, std::unordered_set<std::string>* out);
 
   // Documents upsert_messages() found already stored and skipped (replays).

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <thread>
 
 #include "core/json.h"
@@ -256,4 +257,62 @@ TEST_CASE(
   auto r = post_message(a.port(), "plan-elsewhere", "would be seq 1");
   CHECK_MESSAGE(r.status == 409, r.status << " " << r.body);
   CHECK(r.body.find("not held by this agentd") != std::string::npos);
+}
+
+TEST_CASE("a data folder restored from a backup hands out seqs MongoDB already holds: a conflict, never a replay") {
+  FerretDb db;
+  db.start();
+  const std::string uri = db.uri() + "agentd_restore";
+  const std::vector<std::string> args{"--mongo-uri", uri + "?serverSelectionTimeoutMS=500&connectTimeoutMS=500"};
+  Agentd a;
+  auto drained = [&] {
+    return eventually([&] { return metric(a.port(), "agentd_outbox_pending_messages") == 0; }, 15000);
+  };
+  auto stop = [&] {
+    a.proc().signal(SIGTERM);
+    REQUIRE(a.proc().wait(15000) == 0);
+  };
+  a.start(args);
+  const auto [plan, base] = open_plan(a.port());
+  REQUIRE(drained());
+  stop();
+  const std::string backup = a.dir() + "/backup";
+  std::filesystem::copy(a.data_dir(), backup, std::filesystem::copy_options::recursive);
+
+  // Run 2 ends the plan (interrupted: seq base+1) and reaches MongoDB.
+  a.start(args);
+  REQUIRE(drained());
+  stop();
+  auto pool = MongoPool::open(uri);
+  REQUIRE(pool.is_ok());
+  MessageStore store(pool->get());
+  auto before = store.read_messages(plan, base, 10);
+  REQUIRE(before.is_ok());
+  REQUIRE(before->size() == 1);
+  const std::string in_mongo = *(*before)[0].bytes;
+
+  // The backup comes back: run 3 hands out seq base+1 again, other bytes.
+  std::filesystem::remove_all(a.data_dir());
+  std::filesystem::copy(backup, a.data_dir(), std::filesystem::copy_options::recursive);
+  a.start(args);
+  REQUIRE(eventually(
+      [&] {
+        auto r = http_get(a.port(), "/readyz");
+        return r.status == 200 && json(r.body)["dead_letters"].GetInt64() == 1;
+      },
+      15000));
+  const std::string metrics = http_get(a.port(), "/metrics").body;
+  CHECK(metrics.find("agentd_persist_failures_total{reason=\"conflict\"} 1") != std::string::npos);
+  CHECK(metric(a.port(), "agentd_persist_replayed_total") == 0);
+  // MongoDB keeps what it had; this instance serves its own bytes from the outbox.
+  auto after = store.read_messages(plan, base, 10);
+  REQUIRE(after.is_ok());
+  REQUIRE(after->size() == 1);
+  CHECK(*(*after)[0].bytes == in_mongo);
+  auto page = http_get(a.port(), "/api/v3/plan/" + plan + "/messages?after_seq=" + std::to_string(base));
+  REQUIRE(page.status == 200);
+  auto d = json(page.body);
+  REQUIRE(d["messages"].GetArray().Size() == 1);
+  CHECK(write_canonical(d["messages"][0]) != in_mongo);
+  CHECK(*store.count(kDeadLettersCollection) == 1);
 }

@@ -82,12 +82,14 @@ TEST_CASE("messages: byte-equal documents, seq order, and replays never overwrit
   CHECK(store.read_messages("p2", 30, 10)->empty());
   CHECK(store.read_messages("nope", 0, 10)->empty());
 
-  // Replay of the whole batch, and a "replay" carrying different bytes for
-  // an existing _id: both are no-ops.
+  // Replay of the whole batch: a no-op. A "replay" carrying different bytes
+  // for an existing _id: a conflict, and nothing is overwritten.
   REQUIRE(store.upsert_messages(batch).is_ok());
   std::string other = make_envelope("p1", 3, R"({"content":"DIFFERENT"})");
   std::vector<MessageDoc> clash{{"p1", 3, other}};
-  REQUIRE(store.upsert_messages(clash).is_ok());
+  WriteStatus ws = store.upsert_messages(clash);
+  REQUIRE_FALSE(ws.is_ok());
+  CHECK(ws.failure().reason == "conflict");
   CHECK(*store.count(kMessagesCollection) == 60);
   auto again = store.read_messages("p1", 2, 1);
   REQUIRE(again.is_ok());
@@ -114,9 +116,6 @@ TEST_CASE("a batch mixing existing and new documents writes the new ones and kee
       if (seq <= 200) first.push_back({"mix", seq, bytes[seq - 1]});
       all.push_back({"mix", seq, bytes[seq - 1]});
     }
-    // What is stored already must stay as it is: give seq 7 other bytes.
-    std::string seven = make_envelope("mix", 7, R"({"content":"first write wins"})");
-    first[6].bytes = seven;
     REQUIRE(store.upsert_messages(first).is_ok());
     CHECK(store.replayed_documents() == 0);
     WriteStatus st = store.upsert_messages(all);
@@ -133,7 +132,7 @@ TEST_CASE("a batch mixing existing and new documents writes the new ones and kee
     auto got = store.read_messages("mix", 0, 1000);
     REQUIRE(got.is_ok());
     REQUIRE(got->size() == 260);
-    for (size_t i = 0; i < got->size(); ++i) CHECK(*(*got)[i].bytes == (i == 6 ? seven : bytes[i]));
+    for (size_t i = 0; i < got->size(); ++i) CHECK(*(*got)[i].bytes == bytes[i]);
   }
 }
 
@@ -306,4 +305,36 @@ TEST_CASE(
   CHECK(write_error(11000).reason == "duplicate_key");
   CHECK_FALSE(write_error(11000).transient());
   CHECK_FALSE(classify(err(MONGOC_ERROR_SERVER, 11000), nullptr).transient());  // createIndexes over bad data
+}
+
+TEST_CASE("a seq handed out again with other bytes is a conflict, never a replay (insert and upsert paths)") {
+  auto pool = open_pool(test::test_mongo_uri());
+  for (bool fast : {true, false}) {
+    CAPTURE(fast);
+    MessageStoreOptions o;
+    o.insert_fast_path = fast;
+    MessageStore store(pool.get(), o);
+    const std::string plan = fast ? "p-conflict-fast" : "p-conflict-upsert";
+    std::string old1 = make_envelope(plan, 1, R"({"content":"old one"})");
+    std::string old2 = make_envelope(plan, 2, R"({"content":"old two"})");
+    std::vector<MessageDoc> first{{plan, 1, old1}, {plan, 2, old2}};
+    REQUIRE(store.upsert_messages(first).is_ok());
+    uint64_t replayed = store.replayed_documents();
+    // The same bytes again: a replay, fine.
+    REQUIRE(store.upsert_messages(first).is_ok());
+    // Seq 2 again, other bytes (an outbox restored from a backup): refused.
+    std::string new2 = make_envelope(plan, 2, R"({"content":"new two"})");
+    std::string new3 = make_envelope(plan, 3, R"({"content":"new three"})");
+    std::vector<MessageDoc> again{{plan, 2, new2}, {plan, 3, new3}};
+    WriteStatus ws = store.upsert_messages(again);
+    REQUIRE_FALSE(ws.is_ok());
+    CHECK_FALSE(ws.failure().transient());
+    CHECK(ws.failure().reason == "conflict");
+    CHECK(ws.failure().message.find(plan + ":2") != std::string::npos);
+    auto stored = store.read_messages(plan, 0, 10);
+    REQUIRE(stored.is_ok());
+    REQUIRE(stored->size() >= 2);
+    CHECK(*(*stored)[1].bytes == old2);                           // never overwritten
+    if (fast) CHECK(store.replayed_documents() == replayed + 2);  // only the true replay counted
+  }
 }
