@@ -8,7 +8,8 @@
 //    reuse, across crashes. `done` runs on the log's writer thread: keep it
 //    short (post to your own executor for real work).
 //  - A message whose message_id the plan already has is not appended again:
-//    the existing (seq, bytes) is returned with duplicate = true.
+//    the existing (seq, bytes) is returned with duplicate = true, also after
+//    retention pruned the message (then bytes is null).
 //  - A plan record passed with the append gets version = stored version + 1
 //    (1 for a new plan) and last_seq = the message's seq (or the stored
 //    last_seq when there is no message).
@@ -43,10 +44,12 @@ struct AppendRequest {
 };
 
 struct AppendResult {
-  uint64_t seq = 0;                          // 0 when the request had no message
-  std::shared_ptr<const std::string> bytes;  // final envelope bytes (null without message)
-  bool duplicate = false;                    // message_id was already in the plan
-  uint64_t plan_version = 0;                 // version assigned to the plan record, if any
+  uint64_t seq = 0;  // 0 when the request had no message
+  // Final envelope bytes: null without message, and for a duplicate whose
+  // message retention already pruned (MongoDB holds it; the seq still answers).
+  std::shared_ptr<const std::string> bytes;
+  bool duplicate = false;     // message_id was already in the plan
+  uint64_t plan_version = 0;  // version assigned to the plan record, if any
 };
 
 using AppendCallback = std::function<void(Result<AppendResult>)>;

@@ -49,7 +49,9 @@
 //  - retention never removes a message MongoDB does not hold: pending ones
 //    (below) and dead-lettered ones (pending_id kNotInMongo, kept even after
 //    the dead letter is dropped: reads serve it from the outbox);
-//  - msgids holds exactly one entry per stored message;
+//  - msgids holds exactly one entry per stored message, and keeps the entries
+//    of messages retention with MongoDB pruned (a repost of such a message_id
+//    answers its seq) until the whole plan is removed;
 //  - pending ids are handed out in increasing order from next_pending_id and
 //    never reused; so a message whose pending_id is below the smallest
 //    pending id of a fresh (non-inline) message entry is not pending: this is

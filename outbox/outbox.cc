@@ -811,9 +811,18 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
     auto duplicate = [&]() -> Status {
       if (v.mv_size != 8) return corruption("corrupt msgids value for " + m.plan_id + "/" + m.message_id);
       res.seq = of::get_be64(static_cast<const char*>(v.mv_data));
-      auto bytes = message_bytes(txn, m.plan_id, res.seq);
-      if (!bytes.is_ok()) return bytes.status();
-      res.bytes = std::make_shared<const std::string>(std::move(*bytes));
+      std::string key = of::message_key(m.plan_id, res.seq);
+      MDB_val mk = mval(key), mv;
+      int mrc = mdb_get(txn, messages, &mk, &mv);
+      if (mrc == MDB_NOTFOUND) {  // retention pruned it (MongoDB holds it): the seq is the answer
+        res.duplicate = true;
+        op.append_result = std::move(res);
+        return Status::ok();
+      }
+      if (mrc != 0) return lmdb_error(mrc, "read message");
+      auto stored = of::parse_message_value(sv(mv));
+      if (!stored.is_ok()) return stored.status();
+      res.bytes = std::make_shared<const std::string>(stored->envelope);
       res.duplicate = true;
       op.append_result = std::move(res);
       return Status::ok();
@@ -1063,6 +1072,7 @@ Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id,
     MDB_val k = mval(key), ik = mval(idkey);
     int rc = mdb_del(txn, messages, &k, nullptr);
     if (rc != 0) return lmdb_error(rc, "delete message");
+    if (keep_last) continue;  // the plan lives on: its msgids entries stay (dedup outlives retention)
     rc = mdb_del(txn, msgids, &ik, nullptr);
     if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete msgids entry");
   }
@@ -1163,6 +1173,23 @@ Status Outbox::Impl::apply_prune(MDB_txn* txn, Op& op, TxnState* st) {
     if (!gone) {
       op.prune_more = true;
       break;
+    }
+    // msgids entries kept by an earlier run's retention with MongoDB.
+    {
+      std::vector<std::string> ids;
+      {
+        Cursor c(txn, msgids);
+        AGENTD_RETURN_IF_ERROR(c.status());
+        std::string prefix = of::message_prefix(p.plan_id);  // plan_id:str16, as msgids keys start
+        MDB_val k = mval(prefix), v;
+        int rc = c.get(&k, &v, MDB_SET_RANGE);
+        for (; rc == 0 && sv(k).starts_with(prefix); rc = c.get(&k, &v, MDB_NEXT)) ids.emplace_back(sv(k));
+        if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "scan msgids");
+      }
+      for (const std::string& id : ids) {
+        MDB_val k = mval(id);
+        if (int rc = mdb_del(txn, msgids, &k, nullptr); rc != 0) return lmdb_error(rc, "delete msgids entry");
+      }
     }
     std::string uk = of::user_plans_key(p.user_id, created_ms(p), p.plan_id);
     MDB_val ukv = mval(uk), pk = mval(p.plan_id);

@@ -134,8 +134,10 @@ class Outbox final : public MessageLog {
   // except when the queue is full (kUnavailable), where it runs on the
   // caller's thread before append returns. When the message_id is already in
   // the plan, the request's plan record is not applied either (the request
-  // was applied before). The message_id index lives as long as the message:
-  // once retention pruned a message, its id may be appended again.
+  // was applied before). The message_id index lives as long as the plan's
+  // record: retention with MongoDB keeps the entries of the messages it
+  // prunes (a repost gets the stored seq, bytes null), embedded retention
+  // removes them with the plan.
   void append(AppendRequest req, AppendCallback done) override;
   Result<std::vector<StoredMessage>> read_messages(std::string_view plan_id, uint64_t after_seq, size_t limit) override;
   Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id) override;

@@ -254,15 +254,34 @@ Status MessageStore::ensure_indexes() {
   };
   const Index indexes[] = {
       {kMessagesCollection, "plan_seq", {{"plan_id", 1}, {"seq", 1}}, true},
-      {kMessagesCollection, "message_id", {{"message_id", 1}}, true},
+      {kMessagesCollection, "plan_message_id", {{"plan_id", 1}, {"message_id", 1}}, true},
       {kPlansCollection, "user_created", {{"user_id", 1}, {"created_at", -1}}, false},
   };
   MongoPool::Lease lease = pool_->lease();
   mongoc_database_t* db = mongoc_client_get_database(lease.get(), pool_->database().c_str());
   Status result;
+  {
+    // Migration: agentd before issue 13 made message_id unique across plans,
+    // while the outbox dedups per plan (the same client message_id in two
+    // plans was accepted by one and dead-lettered by the other).
+    Bson cmd, reply;
+    BSON_APPEND_UTF8(cmd.get(), "dropIndexes", std::string(kMessagesCollection).c_str());
+    BSON_APPEND_UTF8(cmd.get(), "index", "message_id");
+    bson_error_t err;
+    if (!mongoc_database_write_command_with_opts(db, cmd.get(), nullptr, reply.get(), &err)) {
+      MongoFailure f = classify(err, reply.get());
+      // 26 NamespaceNotFound (no collection yet), 27 IndexNotFound (migrated).
+      if (f.code != 26 && f.code != 27) {
+        result = unavailable_or(Code::kFailedPrecondition, f, "dropIndexes messages.message_id");
+      }
+    } else {
+      spdlog::info("MongoDB: dropped the global unique index messages.message_id (now unique per plan)");
+    }
+  }
   // One index per command: FerretDB v1 crashes the connection on a
   // createIndexes that lists several indexes which already exist.
   for (const Index& ix : indexes) {
+    if (!result.is_ok()) break;
     Bson cmd, reply;
     bson_t list, spec, key;
     std::string coll(ix.collection);

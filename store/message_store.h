@@ -4,7 +4,9 @@
 // Document layout (database = MongoPool::database()):
 //
 //   messages     := { _id: "<plan_id>:<seq>", <the envelope's members>, _hash: message_content_hash(envelope) }
-//                   indexes: plan_seq (plan_id 1, seq 1) unique; message_id (message_id 1) unique
+//                   indexes: plan_seq (plan_id 1, seq 1) unique; plan_message_id (plan_id 1, message_id 1)
+//                   unique — per plan, as the outbox dedups (ensure_indexes() drops the global
+//                   unique message_id index of earlier versions)
 //   plans        := { _id: "<plan_id>", <plan record members in record order> }
 //                   index:   user_created (user_id 1, created_at -1)
 //   dead_letters := { _id: "<kind>:<plan_id>:<seq|version>", kind: "message"|"plan", plan_id,

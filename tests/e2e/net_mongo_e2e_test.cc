@@ -316,3 +316,43 @@ TEST_CASE("a data folder restored from a backup hands out seqs MongoDB already h
   CHECK(write_canonical(d["messages"][0]) != in_mongo);
   CHECK(*store.count(kDeadLettersCollection) == 1);
 }
+
+TEST_CASE("message_id is per plan everywhere, and dedup outlives retention") {
+  FerretDb db;
+  db.start();
+  const std::string uri = db.uri() + "agentd_msgid_scope";
+  Agentd a;
+  a.start({"--mongo-uri", uri + "?serverSelectionTimeoutMS=500&connectTimeoutMS=500", "--outbox-retention-hours", "0",
+           "--outbox-prune-interval-s", "1"});
+  REQUIRE(wait_mongo_state(a.port(), "ok", 10000));
+  const std::string p1 = open_plan(a.port()).id, p2 = open_plan(a.port()).id;
+  auto post = [&](const std::string& plan, const std::string& mid, const std::string& content) {
+    auto r = http_post(
+        a.port(), "/api/v3/agent_message",
+        R"({"plan_id":")" + plan + R"(","agent":"Ext","content":")" + content + R"(","message_id":")" + mid + R"("})");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return json(r.body);
+  };
+  const uint64_t seq1 = post(p1, "client-7", "one")["seq"].GetUint64();
+  post(p2, "client-7", "same client id, other plan");
+  post(p1, "client-8", "after");
+  REQUIRE(eventually([&] { return metric(a.port(), "agentd_outbox_pending_messages") == 0; }, 15000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // retention prunes seq1 from the outbox
+  auto again = post(p1, "client-7", "one");
+  CHECK(again["duplicate"].GetBool());
+  CHECK(again["seq"].GetUint64() == seq1);
+  REQUIRE(eventually([&] { return metric(a.port(), "agentd_outbox_pending_messages") == 0; }, 15000));
+  CHECK(json(http_get(a.port(), "/readyz").body)["dead_letters"].GetInt64() == 0);
+  auto pool = MongoPool::open(uri);
+  REQUIRE(pool.is_ok());
+  MessageStore store(pool->get());
+  for (const std::string& plan : {p1, p2}) {
+    auto msgs = store.read_messages(plan, 0, 100);
+    REQUIRE(msgs.is_ok());
+    int with_id = 0;
+    for (const auto& m : *msgs) with_id += m.bytes->find("\"message_id\":\"client-7\"") != std::string::npos;
+    CHECK_MESSAGE(with_id == 1, plan);
+  }
+  // verify accepts the msgids entries retention kept for pruned messages.
+  CHECK(run_outbox_tool({"verify", a.data_dir()}, a.dir() + "/verify.log") == 0);
+}

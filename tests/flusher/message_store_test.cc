@@ -34,21 +34,52 @@ TEST_CASE("ensure_indexes is idempotent and the unique indexes hold") {
   Status again = store.ensure_indexes();
   REQUIRE_MESSAGE(again.is_ok(), again.to_string());
 
-  // message_id is unique across plans: the same id in another plan is a
-  // permanent duplicate-key rejection, and no document appears.
+  // message_id is unique per plan, as in the outbox: the same id in another
+  // plan lands; in the same plan under another seq it is a permanent
+  // duplicate-key rejection, and no document appears.
   std::string a = make_envelope("plan-a", 1, R"({"x":1})", "same-id");
   std::string b = make_envelope("plan-b", 1, R"({"x":1})", "same-id");
   std::vector<MessageDoc> first{{"plan-a", 1, a}};
   REQUIRE(store.upsert_messages(first).is_ok());
   std::vector<MessageDoc> second{{"plan-b", 1, b}};
-  WriteStatus st = store.upsert_messages(second);
+  WriteStatus other_plan = store.upsert_messages(second);
+  CHECK_MESSAGE(other_plan.is_ok(), other_plan.to_status().to_string());
+  std::string a2 = make_envelope("plan-a", 2, R"({"x":2})", "same-id");
+  std::vector<MessageDoc> third{{"plan-a", 2, a2}};
+  WriteStatus st = store.upsert_messages(third);
   REQUIRE_FALSE(st.is_ok());
   CHECK(st.failure().kind == FailureKind::kPermanent);
   CHECK(st.failure().reason == "duplicate_key");
-  auto exists = store.message_exists("plan-b", 1);
+  auto exists = store.message_exists("plan-a", 2);
   REQUIRE(exists.is_ok());
   CHECK_FALSE(*exists);
-  CHECK(*store.count(kMessagesCollection) == 1);
+  CHECK(*store.count(kMessagesCollection) == 2);
+}
+
+TEST_CASE("ensure_indexes migrates the global unique message_id index of earlier versions to (plan_id, message_id)") {
+  auto pool = open_pool(test::test_mongo_uri());
+  {
+    // What agentd before issue 13 created.
+    auto lease = pool->lease();
+    mongoc_database_t* db = mongoc_client_get_database(lease.get(), pool->database().c_str());
+    bson_t* cmd = BCON_NEW("createIndexes", "messages", "indexes", "[", "{", "key", "{", "message_id", BCON_INT32(1),
+                           "}", "name", "message_id", "unique", BCON_BOOL(true), "}", "]");
+    bson_error_t err;
+    REQUIRE_MESSAGE(mongoc_database_write_command_with_opts(db, cmd, nullptr, nullptr, &err), err.message);
+    bson_destroy(cmd);
+    mongoc_database_destroy(db);
+  }
+  MessageStore store(pool.get());
+  Status st = store.ensure_indexes();
+  REQUIRE_MESSAGE(st.is_ok(), st.to_string());
+  std::string a = make_envelope("plan-1", 1, R"({"x":1})", "client-id-7");
+  std::string b = make_envelope("plan-2", 1, R"({"x":1})", "client-id-7");
+  std::vector<MessageDoc> one{{"plan-1", 1, a}}, two{{"plan-2", 1, b}};
+  REQUIRE(store.upsert_messages(one).is_ok());
+  WriteStatus ws = store.upsert_messages(two);
+  CHECK_MESSAGE(ws.is_ok(), ws.to_status().to_string());
+  CHECK(*store.count(kMessagesCollection) == 2);
+  REQUIRE(store.ensure_indexes().is_ok());  // idempotent once migrated
 }
 
 TEST_CASE("messages: byte-equal documents, seq order, and replays never overwrite") {

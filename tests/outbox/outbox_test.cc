@@ -573,6 +573,29 @@ TEST_CASE("retention never prunes a dead-lettered message: not while dead, not a
   CHECK(*(*r)->first_seq("p2") == 2);
 }
 
+TEST_CASE("dedup outlives retention: a repost of a pruned message answers its seq, not a new one") {
+  TempDir d;
+  OutboxOptions o;
+  o.dir = d.path;
+  o.track_pending = true;
+  o.flushed_retention = std::chrono::seconds(0);
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  auto& ob = *r;
+  for (int i = 1; i <= 4; ++i) append_ok(*ob, message_request("p1", "m" + std::to_string(i)));
+  REQUIRE(ob->ack_sync({1, 2, 3, 4}).is_ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(ob->prune_sync().is_ok());
+  REQUIRE(*ob->first_seq("p1") == 4);  // 1..3 pruned: MongoDB holds them
+  auto again = append_ok(*ob, message_request("p1", "m2"));
+  CHECK(again.duplicate);
+  CHECK(again.seq == 2);
+  CHECK_FALSE(again.bytes);  // the bytes live in MongoDB now
+  CHECK(*ob->find_message("p1", "m1") == std::optional<uint64_t>(1));
+  CHECK(*ob->last_seq("p1") == 4);
+  CHECK(append_ok(*ob, message_request("p1", "m5")).seq == 5);
+}
+
 TEST_CASE("the writer applies retention periodically") {
   TempDir d;
   OutboxOptions o;
