@@ -40,7 +40,7 @@ struct Config {
   unsigned outbox_prune_interval_s = 60;  // how often retention runs
   std::string web_dir;
   // ---- store (MongoDB flusher) ----
-  std::string write_concern = "1";
+  std::string write_concern = "majority";  // with journal: no acknowledged write rolled back by a failover
   bool journal = true;
   size_t flush_batch = 1000;
   unsigned flush_backoff_max_ms = 30000;

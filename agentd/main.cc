@@ -124,6 +124,7 @@ int run(int argc, char** argv) {
     if (cfg.write_concern == "majority") {
       mopts.write_concern.majority = true;
     } else {
+      mopts.write_concern.majority = false;
       try {
         mopts.write_concern.w = std::stoi(cfg.write_concern);
       } catch (...) {

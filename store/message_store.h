@@ -89,12 +89,14 @@ std::string message_doc_id(std::string_view plan_id, uint64_t seq);
 // message document's `_hash` (what it was written with; not a security hash).
 std::string message_content_hash(std::string_view envelope);
 
-// Write concern of every write. The default is "acknowledged + journaled"
-// ({w: 1, j: true}). FerretDB ignores write concern entirely, so this is
-// documented here and not tested there.
+// Write concern of every write. The default is {w: "majority", j: true}: the
+// flusher acks (and retention may then prune) only what a failover cannot
+// roll back — w:1 would override the majority default of MongoDB 5.0+
+// replica sets. A standalone treats majority as itself. FerretDB ignores
+// write concern entirely, so this is documented here and not tested there.
 struct WriteConcernOptions {
-  int w = 1;              // >= 1 (unacknowledged writes would break invariant 4)
-  bool majority = false;  // true: w = "majority" (w is then ignored)
+  int w = 1;             // >= 1 (unacknowledged writes would break invariant 4)
+  bool majority = true;  // true: w = "majority" (w is then ignored)
   bool journal = true;
   int32_t wtimeout_ms = 0;  // 0 = no timeout
 };

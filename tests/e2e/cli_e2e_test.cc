@@ -59,6 +59,10 @@ TEST_CASE("--help lists every flag with its environment variable, and README.md 
     CHECK_MESSAGE(flags.count(f) == 1, f << " missing from --help:\n" << r.out);
   }
   REQUIRE(flags.size() > 30);
+  // The flusher's write concern defaults to what a failover cannot roll back.
+  auto wc = r.out.find("--write-concern");
+  REQUIRE(wc != std::string::npos);
+  CHECK_MESSAGE(r.out.substr(wc, r.out.find('\n', wc) - wc).find("=majority") != std::string::npos, r.out);
   const char* src = std::getenv("AGENTD_SOURCE_DIR");
   REQUIRE_MESSAGE(src, "AGENTD_SOURCE_DIR is not set (run through ctest)");
   std::string readme = read_file(std::string(src) + "/README.md");

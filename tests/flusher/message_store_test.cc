@@ -369,3 +369,9 @@ TEST_CASE("a seq handed out again with other bytes is a conflict, never a replay
     if (fast) CHECK(store.replayed_documents() == replayed + 2);  // only the true replay counted
   }
 }
+
+TEST_CASE("the default write concern is majority with journal") {
+  MessageStoreOptions o;
+  CHECK(o.write_concern.majority);
+  CHECK(o.write_concern.journal);
+}
