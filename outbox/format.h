@@ -15,7 +15,8 @@
 //                       run without MongoDB (its appends make no pending entries), cleared
 //                       once a run with MongoDB queued them all (backfill_untracked)
 //                key := "backfill_from"         value := "m" message key | "p" plan_id:
-//                       where an interrupted backfill continues
+//                       where an interrupted backfill continues; deleted by the first
+//                       write of a run without MongoDB (the backfill then starts over)
 //   "messages"   key := plan_id:str16 seq:be64
 //                value := appended_at_ms:be64 pending_id:be64 message_id:str16 envelope
 //                (envelope = core/envelope.h bytes, never changed after commit;

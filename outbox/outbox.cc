@@ -801,6 +801,13 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
     // so that a later run with MongoDB sends it there (backfill_untracked()).
     MDB_val uk = mval(of::kUntrackedKey), empty{0, nullptr};
     if ((rc = mdb_put(txn, meta, &uk, &empty, 0)) != 0) return lmdb_error(rc, "write untracked flag");
+    // A backfill interrupted earlier must start over: its resume position
+    // may be past the plans this run appends to, whose new messages it
+    // would then never queue (re-scanning queues only pending_id 0).
+    MDB_val fk = mval(of::kBackfillFromKey);
+    if ((rc = mdb_del(txn, meta, &fk, nullptr)) != 0 && rc != MDB_NOTFOUND) {
+      return lmdb_error(rc, "delete backfill_from");
+    }
     st->marks_untracked = true;
   }
   if (req.message) {
@@ -1052,7 +1059,11 @@ Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id,
       if (!m.is_ok()) return m.status();
       // Invariant: with MongoDB, a message it does not hold (pending, or
       // dead-lettered: kNotInMongo) stays, and so does the rest of its plan.
-      if (m->appended_at_ms >= cutoff_ms || (options.track_pending && m->pending_id >= below_pending_id)) break;
+      // pending_id 0: appended by a run without MongoDB and not queued yet.
+      if (m->appended_at_ms >= cutoff_ms ||
+          (options.track_pending && (m->pending_id == 0 || m->pending_id >= below_pending_id))) {
+        break;
+      }
       std::string key(sv(k));
       std::string idkey = of::msgid_key(plan_id, m->message_id);
       rc = c.get(&k, &v, MDB_NEXT);

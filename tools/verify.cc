@@ -59,6 +59,9 @@ class Verifier {
   }
 
   Status check_meta() {
+    auto u = s_.get(OutboxTable::kMeta, of::kUntrackedKey);
+    if (!u.is_ok()) return u.status();
+    untracked_ = u->has_value();
     auto v = s_.get(OutboxTable::kMeta, of::kNextPendingIdKey);
     if (!v.is_ok()) return v.status();
     if (*v) {
@@ -117,6 +120,13 @@ class Verifier {
                   "msgids entry for message_id " + printable(m->message_id) + " points at seq " +
                       ((*idv)->size() == 8 ? std::to_string(of::get_be64((*idv)->data())) : "<malformed>"));
         }
+      }
+      if (m->pending_id == 0 && !untracked_) {
+        // Appended without MongoDB, and no backfill is due: neither pending,
+        // nor flushed, nor a dead letter — MongoDB will never get it.
+        problem("messages", plan, seq, k,
+                "never queued for MongoDB: no pending entry, not flushed, not a dead letter (pending_id 0 and "
+                "no backfill due)");
       }
       if (m->pending_id != 0) {
         auto pv = s_.get(OutboxTable::kPending, of::pending_key(m->pending_id));
@@ -334,6 +344,7 @@ class Verifier {
   size_t max_print_;
   uint64_t problems_ = 0;
   std::optional<uint64_t> next_pending_id_;
+  bool untracked_ = false;  // meta "untracked": messages with pending_id 0 await a backfill
   std::map<std::string, PlanMessages> plans_;
   std::map<std::string, uint64_t> plan_versions_;
   uint64_t messages_ = 0, msgids_ = 0, plan_records_ = 0, pending_ = 0, user_plans_ = 0, dead_ = 0;

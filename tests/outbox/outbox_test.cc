@@ -12,6 +12,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "core/clock.h"
@@ -299,6 +300,53 @@ TEST_CASE("a second open of the same dir is refused with kLocked") {
   CHECK(second.status().message().find(d.path) != std::string::npos);
   ob.reset();
   CHECK(Outbox::open(o).is_ok());  // released with the first owner
+}
+
+TEST_CASE("an interrupted backfill does not skip what a later run without MongoDB appended") {
+  TempDir d;
+  {
+    auto ob = open_outbox(d.path);  // without MongoDB
+    append_ok(*ob, message_request("a-plan", "a1"));
+    append_ok(*ob, message_request("b-plan", "b1"));
+  }
+  {  // A run with MongoDB was stopped halfway: its backfill continues at b-plan.
+    MDB_env* env;
+    REQUIRE(mdb_env_create(&env) == 0);
+    REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
+    REQUIRE(mdb_env_open(env, d.path.c_str(), 0, 0644) == 0);
+    MDB_txn* txn;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi meta;
+    REQUIRE(mdb_dbi_open(txn, outbox_format::kMetaDb, 0, &meta) == 0);
+    std::string v = "m" + outbox_format::message_key("b-plan", 1);
+    std::string key(outbox_format::kBackfillFromKey);
+    MDB_val k{key.size(), key.data()}, val{v.size(), v.data()};
+    REQUIRE(mdb_put(txn, meta, &k, &val, 0) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  {  // Then again without MongoDB: a message lands before the resume position.
+    auto ob = open_outbox(d.path);
+    append_ok(*ob, message_request("a-plan", "a2"));
+  }
+  OutboxOptions o;
+  o.dir = d.path;
+  o.track_pending = true;
+  o.flushed_retention = std::chrono::seconds(0);
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  auto pend = (*r)->read_pending(100, 1 << 20);
+  REQUIRE(pend.is_ok());
+  std::set<std::pair<std::string, uint64_t>> queued;
+  for (const auto& e : *pend) {
+    if (e.kind == PendingKind::kMessage) queued.emplace(e.plan_id, e.seq);
+  }
+  CHECK(queued.count({"a-plan", 1}) == 1);
+  CHECK(queued.count({"a-plan", 2}) == 1);
+  CHECK(queued.count({"b-plan", 1}) == 1);
+  // Retention never takes an unqueued message for flushed.
+  REQUIRE((*r)->prune_sync().is_ok());
+  CHECK(*(*r)->first_seq("a-plan") == 1);
 }
 
 TEST_CASE("a newer on-disk format version is refused with kVersionMismatch") {

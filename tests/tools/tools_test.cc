@@ -271,8 +271,12 @@ TEST_CASE("verify: a clean outbox passes, a deleted message and a garbage envelo
   SUBCASE("an envelope overwritten with garbage") {
     tamper(dir, of::kMessagesDb, [](MDB_txn* txn, MDB_dbi dbi) {
       std::string key = of::message_key("plan-b", 2);
-      std::string value = of::message_value(now_unix_ms(), 0, "plan-b-m2", "{\"seq\":2,garbage");
-      MDB_val k = mval(key), v = mval(value);
+      MDB_val k = mval(key), old;
+      REQUIRE(mdb_get(txn, dbi, &k, &old) == 0);
+      auto was = of::parse_message_value({static_cast<const char*>(old.mv_data), old.mv_size});
+      REQUIRE(was.is_ok());
+      std::string value = of::message_value(now_unix_ms(), was->pending_id, "plan-b-m2", "{\"seq\":2,garbage");
+      MDB_val v = mval(value);
       REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
     });
     Run r = run_tool({"verify", dir});
@@ -297,6 +301,33 @@ TEST_CASE("verify: a clean outbox passes, a deleted message and a garbage envelo
     CHECK(r.code == 1);
     CHECK(r.out.find("PROBLEM messages plan=plan-b seq=3") != std::string::npos);
     CHECK(r.out.find("envelope seq is 7") != std::string::npos);
+  }
+  SUBCASE("a message never queued for MongoDB (an interrupted backfill's hole)") {
+    tamper(dir, of::kMessagesDb, [](MDB_txn* txn, MDB_dbi dbi) {
+      std::string key = of::message_key("plan-a", 6);
+      MDB_val k = mval(key), old;
+      REQUIRE(mdb_get(txn, dbi, &k, &old) == 0);
+      auto was = of::parse_message_value({static_cast<const char*>(old.mv_data), old.mv_size});
+      REQUIRE(was.is_ok());
+      std::string value = of::message_value(was->appended_at_ms, 0, was->message_id, was->envelope);
+      MDB_val v = mval(value);
+      REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    });
+    tamper(dir, of::kPendingDb, [](MDB_txn* txn, MDB_dbi dbi) {  // its entry, as if acked
+      MDB_cursor* c;
+      REQUIRE(mdb_cursor_open(txn, dbi, &c) == 0);
+      MDB_val k, v;
+      for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        auto p = of::parse_pending_value({static_cast<const char*>(v.mv_data), v.mv_size});
+        if (p.is_ok() && p->plan_id == "plan-a" && p->number == 6) REQUIRE(mdb_cursor_del(c, 0) == 0);
+      }
+      mdb_cursor_close(c);
+    });
+    Run r = run_tool({"verify", dir});
+    CHECK(r.code == 1);
+    CHECK(r.out.find("PROBLEM messages plan=plan-a seq=6") != std::string::npos);
+    CHECK(r.out.find("never queued for MongoDB") != std::string::npos);
+    CHECK(r.out.find("1 problem in") != std::string::npos);
   }
   SUBCASE("a plan record whose last_seq is beyond its messages") {
     tamper(dir, of::kPlansDb, [](MDB_txn* txn, MDB_dbi dbi) {
