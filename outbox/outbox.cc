@@ -52,6 +52,9 @@ Status lmdb_error(int rc, std::string_view what) {
 // Prune deletes at most this many messages per transaction, so that one run
 // never holds the writer for long; the writer continues at its next turn.
 constexpr size_t kPruneBudget = 20000;
+// Retention with MongoDB reads at most this many pending entries to learn
+// which plan records MongoDB may not hold yet.
+constexpr size_t kMaxPendingScan = 10000;
 constexpr size_t kMaxSeqCache = 100000;
 
 // A read-only transaction for the calling thread (MDB_NOTLS: any thread).
@@ -175,6 +178,7 @@ struct Outbox::Impl {
   std::unordered_map<std::string, uint64_t> seq_cache;  // plan -> last seq
   uint64_t next_pending_id = 1;
   int64_t last_appended_ms = 0;
+  std::string prune_resume;       // retention with MongoDB: the plan its next pass starts at ("": the first)
   bool untracked_marked = false;  // meta "untracked" committed by this process
 
   ~Impl() {
@@ -208,6 +212,9 @@ struct Outbox::Impl {
   Status apply_prune(MDB_txn* txn, Op& op, TxnState* st);
   Status prune_plan_messages(MDB_txn* txn, std::string_view plan_id, int64_t cutoff_ms, uint64_t below_pending_id,
                              bool keep_last, size_t* budget, bool* all_gone);
+  // Deletes what is left of a plan whose messages are all gone: its msgids
+  // entries, its user_plans entry, its record.
+  Status remove_plan(MDB_txn* txn, const PlanRecord& p, TxnState* st);
   Result<uint64_t> stored_last_seq(MDB_txn* txn, std::string_view plan_id);
   Result<uint64_t> next_seq(MDB_txn* txn, const std::string& plan_id, TxnState* st);
   Status put_pending(MDB_txn* txn, TxnState* st, std::string_view value);
@@ -1045,7 +1052,7 @@ Status Outbox::Impl::apply_retry(MDB_txn* txn, Op& op, TxnState* st) {
 // *all_gone when the plan has no message left.
 Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id, int64_t cutoff_ms,
                                          uint64_t below_pending_id, bool keep_last, size_t* budget, bool* all_gone) {
-  std::vector<std::pair<std::string, std::string>> doomed;  // message key, msgids key
+  std::vector<std::string> doomed;  // message keys
   *all_gone = false;
   {
     Cursor c(txn, messages);
@@ -1065,11 +1072,10 @@ Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id,
         break;
       }
       std::string key(sv(k));
-      std::string idkey = of::msgid_key(plan_id, m->message_id);
       rc = c.get(&k, &v, MDB_NEXT);
       bool is_last = rc != 0 || !of::parse_message_key(sv(k), plan_id, &seq);
       if (is_last && keep_last) break;
-      doomed.emplace_back(std::move(key), std::move(idkey));
+      doomed.push_back(std::move(key));
       if (is_last) *all_gone = true;
     }
     if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "scan messages");
@@ -1079,13 +1085,11 @@ Status Outbox::Impl::prune_plan_messages(MDB_txn* txn, std::string_view plan_id,
       *all_gone = rc2 != 0 || !of::parse_message_key(sv(k2), plan_id, &seq);
     }
   }
-  for (auto& [key, idkey] : doomed) {
-    MDB_val k = mval(key), ik = mval(idkey);
-    int rc = mdb_del(txn, messages, &k, nullptr);
-    if (rc != 0) return lmdb_error(rc, "delete message");
-    if (keep_last) continue;  // the plan lives on: its msgids entries stay (dedup outlives retention)
-    rc = mdb_del(txn, msgids, &ik, nullptr);
-    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete msgids entry");
+  // The msgids entries stay while the plan does (dedup outlives retention);
+  // remove_plan() deletes them with the plan.
+  for (const std::string& key : doomed) {
+    MDB_val k = mval(key);
+    if (int rc = mdb_del(txn, messages, &k, nullptr); rc != 0) return lmdb_error(rc, "delete message");
   }
   *budget -= doomed.size();
   return Status::ok();
@@ -1120,28 +1124,74 @@ Status Outbox::Impl::apply_prune(MDB_txn* txn, Op& op, TxnState* st) {
       }
       if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "scan pending");
     }
-    // Visit each plan that has messages by jumping over its key range.
+    // Plans whose record MongoDB may not hold yet (a pending plan entry): a
+    // finished plan is removed whole only when none is. With a long backlog
+    // (more entries than kMaxPendingScan) no plan is removed this pass.
+    std::unordered_set<std::string> record_pending;
+    bool may_remove = true;
+    {
+      MDB_stat ps;
+      int rc = mdb_stat(txn, pending, &ps);
+      if (rc != 0) return lmdb_error(rc, "mdb_stat pending");
+      may_remove = ps.ms_entries <= kMaxPendingScan;
+      Cursor c(txn, pending);
+      AGENTD_RETURN_IF_ERROR(c.status());
+      MDB_val k, v;
+      for (rc = may_remove ? c.get(&k, &v, MDB_FIRST) : MDB_NOTFOUND; rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
+        auto p = of::parse_pending_value(sv(v));
+        if (!p.is_ok()) return p.status();
+        if (p->kind == PendingKind::kPlan) record_pending.emplace(p->plan_id);
+      }
+      if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "scan pending");
+    }
+    // Visit each plan that has messages by jumping over its key range,
+    // from where the last pass stopped, within a time budget (the writer
+    // waits meanwhile); at least one plan per pass.
+    const auto t0 = std::chrono::steady_clock::now();
     std::string plan;
-    for (;;) {
+    for (size_t visited = 0;; ++visited) {
       {
         Cursor c(txn, messages);
         AGENTD_RETURN_IF_ERROR(c.status());
-        std::string from = plan.empty() ? std::string() : of::message_key(plan, std::numeric_limits<uint64_t>::max());
+        std::string from = visited > 0             ? of::message_key(plan, std::numeric_limits<uint64_t>::max())
+                           : !prune_resume.empty() ? of::message_key(prune_resume, 0)
+                                                   : std::string();
         MDB_val k = mval(from), v;
         int rc = from.empty() ? c.get(&k, &v, MDB_FIRST) : c.get(&k, &v, MDB_SET_RANGE);
-        if (rc == MDB_NOTFOUND) break;
+        if (rc == MDB_NOTFOUND) {  // the walk reached the end: the next pass starts over
+          prune_resume.clear();
+          break;
+        }
         if (rc != 0) return lmdb_error(rc, "scan messages");
         of::Reader r(sv(k), "message key");
         std::string_view p;
         if (!r.str16(&p)) return r.error("plan_id");
         plan = std::string(p);
       }
-      if (budget == 0) {
+      if (budget == 0 || (visited > 0 && std::chrono::steady_clock::now() - t0 >= options.prune_time_budget)) {
+        prune_resume = plan;
         op.prune_more = true;
         break;
       }
-      bool gone;
-      AGENTD_RETURN_IF_ERROR(prune_plan_messages(txn, plan, cutoff, first_pending, true, &budget, &gone));
+      // A finished plan MongoDB holds entirely (messages and record) goes
+      // whole: it takes no more appends, so its seqs need no anchor here.
+      std::optional<PlanRecord> finished;
+      if (may_remove && record_pending.count(plan) == 0) {
+        MDB_val pk = mval(plan), pv;
+        int rc = mdb_get(txn, plans, &pk, &pv);
+        if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "read plan record");
+        if (rc == 0) {
+          auto rec = decode_plan(sv(pv));
+          if (!rec.is_ok()) return corruption("corrupt plan record " + plan + ": " + rec.status().message());
+          int64_t updated = 0;
+          if (is_final(rec->status) && parse_rfc3339_ms(rec->updated_at, &updated) && updated < cutoff) {
+            finished = std::move(*rec);
+          }
+        }
+      }
+      bool gone = false;
+      AGENTD_RETURN_IF_ERROR(prune_plan_messages(txn, plan, cutoff, first_pending, !finished, &budget, &gone));
+      if (finished && gone) AGENTD_RETURN_IF_ERROR(remove_plan(txn, *finished, st));
     }
     return Status::ok();
   }
@@ -1185,29 +1235,33 @@ Status Outbox::Impl::apply_prune(MDB_txn* txn, Op& op, TxnState* st) {
       op.prune_more = true;
       break;
     }
-    // msgids entries kept by an earlier run's retention with MongoDB.
-    {
-      std::vector<std::string> ids;
-      {
-        Cursor c(txn, msgids);
-        AGENTD_RETURN_IF_ERROR(c.status());
-        std::string prefix = of::message_prefix(p.plan_id);  // plan_id:str16, as msgids keys start
-        MDB_val k = mval(prefix), v;
-        int rc = c.get(&k, &v, MDB_SET_RANGE);
-        for (; rc == 0 && sv(k).starts_with(prefix); rc = c.get(&k, &v, MDB_NEXT)) ids.emplace_back(sv(k));
-        if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "scan msgids");
-      }
-      for (const std::string& id : ids) {
-        MDB_val k = mval(id);
-        if (int rc = mdb_del(txn, msgids, &k, nullptr); rc != 0) return lmdb_error(rc, "delete msgids entry");
-      }
-    }
-    std::string uk = of::user_plans_key(p.user_id, created_ms(p), p.plan_id);
-    MDB_val ukv = mval(uk), pk = mval(p.plan_id);
-    int rc = mdb_del(txn, user_plans, &ukv, nullptr);
-    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete user_plans entry");
-    if ((rc = mdb_del(txn, plans, &pk, nullptr)) != 0) return lmdb_error(rc, "delete plan record");
+    AGENTD_RETURN_IF_ERROR(remove_plan(txn, p, st));
   }
+  return Status::ok();
+}
+
+Status Outbox::Impl::remove_plan(MDB_txn* txn, const PlanRecord& p, TxnState* st) {
+  st->erased_plans.insert(p.plan_id);
+  st->last_seq.erase(p.plan_id);
+  std::vector<std::string> ids;  // msgids entries kept by retention with MongoDB
+  {
+    Cursor c(txn, msgids);
+    AGENTD_RETURN_IF_ERROR(c.status());
+    std::string prefix = of::message_prefix(p.plan_id);  // plan_id:str16, as msgids keys start
+    MDB_val k = mval(prefix), v;
+    int rc = c.get(&k, &v, MDB_SET_RANGE);
+    for (; rc == 0 && sv(k).starts_with(prefix); rc = c.get(&k, &v, MDB_NEXT)) ids.emplace_back(sv(k));
+    if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "scan msgids");
+  }
+  for (const std::string& id : ids) {
+    MDB_val k = mval(id);
+    if (int rc = mdb_del(txn, msgids, &k, nullptr); rc != 0) return lmdb_error(rc, "delete msgids entry");
+  }
+  std::string uk = of::user_plans_key(p.user_id, created_ms(p), p.plan_id);
+  MDB_val ukv = mval(uk), pk = mval(p.plan_id);
+  int rc = mdb_del(txn, user_plans, &ukv, nullptr);
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "delete user_plans entry");
+  if ((rc = mdb_del(txn, plans, &pk, nullptr)) != 0) return lmdb_error(rc, "delete plan record");
   return Status::ok();
 }
 

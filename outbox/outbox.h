@@ -54,7 +54,8 @@ struct OutboxOptions {
   size_t max_batch_count = 4096;       // requests committed in one group commit
   size_t max_queue = 100000;           // requests waiting; beyond -> kUnavailable
   // With track_pending: flushed messages older than this are pruned (never
-  // pending ones, never a plan's highest seq, so seqs continue).
+  // pending or dead-lettered ones, never a live plan's highest seq, so seqs
+  // continue; a finished plan goes whole, see prune_time_budget).
   std::chrono::seconds flushed_retention{24 * 3600};
   // Embedded default (no track_pending): finished plans (is_final) not
   // updated for this long are removed with their messages (0 = keep all).
@@ -64,6 +65,11 @@ struct OutboxOptions {
   // and clears stale reader slots (readers of any process that died inside
   // a read transaction; they would pin pages and grow the file).
   std::chrono::milliseconds prune_interval{60000};
+  // With track_pending: one retention pass visits plans for at most this
+  // long (at least one plan), then yields the writer and continues at once
+  // from where it stopped. Finished plans MongoDB holds entirely (messages
+  // and record, updated before the retention cutoff) are removed whole.
+  std::chrono::milliseconds prune_time_budget{50};
 };
 
 // One committed message, reported to the observer in seq order per plan.

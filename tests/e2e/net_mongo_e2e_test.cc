@@ -357,3 +357,50 @@ TEST_CASE("message_id is per plan everywhere, and dedup outlives retention") {
   // verify accepts the msgids entries retention kept for pruned messages.
   CHECK(run_outbox_tool({"verify", a.data_dir()}, a.dir() + "/verify.log") == 0);
 }
+
+TEST_CASE("retention removes a finished plan whole once MongoDB holds it; reads then come from MongoDB") {
+  FerretDb db;
+  db.start();
+  Agentd a;
+  a.start({"--mongo-uri", db.uri() + "agentd_finished_prune?serverSelectionTimeoutMS=500&connectTimeoutMS=500",
+           "--outbox-retention-hours", "0", "--outbox-prune-interval-s", "1"});
+  REQUIRE(wait_mongo_state(a.port(), "ok", 10000));
+  const auto [plan, base] = open_plan(a.port());
+  const std::string live = open_plan(a.port()).id;
+  for (int i = 1; i <= 3; ++i) REQUIRE(post_message(a.port(), plan, "m" + std::to_string(i)).status == 200);
+  REQUIRE(http_post(a.port(), "/api/v3/plans/" + plan + "/cancel", "{}").status == 200);
+  REQUIRE(eventually(
+      [&] {
+        return std::string(
+                   json(http_get(a.port(), "/api/v3/plan?plan_id=" + plan).body)["plan"]["status"].GetString()) ==
+               "canceled";
+      },
+      10000));
+  REQUIRE(eventually([&] { return metric(a.port(), "agentd_outbox_pending_messages") == 0; }, 15000));
+  // The outbox (read beside the live agentd) lets the finished plan go, keeps the live one.
+  const std::string out = a.dir() + "/dump.out";
+  auto dumped = [&](const std::string& p) {
+    std::string cmd = "'" + agentd_outbox_binary() + "' dump '" + a.data_dir() + "' --plan '" + p + "' > '" + out + "'";
+    ChildProcess sh = ChildProcess::spawn({"/bin/sh", "-c", cmd}, a.dir() + "/dump.log");
+    REQUIRE(sh.wait(20000) == 0);
+    return read_file(out);
+  };
+  REQUIRE(eventually([&] { return dumped(plan).empty(); }, 10000));
+  CHECK_FALSE(dumped(live).empty());
+  // Everything still reads, from MongoDB.
+  auto page = http_get(a.port(), "/api/v3/plan/" + plan + "/messages?after_seq=0&limit=1000");
+  REQUIRE_MESSAGE(page.status == 200, page.body);
+  auto d = json(page.body);
+  const uint64_t n = d["messages"].GetArray().Size();
+  CHECK(n >= base + 4);  // the runtime's, ours, the cancel
+  for (rapidjson::SizeType i = 0; i < n; ++i) CHECK(d["messages"][i]["seq"].GetUint64() == i + 1);
+  auto p = http_get(a.port(), "/api/v3/plan?plan_id=" + plan);
+  REQUIRE(p.status == 200);
+  CHECK(std::string(json(p.body)["plan"]["status"].GetString()) == "canceled");
+  WsClient ws;
+  REQUIRE(ws.connect(a.port(), "/api/v3/socket/" + plan + "?after_seq=0"));
+  for (uint64_t s = 1; s <= n; ++s) CHECK(seq_of(ws.read().text) == s);
+  // It takes no more messages (409), as before it ended.
+  CHECK(post_message(a.port(), plan, "late").status == 409);
+  CHECK(run_outbox_tool({"verify", a.data_dir()}, a.dir() + "/verify.log") == 0);
+}

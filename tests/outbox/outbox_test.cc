@@ -644,6 +644,64 @@ TEST_CASE("dedup outlives retention: a repost of a pruned message answers its se
   CHECK(append_ok(*ob, message_request("p1", "m5")).seq == 5);
 }
 
+TEST_CASE("retention with MongoDB removes a finished plan whole once MongoDB holds it, in time-bounded passes") {
+  TempDir d;
+  OutboxOptions o;
+  o.dir = d.path;
+  o.track_pending = true;
+  o.flushed_retention = std::chrono::seconds(0);
+  o.prune_time_budget = std::chrono::milliseconds(0);  // one plan per pass
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  auto& ob = *r;
+  auto plan_with = [&](const std::string& id, PlanStatus status, int messages) {
+    AppendRequest rec;
+    rec.plan = make_plan(id, "alice", "2026-11-26T01:00:00.000Z", status);
+    append_ok(*ob, std::move(rec));
+    for (int i = 1; i <= messages; ++i) append_ok(*ob, message_request(id, id + "-m" + std::to_string(i)));
+  };
+  plan_with("done", PlanStatus::kCompleted, 3);
+  plan_with("live", PlanStatus::kRunning, 3);
+  plan_with("done-dead", PlanStatus::kFailed, 2);
+  plan_with("done-unacked-record", PlanStatus::kCanceled, 1);
+  // MongoDB acknowledged everything except done-dead's seq 2 (rejected) and
+  // the record of done-unacked-record (its last version: the highest id).
+  auto pend = ob->read_pending(1000, 64 << 20);
+  REQUIRE(pend.is_ok());
+  std::vector<uint64_t> acks;
+  uint64_t dead_id = 0, record_id = 0;
+  for (const auto& e : *pend) {
+    if (e.kind == PendingKind::kMessage && e.plan_id == "done-dead" && e.seq == 2) {
+      dead_id = e.id;
+    } else if (e.kind == PendingKind::kPlan && e.plan_id == "done-unacked-record") {
+      record_id = e.id;
+    } else {
+      acks.push_back(e.id);
+    }
+  }
+  REQUIRE(ob->ack_sync(acks).is_ok());
+  REQUIRE(ob->dead_letter_sync(dead_id, "rejected").is_ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  uint64_t commits = ob->stats()->commits;
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK(ob->stats()->commits - commits >= 4);  // one pass per plan
+  // The finished plan MongoDB holds: gone from the outbox (reads go to MongoDB).
+  CHECK_FALSE(ob->get_plan("done")->has_value());
+  CHECK(ob->read_messages("done", 0, 10)->empty());
+  CHECK_FALSE(ob->find_message("done", "done-m1")->has_value());
+  CHECK(ob->list_plans("alice", 10)->size() == 3);
+  // A live plan keeps its last message (its seq anchor) and its record.
+  CHECK(*ob->first_seq("live") == 3);
+  CHECK(ob->get_plan("live")->has_value());
+  // MongoDB lacks a message or the record: the plan stays.
+  CHECK(*ob->first_seq("done-dead") == 2);
+  CHECK(ob->get_plan("done-dead")->has_value());
+  CHECK(ob->get_plan("done-unacked-record")->has_value());
+  REQUIRE(ob->ack_sync({record_id}).is_ok());
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK_FALSE(ob->get_plan("done-unacked-record")->has_value());
+}
+
 TEST_CASE("the writer applies retention periodically") {
   TempDir d;
   OutboxOptions o;
