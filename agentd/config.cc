@@ -1,6 +1,10 @@
 #include "agentd/config.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 namespace agentd {
 
@@ -153,7 +157,44 @@ void add_flags(CLI::App& app, Config& cfg) {
                  "on SIGTERM/SIGINT: time to drain pending messages to MongoDB (the rest stays in the outbox)")
       ->envname("AGENTD_FLUSH_DRAIN_TIMEOUT_MS")
       ->capture_default_str();
+  // ---- cluster flags (docs/scale-out.md) ----
+  app.add_option("--cluster-secret-file", cfg.cluster_secret_file,
+                 "several instances on one MongoDB: the shared secret peers authenticate with (a file; "
+                 "setting it turns cluster mode on and needs --mongo-uri)")
+      ->envname("AGENTD_CLUSTER_SECRET_FILE");
+  app.add_option("--instance-id", cfg.instance_id,
+                 "this instance's id in the cluster; default: host name + a hash of --data-dir (stable)")
+      ->envname("AGENTD_INSTANCE_ID");
+  app.add_option("--advertise-url", cfg.advertise_url,
+                 "how peers reach this instance, http://host:port; default: http://<--listen>")
+      ->envname("AGENTD_ADVERTISE_URL");
+  app.add_option("--cluster-heartbeat-ms", cfg.cluster_heartbeat_ms,
+                 "how often this instance renews its registry entry")
+      ->envname("AGENTD_CLUSTER_HEARTBEAT_MS")
+      ->check(CLI::Range(100u, 60000u))
+      ->capture_default_str();
+  app.add_option("--cluster-stale-ms", cfg.cluster_stale_ms,
+                 "a peer whose heartbeat is older than this is treated as down")
+      ->envname("AGENTD_CLUSTER_STALE_MS")
+      ->check(CLI::Range(200u, 600000u))
+      ->capture_default_str();
   add_runtime_flags(app, cfg.runtime);
+}
+
+std::string default_instance_id(const std::string& data_dir) {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0 || !host[0]) std::snprintf(host, sizeof host, "agentd");
+  std::error_code ec;
+  std::string dir = std::filesystem::weakly_canonical(data_dir, ec).string();
+  if (ec) dir = data_dir;
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64
+  for (unsigned char c : dir) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return std::string(host) + "-" + hex;
 }
 
 }  // namespace agentd

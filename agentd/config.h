@@ -45,6 +45,12 @@ struct Config {
   size_t flush_batch = 1000;
   unsigned flush_backoff_max_ms = 30000;
   unsigned flush_drain_timeout_ms = 5000;
+  // ---- cluster: several instances on one MongoDB (docs/scale-out.md) ----
+  std::string cluster_secret_file;  // set = cluster mode (needs --mongo-uri)
+  std::string instance_id;          // default: derived from the host name and --data-dir
+  std::string advertise_url;        // default: http://<--listen> (a wildcard address needs this flag)
+  unsigned cluster_heartbeat_ms = 1000;
+  unsigned cluster_stale_ms = 5000;
   // ---- runtime (agentd/runtime_host.h) ----
   RuntimeFlags runtime;
 };
@@ -53,6 +59,9 @@ struct Config {
 void add_flags(CLI::App& app, Config& cfg);
 
 std::vector<std::string> split_csv(const std::string& s);
+// The default --instance-id: "<host name>-<16 hex digits of a hash of the
+// absolute data folder>", stable across restarts on the same folder.
+std::string default_instance_id(const std::string& data_dir);
 bool split_host_port(const std::string& s, std::string* host, unsigned short* port);
 
 }  // namespace agentd

@@ -13,12 +13,15 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "agentd/config.h"
 #include "agentd/runtime_host.h"
 #include "core/metrics.h"
+#include "net/cluster.h"
 #include "net/mongo_history.h"
 #include "net/server.h"
 #include "outbox/outbox.h"
@@ -50,6 +53,37 @@ int main(int argc, char** argv) {
 
 namespace {
 
+// --cluster-secret-file and friends -> the cluster (docs/scale-out.md).
+agentd::Result<std::unique_ptr<agentd::net::Cluster>> make_cluster(const agentd::Config& cfg, agentd::Outbox* ob,
+                                                                   agentd::MessageStore* store,
+                                                                   agentd::net::HistoryReader* history,
+                                                                   agentd::MetricsRegistry& metrics) {
+  if (!store) return agentd::invalid_argument("--cluster-secret-file: several instances need --mongo-uri");
+  std::ifstream in(cfg.cluster_secret_file);
+  if (!in) return agentd::invalid_argument("--cluster-secret-file " + cfg.cluster_secret_file + ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string secret = ss.str();
+  while (!secret.empty() && std::isspace(static_cast<unsigned char>(secret.back()))) secret.pop_back();
+  if (secret.size() < 16) {
+    return agentd::invalid_argument("--cluster-secret-file " + cfg.cluster_secret_file +
+                                    ": the secret must be at least 16 characters");
+  }
+  agentd::net::ClusterConfig cc;
+  cc.instance_id = cfg.instance_id;
+  cc.secret = std::move(secret);
+  cc.heartbeat = std::chrono::milliseconds(cfg.cluster_heartbeat_ms);
+  cc.stale_after = std::chrono::milliseconds(cfg.cluster_stale_ms);
+  cc.advertise_url = cfg.advertise_url.empty() ? "http://" + cfg.listen : cfg.advertise_url;
+  auto hp = agentd::net::parse_peer_url(cc.advertise_url);
+  if (!hp) return agentd::invalid_argument("--advertise-url: " + hp.status().message());
+  if (hp->first == "0.0.0.0" || hp->first == "[::]" || hp->first == "::" || hp->second == "0") {
+    return agentd::invalid_argument("--advertise-url: '" + cc.advertise_url +
+                                    "' is not an address peers can reach; set --advertise-url");
+  }
+  return std::make_unique<agentd::net::Cluster>(std::move(cc), ob, store, history, metrics);
+}
+
 int run(int argc, char** argv) {
   agentd::Config cfg;
   CLI::App app{"agentd — agent-execution backend; every message is durable the moment it exists"};
@@ -79,6 +113,7 @@ int run(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (cfg.instance_id.empty()) cfg.instance_id = agentd::default_instance_id(cfg.data_dir);
   std::error_code fs_ec;
   std::filesystem::create_directories(cfg.data_dir, fs_ec);
   if (fs_ec) {
@@ -121,6 +156,7 @@ int run(int argc, char** argv) {
     }
     mongo_pool = std::move(*pool);
     agentd::MessageStoreOptions mopts;
+    if (!cfg.cluster_secret_file.empty()) mopts.owner = cfg.instance_id;  // plans carry their owner
     if (cfg.write_concern == "majority") {
       mopts.write_concern.majority = true;
     } else {
@@ -185,6 +221,17 @@ int run(int argc, char** argv) {
                             : agentd::unavailable("MongoDB unreachable (the outbox holds the backlog)");
     };
   }
+  // ---- cluster: several instances on one MongoDB (docs/scale-out.md) ----
+  std::unique_ptr<agentd::net::Cluster> cluster;
+  if (!cfg.cluster_secret_file.empty()) {
+    auto c = make_cluster(cfg, ob, message_store.get(), history.get(), metrics);
+    if (!c) {
+      spdlog::error("{}", c.status().message());
+      return kExitUsage;
+    }
+    cluster = std::move(*c);
+    deps.cluster = cluster.get();
+  }
   auto server = agentd::net::Server::create(scfg, std::move(deps));
   if (!server) {
     spdlog::error("{}", server.status().to_string());
@@ -205,6 +252,10 @@ int run(int argc, char** argv) {
     return kExitDataDir;
   }
   (*server)->start();
+  if (cluster) {
+    cluster->start();
+    spdlog::info("cluster: instance {} at {}", cluster->config().instance_id, cluster->config().advertise_url);
+  }
   auto ep = (*server)->local_endpoint();
   spdlog::info("agentd listening on http://{}:{} (data {}, {}, auth {})", ep.address().to_string(), ep.port(),
                cfg.data_dir, cfg.mongo_uri.empty() ? "embedded default: no MongoDB" : "MongoDB configured", cfg.auth);
@@ -213,6 +264,7 @@ int run(int argc, char** argv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping (in-flight requests finish, WebSockets close with 1001)", sig);
+  if (cluster) cluster->stop();  // peers stop routing here
   (*server)->stop(std::chrono::milliseconds(cfg.shutdown_timeout_ms));
   (*runtime)->stop(std::chrono::milliseconds(2000));
   if (flusher) {
@@ -224,6 +276,7 @@ int run(int argc, char** argv) {
     }
   }
   server->reset();
+  cluster.reset();
   outbox->reset();
   // ==== net (end) ====
   spdlog::info("agentd stopped");

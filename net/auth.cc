@@ -60,8 +60,9 @@ Result<std::unordered_map<std::string, std::string>> Auth::parse_token_file(std:
   return out;
 }
 
-Result<Auth> Auth::create(AuthMode mode, const std::string& token_file) {
+Result<Auth> Auth::create(AuthMode mode, const std::string& token_file, std::string cluster_secret) {
   Auth a(mode);
+  a.cluster_secret_ = std::move(cluster_secret);
   if (mode != AuthMode::kToken) return a;
   if (token_file.empty()) return invalid_argument("--auth=token needs --auth-token-file");
   std::ifstream in(token_file);
@@ -81,8 +82,26 @@ Auth Auth::with_tokens(std::unordered_map<std::string, std::string> tokens) {
   return a;
 }
 
+bool Auth::from_peer(const http::fields& headers) const {
+  auto it = headers.find(kClusterSecretHeader);
+  if (cluster_secret_.empty() || it == headers.end()) return false;
+  std::string_view got = it->value();
+  // Constant time in the secret's length: no early exit on the first mismatch.
+  unsigned diff = got.size() == cluster_secret_.size() ? 0u : 1u;
+  for (size_t i = 0; i < cluster_secret_.size(); ++i) {
+    diff |= static_cast<unsigned char>(cluster_secret_[i]) ^ static_cast<unsigned char>(i < got.size() ? got[i] : 0);
+  }
+  return diff == 0;
+}
+
 Result<Identity> Auth::identify(const http::fields& headers, bool is_websocket, std::string_view query_user,
                                 std::string_view query_token) const {
+  if (auto it = headers.find(kForwardedUserHeader); it != headers.end()) {
+    std::string_view user = trim(it->value());
+    if (!from_peer(headers)) return unauthenticated("forwarded identity without the cluster secret");
+    if (user.empty()) return unauthenticated("empty forwarded identity");
+    return Identity{std::string(user), {}, true};
+  }
   std::string_view principal;
   if (auto it = headers.find(kPrincipalHeader); it != headers.end()) principal = trim(it->value());
   switch (mode_) {

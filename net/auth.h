@@ -14,6 +14,13 @@
 //            or a Sec-WebSocket-Protocol entry `<token>` / `bearer.<token>`;
 //            the matching entry is echoed back as the selected protocol.
 // Missing or unknown identity where required -> kUnauthenticated (401).
+//
+// Forwarded identity (several instances, docs/scale-out.md): a request that
+// another instance forwards carries the caller's user in
+// x-agentd-forwarded-user and the cluster secret in x-agentd-cluster-secret.
+// In every mode, a request naming a forwarded user is trusted only with the
+// right secret; without it (or on an instance with no cluster secret) it is
+// refused (401), never read as the user it names.
 // Thread-safe: immutable after create().
 #pragma once
 
@@ -29,6 +36,8 @@ namespace agentd::net {
 
 inline constexpr std::string_view kZeroUser = "00000000-0000-0000-0000-000000000000";
 inline constexpr std::string_view kPrincipalHeader = "x-ms-client-principal-id";
+inline constexpr std::string_view kForwardedUserHeader = "x-agentd-forwarded-user";
+inline constexpr std::string_view kClusterSecretHeader = "x-agentd-cluster-secret";
 
 enum class AuthMode { kDev, kHeader, kToken };
 
@@ -38,12 +47,15 @@ std::string_view auth_mode_name(AuthMode m);
 struct Identity {
   std::string user_id;
   std::string ws_protocol;  // the Sec-WebSocket-Protocol entry to echo ("" = none)
+  bool forwarded = false;   // forwarded by a peer instance (never forwarded again)
 };
 
 class Auth {
  public:
   // token mode needs a readable token file with at least one entry.
-  static Result<Auth> create(AuthMode mode, const std::string& token_file);
+  // `cluster_secret` (may be empty: no forwarding accepted) authenticates
+  // peer instances.
+  static Result<Auth> create(AuthMode mode, const std::string& token_file, std::string cluster_secret = {});
   // For tests: token mode with an in-memory table.
   static Auth with_tokens(std::unordered_map<std::string, std::string> tokens);
 
@@ -54,6 +66,9 @@ class Auth {
   Result<Identity> identify(const boost::beast::http::fields& headers, bool is_websocket,
                             std::string_view query_user = {}, std::string_view query_token = {}) const;
 
+  // True when `headers` carry the cluster secret (a peer instance calling).
+  bool from_peer(const boost::beast::http::fields& headers) const;
+
   // Parses "<token> <user_id>" lines.
   static Result<std::unordered_map<std::string, std::string>> parse_token_file(std::string_view text);
 
@@ -61,6 +76,7 @@ class Auth {
   explicit Auth(AuthMode m) : mode_(m) {}
   AuthMode mode_;
   std::unordered_map<std::string, std::string> tokens_;  // token -> user_id
+  std::string cluster_secret_;
 };
 
 }  // namespace agentd::net

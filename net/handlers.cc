@@ -121,18 +121,19 @@ void Router::plan(const std::string& user, const Target& t, Respond respond) {
     Status status;
     PlanRecord plan;
     std::vector<StoredMessage> messages;
+    ReadNote note;  // several instances: a foreign plan whose owner is down
   };
   size_t cap = st_.cfg.plan_messages_cap;
   st_.run_read(
       [this, user, id = *plan_id, cap] {
         Out o;
-        auto p = owned_plan(user, id);
+        auto p = owned_plan(user, id, &o.note);
         if (!p) {
           o.status = p.status();
           return o;
         }
         o.plan = std::move(*p);
-        auto m = st_.reader.read_messages(id, 0, cap + 1);
+        auto m = st_.reader.read_messages(id, 0, cap + 1, &o.note);
         if (!m) {
           o.status = m.status();
           return o;
@@ -168,6 +169,7 @@ void Router::plan(const std::string& user, const Target& t, Respond respond) {
         out += ",\"truncated\":";
         out += truncated ? "true" : "false";
         if (truncated) out += ",\"next_after_seq\":" + std::to_string(o.messages.back().seq);
+        if (!truncated) out += cluster_note_json(o.note, o.messages.empty() ? 0 : o.messages.back().seq);
         out += '}';
         respond(json_response(http::status::ok, std::move(out)));
       });
@@ -184,13 +186,14 @@ void Router::plan_messages(const std::string& user, const std::string& plan_id, 
   }
   size_t lim = static_cast<size_t>(std::min<uint64_t>(std::max<uint64_t>(*limit, 1), st_.cfg.page_max));
   uint64_t after_seq = *after;
+  auto note = std::make_shared<ReadNote>();  // several instances: the owner may be down
   st_.run_read(
-      [this, user, plan_id, after_seq, lim]() -> Result<std::vector<StoredMessage>> {
-        auto p = owned_plan(user, plan_id);
+      [this, user, plan_id, after_seq, lim, note]() -> Result<std::vector<StoredMessage>> {
+        auto p = owned_plan(user, plan_id, note.get());
         if (!p) return p.status();
-        return st_.reader.read_messages(plan_id, after_seq, lim + 1);
+        return st_.reader.read_messages(plan_id, after_seq, lim + 1, note.get());
       },
-      [this, respond = std::move(respond), plan_id, after_seq, lim](Result<std::vector<StoredMessage>> r) {
+      [this, respond = std::move(respond), plan_id, after_seq, lim, note](Result<std::vector<StoredMessage>> r) {
         if (!r) return respond(error_response(r.status(), st_.cfg.retry_after_seconds));
         bool more = r->size() > lim;
         if (more) r->resize(lim);
@@ -200,7 +203,9 @@ void Router::plan_messages(const std::string& user, const std::string& plan_id, 
           out += *(*r)[i].bytes;
         }
         uint64_t next = r->empty() ? after_seq : r->back().seq;
-        out += "],\"next_after_seq\":" + std::to_string(next) + ",\"has_more\":" + (more ? "true" : "false") + "}";
+        out += "],\"next_after_seq\":" + std::to_string(next) + ",\"has_more\":" + (more ? "true" : "false");
+        if (!more) out += cluster_note_json(*note, next);
+        out += '}';
         respond(json_response(http::status::ok, std::move(out)));
       });
 }

@@ -19,7 +19,19 @@ Status pruned_unavailable(std::string_view plan_id, uint64_t from, uint64_t to, 
 }  // namespace
 
 Result<std::vector<StoredMessage>> MergedReader::read_messages(std::string_view plan_id, uint64_t after_seq,
-                                                               size_t limit) {
+                                                               size_t limit, ReadNote* note) {
+  if (remote_) {
+    // A plan whose record the outbox does not hold is another instance's (or
+    // one this instance finished and pruned: the cluster says "self").
+    auto p = log_.get_plan(plan_id);
+    if (!p) return p.status();
+    if (!p->has_value()) return remote_->read_messages(plan_id, after_seq, limit, note);
+  }
+  return read_local(plan_id, after_seq, limit);
+}
+
+Result<std::vector<StoredMessage>> MergedReader::read_local(std::string_view plan_id, uint64_t after_seq,
+                                                            size_t limit) {
   // A prune between our first_seq() and the outbox read shows up as a hole;
   // the second attempt then sees the new first_seq.
   for (int attempt = 0;; ++attempt) {
@@ -99,10 +111,12 @@ Result<std::vector<StoredMessage>> MergedReader::read_once(std::string_view plan
   return out;
 }
 
-Result<std::optional<PlanRecord>> MergedReader::get_plan(std::string_view plan_id) {
+Result<std::optional<PlanRecord>> MergedReader::get_plan(std::string_view plan_id, ReadNote* note) {
   auto p = log_.get_plan(plan_id);
   if (!p) return p.status();
-  if (p->has_value() || !history_ || !up()) return p;
+  if (p->has_value()) return p;
+  if (remote_) return remote_->get_plan(plan_id, note);
+  if (!history_ || !up()) return p;
   return history_->get_plan(plan_id);
 }
 
@@ -112,8 +126,13 @@ Result<std::vector<PlanRecord>> MergedReader::list_plans(std::string_view user_i
   if (!history_ || !up()) return local;
   auto remote = history_->list_plans(user_id, limit);
   if (!remote) return local;  // MongoDB down: the outbox's plans are still right
+  std::vector<PlanRecord> peers;
+  if (remote_) {
+    auto pp = remote_->peer_plans(user_id, limit);
+    if (pp) peers = std::move(*pp);
+  }
   std::unordered_map<std::string, PlanRecord> by_id;
-  for (auto* list : {&*local, &*remote}) {
+  for (auto* list : {&*local, &*remote, &peers}) {
     for (auto& p : *list) {
       auto it = by_id.find(p.plan_id);
       if (it == by_id.end() || it->second.version < p.version) by_id[p.plan_id] = std::move(p);

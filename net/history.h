@@ -35,6 +35,27 @@ class HistoryReader {
   virtual Result<std::vector<PlanRecord>> list_plans(std::string_view user_id, size_t limit) = 0;
 };
 
+// How complete a read of a foreign plan is (several instances,
+// net/cluster.h): set when the owner could not be asked and MongoDB alone
+// answered, which holds only what the owner has flushed.
+struct ReadNote {
+  bool owner_unreachable = false;
+  std::string owner;  // the owner's instance id
+};
+
+// Plans this instance's outbox does not hold but another instance may own
+// (net/cluster.h). Blocking.
+class RemotePlans {
+ public:
+  virtual ~RemotePlans() = default;
+  virtual Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id, ReadNote* note) = 0;
+  virtual Result<std::vector<StoredMessage>> read_messages(std::string_view plan_id, uint64_t after_seq, size_t limit,
+                                                           ReadNote* note) = 0;
+  // The user's plans that live instances hold in their outboxes (some may not
+  // be in MongoDB yet); peers that do not answer are left out.
+  virtual Result<std::vector<PlanRecord>> peer_plans(std::string_view user_id, size_t limit) = 0;
+};
+
 class MergedReader {
  public:
   // first_seq: the lowest seq of a plan the outbox still holds (0 = none);
@@ -49,11 +70,21 @@ class MergedReader {
 
   bool has_history() const { return history_ != nullptr; }
 
-  Result<std::vector<StoredMessage>> read_messages(std::string_view plan_id, uint64_t after_seq, size_t limit);
-  // The outbox's record, else MongoDB's.
-  Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id);
-  // Union by plan_id (highest version wins), newest first.
+  // Several instances: plans the outbox does not hold are read through
+  // `remote` (their owner, else MongoDB). Set once, before any read.
+  void set_remote(RemotePlans* remote) { remote_ = remote; }
+
+  // `note` (optional) says whether a foreign plan's answer may be short.
+  Result<std::vector<StoredMessage>> read_messages(std::string_view plan_id, uint64_t after_seq, size_t limit,
+                                                   ReadNote* note = nullptr);
+  // The outbox's record, else the owner's (several instances), else MongoDB's.
+  Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id, ReadNote* note = nullptr);
+  // Union by plan_id (highest version wins), newest first: the outbox,
+  // MongoDB and (several instances) what the live peers hold.
   Result<std::vector<PlanRecord>> list_plans(std::string_view user_id, size_t limit);
+  // Only what this instance holds: the outbox and, for plans it owns but
+  // pruned, MongoDB (the internal endpoints' reads; never asks a peer).
+  Result<std::vector<StoredMessage>> read_local(std::string_view plan_id, uint64_t after_seq, size_t limit);
 
  private:
   Result<std::vector<StoredMessage>> read_once(std::string_view plan_id, uint64_t after_seq, size_t limit, bool* retry);
@@ -64,6 +95,7 @@ class MergedReader {
   std::function<Result<uint64_t>(std::string_view)> first_seq_;
   HistoryReader* history_;
   std::function<bool()> history_up_;
+  RemotePlans* remote_ = nullptr;
 };
 
 }  // namespace agentd::net

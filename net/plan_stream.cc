@@ -23,6 +23,8 @@ Status PlanStream::start(uint64_t after_seq, uint64_t first_seq) {
   Status s = st_.hub.subscribe(plan_id_, shared_from_this());
   if (!s.is_ok()) return s;
   subscribed_ = true;
+  // Another instance's plan: its owner's frames reach the hub through a relay.
+  if (st_.relays) relay_ = st_.relays->watch(plan_id_);
   if (first_seq == 0 || first_seq > after_seq) {
     start_replay(after_seq);
     return Status::ok();
@@ -186,6 +188,7 @@ void PlanStream::stop_delivery() {
     st_.hub.unsubscribe(plan_id_, this);
     subscribed_ = false;
   }
+  relay_.reset();
   // Free the queue now (a write in flight keeps only its own frame).
   while (queue_.size() > (writing_ ? 1u : 0u)) queue_.pop_back();
   queued_.store(queue_.size());

@@ -103,8 +103,9 @@ class PlanStream : public Subscriber, public std::enable_shared_from_this<PlanSt
   bool writing_ = false;
   bool subscribed_ = false;
   bool stopped_ = false;
-  uint64_t last_seq_ = 0;     // highest persisted seq queued
-  uint64_t written_seq_ = 0;  // highest persisted seq written
+  std::shared_ptr<void> relay_;  // a foreign plan's feed (net/relay.h), held while subscribed
+  uint64_t last_seq_ = 0;        // highest persisted seq queued
+  uint64_t written_seq_ = 0;     // highest persisted seq written
   bool replaying_ = false;
   bool replay_reading_ = false;
   bool opening_ = false;       // reading start()'s first_seq

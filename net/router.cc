@@ -27,6 +27,13 @@ RouteMatch match_route(http::verb method, std::string_view path) {
     m.allow += ", OPTIONS";
     return m;
   }
+  for (const auto& f : kInternalRoutes) {
+    if (path != f.path) continue;
+    m.name = std::string(f.path);
+    m.id = verb_ok(f.verb) ? f.id : RouteId::kMethodNotAllowed;
+    allow(&m.allow, f.verb);
+    return m;
+  }
   std::string_view version;
   for (std::string_view v : kApiVersions) {
     if (path.starts_with(v)) version = v;
@@ -112,8 +119,16 @@ std::string plan_json(const PlanRecord& p) {
   return out;
 }
 
-Result<PlanRecord> Router::owned_plan(const std::string& user, std::string_view plan_id) {
-  auto p = st_.reader.get_plan(plan_id);
+std::string cluster_note_json(const ReadNote& note, uint64_t persisted_through) {
+  if (!note.owner_unreachable) return {};
+  std::string out = ",\"cluster\":{\"owner\":";
+  append_json_string(&out, note.owner);
+  out += ",\"owner_reachable\":false,\"persisted_through\":" + std::to_string(persisted_through) + "}";
+  return out;
+}
+
+Result<PlanRecord> Router::owned_plan(const std::string& user, std::string_view plan_id, ReadNote* note) {
+  auto p = st_.reader.get_plan(plan_id, note);
   if (!p) return p.status();
   // 404 for someone else's plan too, so that ids do not leak.
   if (!p->has_value() || (*p)->user_id != user) return not_found("Plan not found");
@@ -156,6 +171,9 @@ void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, 
     case RouteId::kDocsPage: return respond(docs_response(t.path));
     case RouteId::kSocket:
       return respond(json_response(http::status::bad_request, detail("WebSocket upgrade required")));
+    case RouteId::kInternalPlan:
+    case RouteId::kInternalMessages:
+    case RouteId::kInternalPlans: return internal(m, req, t, std::move(respond));
     default: break;
   }
   auto id = st_.auth.identify(req, false);
@@ -166,14 +184,21 @@ void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, 
   }
   const std::string& user = id->user_id;
   switch (m.id) {
+    case RouteId::kCancel:
+    case RouteId::kPlanApproval:
+    case RouteId::kUserClarification:
+    case RouteId::kAgentMessage:
+      // Several instances: the owner appends (a forwarded request is
+      // handled here: forwarding happens once).
+      if (st_.deps.cluster && !id->forwarded) return route_write(m, req, user, std::move(respond));
+      return local_write(m, req, user, std::move(respond));
+    default: break;
+  }
+  switch (m.id) {
     case RouteId::kProcessRequest: return process_request(user, req, std::move(respond));
     case RouteId::kPlans: return plans(user, t, std::move(respond));
     case RouteId::kPlan: return plan(user, t, std::move(respond));
     case RouteId::kPlanMessages: return plan_messages(user, m.param, t, std::move(respond));
-    case RouteId::kCancel: return cancel(user, m.param, std::move(respond));
-    case RouteId::kPlanApproval: return plan_approval(user, req, std::move(respond));
-    case RouteId::kUserClarification: return user_clarification(user, req, std::move(respond));
-    case RouteId::kAgentMessage: return agent_message(user, req, std::move(respond));
     case RouteId::kInitTeam: return init_team(user, std::move(respond));
     case RouteId::kTeamConfigs: return team_configs(std::move(respond));
     case RouteId::kTeamConfig: return team_config(m.param, std::move(respond));

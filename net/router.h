@@ -13,6 +13,7 @@
 
 #include "core/plan_record.h"
 #include "core/status.h"
+#include "net/history.h"
 #include "net/query.h"
 
 namespace agentd::net {
@@ -50,6 +51,10 @@ enum class RouteId {
   kEvents,    // GET /api/vN/plan/{plan_id}/events: SSE (net/sse_session.h)
   kOpenApi,   // GET /openapi.json: the API's OpenAPI document (docs/openapi.json)
   kDocsPage,  // GET /docs and its assets: the document rendered (net/docs.h)
+  // Peer-only (several instances, net/cluster.h): not part of the API document.
+  kInternalPlan,
+  kInternalMessages,
+  kInternalPlans,
 };
 
 // The route tables (match_route's source; tests/net/openapi_test.cc checks
@@ -71,6 +76,13 @@ inline constexpr FixedRoute kFixedRoutes[] = {
     {"/docs", http::verb::get, RouteId::kDocsPage},
     {"/docs/swagger-ui-bundle.js", http::verb::get, RouteId::kDocsPage},
     {"/docs/swagger-ui.css", http::verb::get, RouteId::kDocsPage},
+};
+// Routes between instances of a cluster (net/cluster.h): the cluster secret
+// is required; not in the API document.
+inline constexpr FixedRoute kInternalRoutes[] = {
+    {"/internal/v1/plan", http::verb::get, RouteId::kInternalPlan},
+    {"/internal/v1/messages", http::verb::get, RouteId::kInternalMessages},
+    {"/internal/v1/plans", http::verb::get, RouteId::kInternalPlans},
 };
 // The versioned API: every route under each of kApiVersions (contract
 // decision 1), matched after "/api/vN": `head` is the whole rest, or with
@@ -119,6 +131,11 @@ Response json_response(http::status status, std::string body);
 Response error_response(const Status& s, int retry_after_seconds);
 // The plan record as REST returns it: encode_plan plus "id" and "timestamp".
 std::string plan_json(const PlanRecord& p);
+// Several instances, a foreign plan whose owner could not be asked: the
+// `"cluster"` member of GET /plan and the paging endpoint,
+// {"owner", "owner_reachable": false, "persisted_through": <highest seq MongoDB holds>}
+// (",\"cluster\":{…}"), else "".
+std::string cluster_note_json(const ReadNote& note, uint64_t persisted_through);
 
 class Router {
  public:
@@ -154,7 +171,15 @@ class Router {
   void events_head(const std::string& user, const std::string& plan_id, Respond respond);
 
   // The user's plan; kNotFound for a missing plan and for another user's.
-  Result<PlanRecord> owned_plan(const std::string& user, std::string_view plan_id);
+  // `note` (optional): how complete a foreign plan's answer is (net/history.h).
+  Result<PlanRecord> owned_plan(const std::string& user, std::string_view plan_id, ReadNote* note = nullptr);
+
+  // Several instances (net/cluster_routes.cc). The internal routes; and a
+  // write to a plan (agent_message, plan_approval, user_clarification,
+  // cancel) that this instance does not own is forwarded to the owner.
+  void internal(const RouteMatch& m, const Request& req, const Target& t, Respond respond);
+  void route_write(const RouteMatch& m, const Request& req, const std::string& user, Respond respond);
+  void local_write(const RouteMatch& m, const Request& req, const std::string& user, Respond respond);
 
   ServerState& st_;
 };

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "net/cluster.h"
 #include "net/listener.h"
 
 namespace agentd::net {
@@ -9,11 +10,16 @@ namespace agentd::net {
 Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, ServerDeps deps) {
   if (!deps.log || !deps.metrics) return invalid_argument("net::Server needs a MessageLog and a MetricsRegistry");
   if (Status o = OriginPolicy::validate(cfg.cors_origins); !o.is_ok()) return o;
-  auto auth = Auth::create(cfg.auth, cfg.auth_token_file);
+  if (deps.cluster && !deps.history) return invalid_argument("several instances need MongoDB (--mongo-uri)");
+  auto auth = Auth::create(cfg.auth, cfg.auth_token_file, deps.cluster ? deps.cluster->config().secret : "");
   if (!auth) return auth.status();
   std::unique_ptr<Server> s(new Server());
   auto ep = cfg.listen;
   s->state_ = std::make_unique<ServerState>(std::move(cfg), std::move(*auth), std::move(deps));
+  if (Cluster* c = s->state_->deps.cluster) {
+    s->state_->reader.set_remote(c);
+    s->state_->relays = std::make_unique<Relays>(*s->state_, *c, s->ioc_.get_executor(), *s->state_->deps.metrics);
+  }
   auto l = Listener::create(s->ioc_, ep, *s->state_);
   if (!l) return l.status();
   s->listener_ = std::move(*l);

@@ -20,9 +20,12 @@
 #include "net/hub.h"
 #include "net/net_metrics.h"
 #include "net/origin.h"
+#include "net/relay.h"
 #include "net/resume_cursors.h"
 
 namespace agentd::net {
+
+class Cluster;
 
 // A session the server can ask to wind down (from any thread).
 class Closable {
@@ -59,6 +62,9 @@ struct ServerDeps {
   // Messages or plan records MongoDB rejected, kept in the outbox; /readyz
   // reports the count (never fails on it). Null = not configured.
   std::function<Result<uint64_t>()> dead_letters;
+  // Several instances on one MongoDB (net/cluster.h); null = one instance.
+  // Requires `history`.
+  Cluster* cluster = nullptr;
 };
 
 struct ServerState {
@@ -95,6 +101,7 @@ struct ServerState {
   SessionRegistry sessions;
   std::atomic<bool> stopping{false};
   std::atomic<size_t> connections{0};
+  std::unique_ptr<Relays> relays;  // with deps.cluster: feeds the hub for foreign plans
 };
 
 }  // namespace agentd::net

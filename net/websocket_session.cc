@@ -8,6 +8,7 @@
 
 #include "core/clock.h"
 #include "core/json.h"
+#include "net/cluster.h"
 
 namespace agentd::net {
 
@@ -117,7 +118,16 @@ void WebsocketSession::on_client_frame(std::string_view text) {
     a.plan_id = plan_id_;
     a.approved = f->approved;
     a.feedback = f->feedback;
-    st_.deps.plans->approve(std::move(a), [self](Result<std::string> r) {
+    std::string forwarded = JsonObject()
+                                .str("m_plan_id", a.m_plan_id)
+                                .str("plan_id", a.plan_id)
+                                .boolean("approved", a.approved)
+                                .str("feedback", a.feedback)
+                                .done();
+    st_.deps.plans->approve(std::move(a), [self, forwarded](Result<std::string> r) {
+      if (!r && r.status().code() == Code::kNotFound && self->st_.deps.cluster) {
+        return self->forward_to_owner("/api/v3/plan_approval", forwarded, "approval_processed");
+      }
       asio::post(self->ws_.get_executor(), [self, r = std::move(r)] {
         std::string d = JsonObject().str("status", r ? *r : r.status().to_string()).boolean("ok", r.is_ok()).done();
         self->reply("approval_processed", d);
@@ -130,7 +140,12 @@ void WebsocketSession::on_client_frame(std::string_view text) {
   c.request_id = f->request_id;
   c.answer = f->answer;
   c.plan_id = plan_id_;
-  st_.deps.plans->clarify(std::move(c), [self](Status s) {
+  std::string forwarded =
+      JsonObject().str("request_id", c.request_id).str("answer", c.answer).str("plan_id", c.plan_id).done();
+  st_.deps.plans->clarify(std::move(c), [self, forwarded](Status s) {
+    if (s.code() == Code::kNotFound && self->st_.deps.cluster) {
+      return self->forward_to_owner("/api/v3/user_clarification", forwarded, "clarification_processed");
+    }
     asio::post(self->ws_.get_executor(), [self, s = std::move(s)] {
       std::string d = JsonObject()
                           .str("status", s.is_ok() ? "clarification recorded" : s.to_string())
@@ -139,6 +154,43 @@ void WebsocketSession::on_client_frame(std::string_view text) {
       self->reply("clarification_processed", d);
     });
   });
+}
+
+// Several instances: the frame's plan is another instance's; its REST form
+// goes to the owner as this user (net/cluster.h), and the answer comes back
+// as `reply_type` {status, ok}.
+void WebsocketSession::forward_to_owner(std::string target, std::string body, std::string reply_type) {
+  auto self = this->self();
+  asio::post(st_.read_pool,
+             [self, target = std::move(target), body = std::move(body), reply_type = std::move(reply_type)] {
+               Cluster& cluster = *self->st_.deps.cluster;
+               PlanOwner o = cluster.owner_of(self->plan_id_);
+               std::string status = "plan not found";
+               bool ok = false;
+               if (o.kind == PlanOwner::Kind::kPeer) {
+                 auto r = cluster.call_owner(o.peer, boost::beast::http::verb::post, target, body, "application/json",
+                                             self->user_id_);
+                 cluster.forwarded(r ? "ok" : "unreachable").inc();
+                 if (!r) {
+                   status = r.status().to_string();
+                 } else {
+                   ok = r->status == 200;
+                   auto d = parse_strict(r->body);
+                   status = r->body;
+                   if (d && d->IsObject()) {
+                     for (const char* k : {"status", "detail"}) {
+                       if (auto it = d->FindMember(k); it != d->MemberEnd() && it->value.IsString()) {
+                         status = it->value.GetString();
+                         break;
+                       }
+                     }
+                   }
+                 }
+               }
+               asio::post(self->ws_.get_executor(), [self, reply_type, status, ok] {
+                 self->reply(reply_type, JsonObject().str("status", status).boolean("ok", ok).done());
+               });
+             });
 }
 
 // ---- delivery (PlanStream's hooks) ----------------------------------------

@@ -84,6 +84,7 @@ class WebsocketSession : public PlanStream, public Closable {
   void finish();  // the connection is over
 
   void reply(std::string type, std::string data_json);  // a live-only frame
+  void forward_to_owner(std::string target, std::string body, std::string reply_type);
   // Frees the queue and closes with 1013 and the resume hint (on the strand).
   void close_slow_consumer();
 

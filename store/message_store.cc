@@ -477,6 +477,9 @@ WriteStatus MessageStore::upsert_plan(std::string_view plan_id, uint64_t version
     return WriteStatus(
         make(FailureKind::kPermanent, "invalid", "plan " + std::string(plan_id) + ": " + doc.status().message(), 0));
   }
+  if (!options_.owner.empty()) {
+    bson_append_utf8(doc->get(), "_owner", -1, options_.owner.data(), static_cast<int>(options_.owner.size()));
+  }
   MongoPool::Lease lease = pool_->lease();
   Collection coll(lease, pool_->database(), kPlansCollection);
   Bson filter, opts, reply;
@@ -582,7 +585,7 @@ Result<std::vector<StoredMessage>> MessageStore::read_messages(std::string_view 
 namespace {
 
 Result<PlanRecord> plan_from_doc(const bson_t* doc) {
-  auto json = bson_to_json(doc, {"_id"});
+  auto json = bson_to_json(doc, {"_id", "_owner"});
   if (!json) return json.status();
   auto plan = decode_plan(*json);
   if (!plan) return corruption("plan document: " + plan.status().message());
@@ -634,6 +637,91 @@ Result<std::vector<PlanRecord>> MessageStore::list_plans(std::string_view user_i
   if (auto f = close_cursor(cur)) return unavailable_or(Code::kInternal, *f, "list plans");
   if (!bad.is_ok()) return bad;
   return out;
+}
+
+Result<std::optional<std::string>> MessageStore::plan_owner(std::string_view plan_id) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kPlansCollection);
+  Bson filter, opts;
+  bson_t proj;
+  bson_append_utf8(filter.get(), "_id", -1, plan_id.data(), static_cast<int>(plan_id.size()));
+  BSON_APPEND_DOCUMENT_BEGIN(opts.get(), "projection", &proj);
+  BSON_APPEND_INT32(&proj, "_owner", 1);
+  bson_append_document_end(opts.get(), &proj);
+  BSON_APPEND_INT64(opts.get(), "limit", 1);
+  mongoc_cursor_t* cur = mongoc_collection_find_with_opts(coll.get(), filter.get(), opts.get(), nullptr);
+  const bson_t* doc = nullptr;
+  std::optional<std::string> owner;
+  if (mongoc_cursor_next(cur, &doc)) {
+    owner.emplace();
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, "_owner") && BSON_ITER_HOLDS_UTF8(&it)) {
+      uint32_t len = 0;
+      const char* v = bson_iter_utf8(&it, &len);
+      owner->assign(v, len);
+    }
+  }
+  if (auto f = close_cursor(cur)) return unavailable_or(Code::kInternal, *f, "owner of plan " + std::string(plan_id));
+  return owner;
+}
+
+WriteStatus MessageStore::heartbeat(const InstanceDoc& self) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kInstancesCollection);
+  Bson selector, update, opts, reply;
+  bson_t set;
+  bson_append_utf8(selector.get(), "_id", -1, self.id.data(), static_cast<int>(self.id.size()));
+  BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &set);
+  bson_append_utf8(&set, "url", -1, self.url.data(), static_cast<int>(self.url.size()));
+  BSON_APPEND_INT64(&set, "started_ms", self.started_ms);
+  BSON_APPEND_INT64(&set, "heartbeat_ms", self.heartbeat_ms);
+  bson_append_document_end(update.get(), &set);
+  BSON_APPEND_BOOL(opts.get(), "upsert", true);
+  bson_error_t err;
+  if (!mongoc_collection_update_one(coll.get(), selector.get(), update.get(), opts.get(), reply.get(), &err)) {
+    return WriteStatus(classify(err, reply.get()));
+  }
+  return WriteStatus::ok();
+}
+
+Result<std::vector<InstanceDoc>> MessageStore::list_instances() {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kInstancesCollection);
+  Bson filter, opts;
+  BSON_APPEND_INT64(opts.get(), "limit", 1000);  // a cluster is a handful of instances
+  mongoc_cursor_t* cur = mongoc_collection_find_with_opts(coll.get(), filter.get(), opts.get(), nullptr);
+  const bson_t* doc = nullptr;
+  std::vector<InstanceDoc> out;
+  while (mongoc_cursor_next(cur, &doc)) {
+    InstanceDoc d;
+    bson_iter_t it;
+    uint32_t len = 0;
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it)) {
+      const char* v = bson_iter_utf8(&it, &len);
+      d.id.assign(v, len);
+    }
+    if (bson_iter_init_find(&it, doc, "url") && BSON_ITER_HOLDS_UTF8(&it)) {
+      const char* v = bson_iter_utf8(&it, &len);
+      d.url.assign(v, len);
+    }
+    if (bson_iter_init_find(&it, doc, "started_ms")) d.started_ms = bson_iter_as_int64(&it);
+    if (bson_iter_init_find(&it, doc, "heartbeat_ms")) d.heartbeat_ms = bson_iter_as_int64(&it);
+    if (!d.id.empty() && !d.url.empty()) out.push_back(std::move(d));
+  }
+  if (auto f = close_cursor(cur)) return unavailable_or(Code::kInternal, *f, "list instances");
+  return out;
+}
+
+WriteStatus MessageStore::remove_instance(std::string_view id) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kInstancesCollection);
+  Bson selector, reply;
+  bson_append_utf8(selector.get(), "_id", -1, id.data(), static_cast<int>(id.size()));
+  bson_error_t err;
+  if (!mongoc_collection_delete_one(coll.get(), selector.get(), nullptr, reply.get(), &err)) {
+    return WriteStatus(classify(err, reply.get()));
+  }
+  return WriteStatus::ok();
 }
 
 Result<int64_t> MessageStore::count(std::string_view collection) {

@@ -7,8 +7,12 @@
 //                   indexes: plan_seq (plan_id 1, seq 1) unique; plan_message_id (plan_id 1, message_id 1)
 //                   unique — per plan, as the outbox dedups (ensure_indexes() drops the global
 //                   unique message_id index of earlier versions)
-//   plans        := { _id: "<plan_id>", <plan record members in record order> }
+//   plans        := { _id: "<plan_id>", <plan record members in record order>[, _owner: "<instance id>"] }
 //                   index:   user_created (user_id 1, created_at -1)
+//                   _owner: the instance whose outbox sequences the plan (MessageStoreOptions::owner;
+//                   docs/scale-out.md); absent when written by a single instance
+//   instances    := { _id: "<instance id>", url: "<advertise url>", started_ms, heartbeat_ms }
+//                   one per running instance of a cluster, refreshed every heartbeat
 //   dead_letters := { _id: "<kind>:<plan_id>:<seq|version>", kind: "message"|"plan", plan_id,
 //                     seq | version, pending_id, error, dead_at_ms, bytes: <the outbox bytes as text> }
 //
@@ -81,6 +85,7 @@ namespace agentd {
 inline constexpr std::string_view kMessagesCollection = "messages";
 inline constexpr std::string_view kPlansCollection = "plans";
 inline constexpr std::string_view kDeadLettersCollection = "dead_letters";
+inline constexpr std::string_view kInstancesCollection = "instances";
 
 // "<plan_id>:<seq>", the _id of a message document.
 std::string message_doc_id(std::string_view plan_id, uint64_t seq);
@@ -111,6 +116,17 @@ struct MessageStoreOptions {
   // match existing documents, and runs each statement in its own
   // transaction, so keep this small.
   size_t upsert_chunk = 64;
+  // Written as `_owner` into every plan document (several instances on one
+  // MongoDB: the owner's id); empty = not written.
+  std::string owner;
+};
+
+// A running instance of a cluster, as its heartbeat left it.
+struct InstanceDoc {
+  std::string id;
+  std::string url;
+  int64_t started_ms = 0;
+  int64_t heartbeat_ms = 0;
 };
 
 enum class FailureKind {
@@ -227,6 +243,18 @@ class MessageStore {
   Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id);
   // The user's plans, newest created_at first, at most `limit`.
   Result<std::vector<PlanRecord>> list_plans(std::string_view user_id, size_t limit);
+  // The `_owner` of the plan's document: nullopt when MongoDB holds no such
+  // plan, "" when it holds one without an owner.
+  Result<std::optional<std::string>> plan_owner(std::string_view plan_id);
+
+  // The instance registry (several agentd on one MongoDB). heartbeat()
+  // upserts this instance's document; list_instances() returns every
+  // document (callers judge staleness by heartbeat_ms); remove_instance()
+  // deletes one at a clean stop.
+  WriteStatus heartbeat(const InstanceDoc& self);
+  Result<std::vector<InstanceDoc>> list_instances();
+  WriteStatus remove_instance(std::string_view id);
+
   // Number of documents in `collection`; for tests and tools.
   Result<int64_t> count(std::string_view collection);
 

@@ -169,8 +169,9 @@ class Agentd {
     }
   }
 
-  void start(std::vector<std::string> extra = {}) {
-    port_ = free_port();
+  // `port` 0: a free one.
+  void start(std::vector<std::string> extra = {}, int port = 0) {
+    port_ = port ? port : free_port();
     std::vector<std::string> argv{agentd_binary(), "--listen", "127.0.0.1:" + std::to_string(port_), "--data-dir",
                                   data_dir()};
     // warn unless the test asks for another level (e.g. info: the access log).
