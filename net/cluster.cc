@@ -301,6 +301,27 @@ Result<std::vector<StoredMessage>> Cluster::read_messages(std::string_view plan_
   return history_->read_messages(plan_id, after_seq, limit);
 }
 
+std::optional<Peer> Cluster::foreign_owner(std::string_view plan_id) {
+  auto local = log_->get_plan(plan_id);
+  if (!local || local->has_value()) return std::nullopt;
+  PlanOwner o = owner_of(plan_id);
+  if (o.kind != PlanOwner::Kind::kPeer) return std::nullopt;
+  return o.peer;
+}
+
+std::optional<Cluster::CursorReply> Cluster::remote_cursor(const Peer& owner, std::string_view op,
+                                                           std::string_view user, std::string_view plan_id,
+                                                           uint64_t seq, uint64_t generation) {
+  auto r = call_owner(owner, http::verb::post,
+                      "/internal/v1/cursor?op=" + std::string(op) + "&user_id=" + query_escape(user) +
+                          "&plan_id=" + query_escape(plan_id) + "&seq=" + std::to_string(seq) +
+                          "&generation=" + std::to_string(generation));
+  if (!r || r->status != 200) return std::nullopt;
+  auto d = parse_strict(r->body);
+  if (!d || !d->IsObject() || !(*d)["start_seq"].IsUint64() || !(*d)["generation"].IsUint64()) return std::nullopt;
+  return CursorReply{(*d)["start_seq"].GetUint64(), (*d)["generation"].GetUint64()};
+}
+
 Result<std::vector<PlanRecord>> Cluster::peer_plans(std::string_view user_id, size_t limit) {
   std::vector<PlanRecord> out;
   for (const Peer& p : live_peers()) {

@@ -21,6 +21,10 @@
 //   GET /internal/v1/messages?plan_id=P&after_seq=N&limit=L
 //        -> application/x-agentd-messages: per message "<seq> <length>\n<bytes>\n", ascending
 //   GET /internal/v1/plans?user_id=U&limit=L    -> JSON array of the user's plan records held here
+//   POST /internal/v1/cursor?op=set|open|advance&user_id=U&plan_id=P&seq=N&generation=G
+//        -> {"start_seq","generation"}: the resume cursors (net/resume_cursors.h) of a plan live
+//           with its owner, so that a page loaded through one instance and a socket opened on
+//           another agree on where the socket starts
 //
 // Threads: every call that says "blocking" talks to MongoDB or a peer; run it
 // on the read pool, never on a network thread. The object is thread-safe.
@@ -118,6 +122,18 @@ class Cluster final : public RemotePlans {
   Result<PeerReply> call_owner(const Peer& owner, boost::beast::http::verb verb, std::string_view target,
                                std::string_view body = {}, std::string_view content_type = {},
                                std::string_view user = {});
+
+  // Blocking. A resume-cursor operation at a foreign plan's owner (see the
+  // internal route above); nullopt when the owner cannot be reached.
+  struct CursorReply {
+    uint64_t start_seq = 0;
+    uint64_t generation = 0;
+  };
+  std::optional<CursorReply> remote_cursor(const Peer& owner, std::string_view op, std::string_view user,
+                                           std::string_view plan_id, uint64_t seq, uint64_t generation = 0);
+  // The owner of `plan_id` when it is a peer (the outbox does not hold the
+  // plan); blocking.
+  std::optional<Peer> foreign_owner(std::string_view plan_id);
 
   // RemotePlans (MergedReader's hook for plans the outbox does not hold).
   Result<std::optional<PlanRecord>> get_plan(std::string_view plan_id, ReadNote* note) override;

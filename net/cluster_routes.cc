@@ -102,6 +102,22 @@ void Router::internal(const RouteMatch& m, const Request& req, const Target& t, 
                           respond(json_response(http::status::ok, std::move(out)));
                         });
   }
+  if (m.id == RouteId::kInternalCursor) {
+    std::string op = t.get("op").value_or(""), user = t.get("user_id").value_or("");
+    std::string plan = t.get("plan_id").value_or("");
+    auto seq = t.get_u64("seq", 0);
+    auto gen = t.get_u64("generation", 0);
+    if (user.empty() || plan.empty() || !seq || !gen || (op != "set" && op != "open" && op != "advance")) {
+      return respond(json_response(http::status::unprocessable_entity,
+                                   R"({"detail":"op=set|open|advance, user_id, plan_id, seq, generation"})"));
+    }
+    ResumeCursors::Ticket out;
+    if (op == "set") st_.cursors.set(user, plan, *seq);
+    if (op == "open") out = st_.cursors.open(user, plan, *seq);
+    if (op == "advance") st_.cursors.advance(user, plan, *seq, ResumeCursors::Ticket{0, *gen});
+    return respond(json_response(http::status::ok, "{\"start_seq\":" + std::to_string(out.start_seq) +
+                                                       ",\"generation\":" + std::to_string(out.generation) + "}"));
+  }
   std::string plan_id = t.get("plan_id").value_or("");
   auto after = t.get_u64("after_seq", 0);
   auto limit = t.get_u64("limit", 1000);

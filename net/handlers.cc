@@ -5,6 +5,7 @@
 #include "core/envelope.h"
 #include "core/json.h"
 #include "net/body.h"
+#include "net/cluster.h"
 #include "net/macae.h"
 #include "net/multipart.h"
 #include "net/router.h"
@@ -139,6 +140,12 @@ void Router::plan(const std::string& user, const Target& t, Respond respond) {
           return o;
         }
         o.messages = std::move(*m);
+        // Several instances: the plan's cursors live with its owner.
+        if (st_.deps.cluster && o.messages.size() <= cap) {
+          if (auto owner = st_.deps.cluster->foreign_owner(id)) {
+            st_.deps.cluster->remote_cursor(*owner, "set", user, id, o.messages.empty() ? 0 : o.messages.back().seq);
+          }
+        }
         return o;
       },
       [this, respond = std::move(respond), cap, user](Out o) {

@@ -182,7 +182,15 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
         // plus the plan's open request (contract decision 5).
         f.start.track_cursor = true;
         auto last = st_.deps.log->last_seq(plan_id);
-        f.start.cursor = st_.cursors.open(user, plan_id, std::max(rec.last_seq, last ? *last : 0));
+        uint64_t live = std::max(rec.last_seq, last ? *last : 0);
+        f.start.cursor = st_.cursors.open(user, plan_id, live);
+        // Several instances: a foreign plan's cursor is its owner's.
+        if (st_.deps.cluster) f.start.cursor_owner = st_.deps.cluster->foreign_owner(plan_id);
+        if (f.start.cursor_owner) {
+          auto c = st_.deps.cluster->remote_cursor(*f.start.cursor_owner, "open", user, plan_id, live);
+          if (c) f.start.cursor = ResumeCursors::Ticket{c->start_seq, c->generation};
+          if (!c) f.start.cursor_owner.reset();  // owner down: this instance's cursor
+        }
         f.start.after_seq = f.start.cursor.start_seq;
         // An awaiting_* status is recorded with the request that asks: the
         // record's last_seq is that request.

@@ -173,7 +173,8 @@ void Router::dispatch(const RouteMatch& m, const Request& req, const Target& t, 
       return respond(json_response(http::status::bad_request, detail("WebSocket upgrade required")));
     case RouteId::kInternalPlan:
     case RouteId::kInternalMessages:
-    case RouteId::kInternalPlans: return internal(m, req, t, std::move(respond));
+    case RouteId::kInternalPlans:
+    case RouteId::kInternalCursor: return internal(m, req, t, std::move(respond));
     default: break;
   }
   auto id = st_.auth.identify(req, false);

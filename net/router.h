@@ -55,6 +55,7 @@ enum class RouteId {
   kInternalPlan,
   kInternalMessages,
   kInternalPlans,
+  kInternalCursor,
 };
 
 // The route tables (match_route's source; tests/net/openapi_test.cc checks
@@ -83,6 +84,7 @@ inline constexpr FixedRoute kInternalRoutes[] = {
     {"/internal/v1/plan", http::verb::get, RouteId::kInternalPlan},
     {"/internal/v1/messages", http::verb::get, RouteId::kInternalMessages},
     {"/internal/v1/plans", http::verb::get, RouteId::kInternalPlans},
+    {"/internal/v1/cursor", http::verb::post, RouteId::kInternalCursor},
 };
 // The versioned API: every route under each of kApiVersions (contract
 // decision 1), matched after "/api/vN": `head` is the whole rest, or with

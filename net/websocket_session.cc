@@ -21,6 +21,7 @@ WebsocketSession::WebsocketSession(asio::ip::tcp::socket&& socket, ServerState& 
     : PlanStream(st, std::move(plan_id), socket.get_executor(), st.cfg.ws_queue_frames),
       ws_(std::move(socket)),
       close_timer_(ws_.get_executor()),
+      advance_timer_(ws_.get_executor()),
       user_id_(std::move(user_id)),
       protocol_(std::move(protocol)),
       start_(start) {
@@ -229,8 +230,27 @@ void WebsocketSession::on_write(beast::error_code ec, std::size_t) {
 }
 
 void WebsocketSession::on_sent(const Frame& f) {
-  if (f.seq != 0 && start_.track_cursor) st_.cursors.advance(user_id_, plan_id_, written_seq(), start_.cursor);
+  if (f.seq != 0 && start_.track_cursor) {
+    if (start_.cursor_owner) {
+      advance_remote_cursor();
+    } else {
+      st_.cursors.advance(user_id_, plan_id_, written_seq(), start_.cursor);
+    }
+  }
   st_.metrics.ws_frames_sent.inc();
+}
+
+void WebsocketSession::advance_remote_cursor() {
+  if (advance_armed_) return;  // the armed timer sends the latest written seq
+  advance_armed_ = true;
+  advance_timer_.expires_after(std::chrono::milliseconds(200));
+  advance_timer_.async_wait([self = self()](beast::error_code) {
+    self->advance_armed_ = false;
+    asio::post(self->st_.read_pool, [self, seq = self->written_seq()] {
+      self->st_.deps.cluster->remote_cursor(*self->start_.cursor_owner, "advance", self->user_id_, self->plan_id_, seq,
+                                            self->start_.cursor.generation);
+    });
+  });
 }
 
 void WebsocketSession::shutdown() {

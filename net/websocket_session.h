@@ -37,6 +37,7 @@
 #include <memory>
 #include <string>
 
+#include "net/cluster.h"
 #include "net/plan_stream.h"
 #include "net/router.h"
 #include "net/state.h"
@@ -45,10 +46,11 @@ namespace agentd::net {
 
 // Where a session starts (decided at the upgrade, from the plan record).
 struct WsStart {
-  uint64_t after_seq = 0;         // replay everything after this seq, then live
-  uint64_t open_request_seq = 0;  // an open request to send first (0: none), if <= after_seq
-  bool track_cursor = false;      // no after_seq was given: keep the user's cursor
-  ResumeCursors::Ticket cursor;   // with track_cursor
+  uint64_t after_seq = 0;            // replay everything after this seq, then live
+  uint64_t open_request_seq = 0;     // an open request to send first (0: none), if <= after_seq
+  bool track_cursor = false;         // no after_seq was given: keep the user's cursor
+  ResumeCursors::Ticket cursor;      // with track_cursor
+  std::optional<Peer> cursor_owner;  // several instances: the plan's owner keeps the cursor
 };
 
 class WebsocketSession : public PlanStream, public Closable {
@@ -87,10 +89,14 @@ class WebsocketSession : public PlanStream, public Closable {
   void forward_to_owner(std::string target, std::string body, std::string reply_type);
   // Frees the queue and closes with 1013 and the resume hint (on the strand).
   void close_slow_consumer();
+  // Several instances: moves the owner's cursor (at most every 200 ms).
+  void advance_remote_cursor();
 
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
   boost::beast::flat_buffer rbuf_;
   boost::asio::steady_timer close_timer_;
+  boost::asio::steady_timer advance_timer_;  // with start_.cursor_owner
+  bool advance_armed_ = false;
   const std::string user_id_, protocol_;
   const WsStart start_;
 

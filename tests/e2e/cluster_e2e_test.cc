@@ -316,3 +316,25 @@ TEST_CASE("a WebSocket approval frame on a non-owner reaches the owner's plan") 
     std::this_thread::sleep_for(50ms);
   }
 }
+
+TEST_CASE("a page loaded through one instance, its socket opened on another: the socket starts where the page ended") {
+  // The MACAE UIs load GET /plan, then open the socket without after_seq
+  // (net/resume_cursors.h); behind a load balancer the two land anywhere.
+  Cluster3 c;
+  auto [plan, base] = open_plan(c.n[0].port());
+  for (int k = 0; k < 5; ++k) REQUIRE(post_message(c.n[0].port(), plan, "seen " + std::to_string(k)).status == 200);
+  for (int page : {0, 2}) {  // the page through the owner, then through C
+    auto p = http_get(c.n[page].port(), "/api/v3/plan?plan_id=" + plan);
+    REQUIRE(p.status == 200);
+    uint64_t shown = seq_of(log_of(c.n[0].port(), plan).back());
+    // Committed after the page load, before the socket opens: must arrive once.
+    REQUIRE(post_message(c.n[0].port(), plan, "between").status == 200);
+    WsClient ws;
+    REQUIRE(ws.connect(c.n[1].port(), "/api/v3/socket/" + plan));
+    std::vector<std::string> frames;
+    read_until(ws, shown + 1, &frames);
+    REQUIRE(frames.size() == 2);
+    CHECK(seq_of(frames[0]) == base);  // the open approval request comes first
+    CHECK(seq_of(frames[1]) == shown + 1);
+  }
+}
