@@ -45,6 +45,15 @@ void Router::ready(Respond respond) {
                      ",\"outbox\":" + jstr(outbox.is_ok() ? "ok" : outbox.to_string()) + ",\"mongodb\":" + jstr(mongo) +
                      ",\"runtime\":" + jstr(st_.deps.plans ? "ok" : "not configured") +
                      ",\"stopping\":" + (st_.stopping.load() ? "true" : "false");
+  if (st_.deps.cluster) {  // several instances (docs/scale-out.md): who this is, whom it sees
+    body += ",\"cluster\":{\"instance_id\":" + jstr(st_.deps.cluster->config().instance_id) + ",\"live_peers\":[";
+    bool first = true;
+    for (const Peer& p : st_.deps.cluster->live_peers()) {
+      body += (first ? "" : ",") + JsonObject().str("id", p.id).str("url", p.url).done();
+      first = false;
+    }
+    body += "]}";
+  }
   if (st_.deps.dead_letters) {  // an operator's to-do: `agentd-outbox dead-letters list`
     auto dead = st_.deps.dead_letters();
     body += ",\"dead_letters\":" + (dead ? std::to_string(*dead) : jstr(dead.status().to_string()));
