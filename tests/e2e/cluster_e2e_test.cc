@@ -355,3 +355,30 @@ TEST_CASE("a page loaded through one instance, its socket opened on another: the
     CHECK(seq_of(frames[1]) == shown + 1);
   }
 }
+
+TEST_CASE("through a non-owner: an approval named only by m_plan_id finds its plan; a cancel reaches the owner") {
+  Cluster3 c;
+  auto [approved, b1] = open_plan(c.n[0].port());
+  auto [canceled, b2] = open_plan(c.n[0].port());
+  (void)b1;
+  (void)b2;
+  // No plan_id (the v3 UI's approval): C's runtime does not know the
+  // m_plan_id, so C asks its peers; A answers.
+  std::string approval =
+      JsonObject().str("m_plan_id", m_plan_id_of(c.n[2].port(), approved)).boolean("approved", true).done();
+  auto ar = http_post(c.n[2].port(), "/api/v3/plan_approval", approval, {{"content-type", "application/json"}});
+  REQUIRE_MESSAGE(ar.status == 200, ar.body);
+  auto cr = http_post(c.n[1].port(), "/api/v3/plans/" + canceled + "/cancel", "");
+  REQUIRE_MESSAGE(cr.status == 200, cr.body);
+  auto until = std::chrono::steady_clock::now() + 30s;
+  while (plan_status(c.n[1].port(), approved) != "completed" || plan_status(c.n[2].port(), canceled) != "canceled") {
+    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < until, plan_status(c.n[1].port(), approved)
+                                                                  << " " << plan_status(c.n[2].port(), canceled));
+    std::this_thread::sleep_for(50ms);
+  }
+  // An unknown m_plan_id is still 404 after asking everyone.
+  auto nf = http_post(c.n[1].port(), "/api/v3/plan_approval", R"({"m_plan_id":"no-such-plan","approved":true})",
+                      {{"content-type", "application/json"}});
+  CHECK(nf.status == 404);
+  CHECK(metric(c.n[1].port(), "agentd_cluster_forwards_total{result=\"ok\"}") >= 1);
+}
