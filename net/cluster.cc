@@ -380,4 +380,11 @@ Counter& Cluster::forwarded(std::string_view result) {
                           "result=\"" + std::string(result) + "\"");
 }
 
+Status Cluster::set_user_team(std::string_view user, std::string_view team_id) {
+  WriteStatus w = store_->set_user_team(user, team_id);
+  return w.is_ok() ? Status::ok() : w.to_status();
+}
+
+Result<std::optional<std::string>> Cluster::user_team(std::string_view user) { return store_->user_team(user); }
+
 }  // namespace agentd::net

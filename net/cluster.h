@@ -147,6 +147,11 @@ class Cluster final : public RemotePlans {
 
   Counter& forwarded(std::string_view result);  // agentd_cluster_forwards_total{result}
 
+  // Blocking. The team each user selected, shared by every instance
+  // (MongoDB's user_teams): user_team() is nullopt when never selected.
+  Status set_user_team(std::string_view user, std::string_view team_id);
+  Result<std::optional<std::string>> user_team(std::string_view user);
+
  private:
   void beat();
   void refresh();  // re-reads the instance registry (blocking)

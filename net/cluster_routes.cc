@@ -2,6 +2,8 @@
 // peer-only internal routes, and writes forwarded to a plan's owner.
 #include <boost/asio/post.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include "core/json.h"
 #include "net/cluster.h"
 #include "net/router.h"
@@ -79,6 +81,27 @@ void Router::route_write(const RouteMatch& m, const Request& req, const std::str
       });
     });
   });
+}
+
+void Router::with_user_team(const std::string& user, std::function<void(std::optional<std::string>)> then) {
+  Cluster* cluster = st_.deps.cluster;
+  if (!cluster) return then(std::nullopt);
+  boost::asio::post(st_.read_pool, [this, cluster, user, then = std::move(then)] {
+    auto t = cluster->user_team(user);
+    if (!t) {
+      spdlog::warn("cluster: the team of user {}: {} (the local choice applies)", user, t.status().to_string());
+      return then(std::nullopt);
+    }
+    if (*t && !st_.deps.plans->team_config(**t)) return then(std::nullopt);  // not a team of this instance
+    then(std::move(*t));
+  });
+}
+
+void Router::share_team(const std::string& user, const std::string& team_id, std::function<void(Status)> then) {
+  Cluster* cluster = st_.deps.cluster;
+  if (!cluster) return then(Status::ok());
+  boost::asio::post(st_.read_pool,
+                    [cluster, user, team_id, then = std::move(then)] { then(cluster->set_user_team(user, team_id)); });
 }
 
 void Router::internal(const RouteMatch& m, const Request& req, const Target& t, Respond respond) {

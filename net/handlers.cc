@@ -93,10 +93,18 @@ void Router::process_request(const std::string& user, const Request& req, Respon
   if (session_id) s.session_id = std::move(*session_id);
   if (team_id) s.team_id = std::move(*team_id);
   int retry = st_.cfg.retry_after_seconds;
-  st_.deps.plans->submit(std::move(s), [respond = std::move(respond), retry](Result<SubmitResult> r) {
-    if (!r) return respond(error_response(r.status(), retry));
-    respond(json_response(http::status::ok, "{\"status\":\"Request started successfully\",\"session_id\":" +
-                                                jstr(r->session_id) + ",\"plan_id\":" + jstr(r->plan_id) + "}"));
+  auto submit = [this, respond = std::move(respond), retry](SubmitRequest s) {
+    st_.deps.plans->submit(std::move(s), [respond, retry](Result<SubmitResult> r) {
+      if (!r) return respond(error_response(r.status(), retry));
+      respond(json_response(http::status::ok, "{\"status\":\"Request started successfully\",\"session_id\":" +
+                                                  jstr(r->session_id) + ",\"plan_id\":" + jstr(r->plan_id) + "}"));
+    });
+  };
+  if (!s.team_id.empty()) return submit(std::move(s));
+  // No team named: the one the user selected, on whichever instance.
+  with_user_team(user, [s = std::move(s), submit = std::move(submit)](std::optional<std::string> team) mutable {
+    if (team) s.team_id = std::move(*team);
+    submit(std::move(s));
   });
 }
 
@@ -391,7 +399,12 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
 
 void Router::init_team(const std::string& user, Respond respond) {
   if (!st_.deps.plans) return respond(no_runtime());
-  auto team = st_.deps.plans->current_team(user);
+  with_user_team(user, [this, user, respond = std::move(respond)](std::optional<std::string> shared) {
+    respond_team(shared ? st_.deps.plans->team_config(*shared) : st_.deps.plans->current_team(user), respond);
+  });
+}
+
+void Router::respond_team(std::optional<std::string> team, const Respond& respond) {
   if (!team) return respond(json_response(http::status::not_found, R"({"detail":"No team configured"})"));
   std::string team_id;
   if (auto d = parse_strict(*team); d && d->IsObject()) {
@@ -433,9 +446,16 @@ void Router::select_team(const std::string& user, const Request& req, Respond re
   if (!st_.deps.plans) return respond(no_runtime());
   Status s = st_.deps.plans->select_team(user, *team_id);
   if (!s.is_ok()) return respond(error_response(s, st_.cfg.retry_after_seconds));
+  share_team(user, *team_id, [this, team_id = *team_id, respond = std::move(respond)](Status shared) {
+    if (!shared.is_ok()) return respond(error_response(shared, st_.cfg.retry_after_seconds));
+    team_selected(team_id, respond);
+  });
+}
+
+void Router::team_selected(const std::string& team_id, const Respond& respond) {
   std::string name, description;
   size_t agents = 0;
-  if (auto team = st_.deps.plans->team_config(*team_id)) {
+  if (auto team = st_.deps.plans->team_config(team_id)) {
     if (auto d = parse_strict(*team); d && d->IsObject()) {
       if (auto it = d->FindMember("name"); it != d->MemberEnd() && it->value.IsString()) name = it->value.GetString();
       if (auto it = d->FindMember("description"); it != d->MemberEnd() && it->value.IsString()) {
@@ -447,7 +467,7 @@ void Router::select_team(const std::string& user, const Request& req, Respond re
   respond(json_response(http::status::ok,
                         "{\"status\":\"success\",\"message\":\"Team selected successfully\","
                         "\"team_id\":" +
-                            jstr(*team_id) + ",\"team_name\":" + jstr(name) + ",\"agents_count\":" +
+                            jstr(team_id) + ",\"team_name\":" + jstr(name) + ",\"agents_count\":" +
                             std::to_string(agents) + ",\"team_description\":" + jstr(description) + "}"));
 }
 

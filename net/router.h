@@ -165,6 +165,8 @@ class Router {
   void team_configs(Respond respond);
   void team_config(const std::string& team_id, Respond respond);
   void select_team(const std::string& user, const Request& req, Respond respond);
+  void respond_team(std::optional<std::string> team, const Respond& respond);  // init_team's answer
+  void team_selected(const std::string& team_id, const Respond& respond);      // select_team's answer
   // POST upload_team_config: the team file as multipart field "file" (what
   // the UIs send) or as a JSON body.
   void upload_team(const std::string& user, const Request& req, Respond respond);
@@ -182,6 +184,14 @@ class Router {
   void internal(const RouteMatch& m, const Request& req, const Target& t, Respond respond);
   void route_write(const RouteMatch& m, const Request& req, const std::string& user, Respond respond);
   void local_write(const RouteMatch& m, const Request& req, const std::string& user, Respond respond);
+  // A cluster's users' selected teams live in MongoDB, so that a page whose
+  // requests land on different instances keeps its team. with_user_team()
+  // hands `then` the team the user selected on any instance (nullopt: none,
+  // one this instance does not know, a single instance, or MongoDB failed:
+  // the local choice applies); share_team() records a selection for the
+  // other instances. With a cluster both call back on the read pool.
+  void with_user_team(const std::string& user, std::function<void(std::optional<std::string>)> then);
+  void share_team(const std::string& user, const std::string& team_id, std::function<void(Status)> then);
 
   ServerState& st_;
 };

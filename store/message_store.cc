@@ -724,6 +724,44 @@ WriteStatus MessageStore::remove_instance(std::string_view id) {
   return WriteStatus::ok();
 }
 
+WriteStatus MessageStore::set_user_team(std::string_view user_id, std::string_view team_id) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kUserTeamsCollection);
+  Bson selector, update, opts, reply;
+  bson_t set;
+  bson_append_utf8(selector.get(), "_id", -1, user_id.data(), static_cast<int>(user_id.size()));
+  BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &set);
+  bson_append_utf8(&set, "team_id", -1, team_id.data(), static_cast<int>(team_id.size()));
+  bson_append_document_end(update.get(), &set);
+  BSON_APPEND_BOOL(opts.get(), "upsert", true);
+  bson_error_t err;
+  if (!mongoc_collection_update_one(coll.get(), selector.get(), update.get(), opts.get(), reply.get(), &err)) {
+    return WriteStatus(classify(err, reply.get()));
+  }
+  return WriteStatus::ok();
+}
+
+Result<std::optional<std::string>> MessageStore::user_team(std::string_view user_id) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kUserTeamsCollection);
+  Bson filter, opts;
+  bson_append_utf8(filter.get(), "_id", -1, user_id.data(), static_cast<int>(user_id.size()));
+  BSON_APPEND_INT64(opts.get(), "limit", 1);
+  mongoc_cursor_t* cur = mongoc_collection_find_with_opts(coll.get(), filter.get(), opts.get(), nullptr);
+  const bson_t* doc = nullptr;
+  std::optional<std::string> team;
+  if (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, "team_id") && BSON_ITER_HOLDS_UTF8(&it)) {
+      uint32_t len = 0;
+      const char* v = bson_iter_utf8(&it, &len);
+      team.emplace(v, len);
+    }
+  }
+  if (auto f = close_cursor(cur)) return unavailable_or(Code::kInternal, *f, "team of user " + std::string(user_id));
+  return team;
+}
+
 Result<int64_t> MessageStore::count(std::string_view collection) {
   MongoPool::Lease lease = pool_->lease();
   Collection coll(lease, pool_->database(), collection);

@@ -13,6 +13,8 @@
 //                   docs/scale-out.md); absent when written by a single instance
 //   instances    := { _id: "<instance id>", url: "<advertise url>", started_ms, heartbeat_ms }
 //                   one per running instance of a cluster, refreshed every heartbeat
+//   user_teams   := { _id: "<user_id>", team_id: "<team id>" }
+//                   a cluster's users' selected teams (POST select_team on any instance)
 //   dead_letters := { _id: "<kind>:<plan_id>:<seq|version>", kind: "message"|"plan", plan_id,
 //                     seq | version, pending_id, error, dead_at_ms, bytes: <the outbox bytes as text> }
 //
@@ -86,6 +88,7 @@ inline constexpr std::string_view kMessagesCollection = "messages";
 inline constexpr std::string_view kPlansCollection = "plans";
 inline constexpr std::string_view kDeadLettersCollection = "dead_letters";
 inline constexpr std::string_view kInstancesCollection = "instances";
+inline constexpr std::string_view kUserTeamsCollection = "user_teams";
 
 // "<plan_id>:<seq>", the _id of a message document.
 std::string message_doc_id(std::string_view plan_id, uint64_t seq);
@@ -254,6 +257,11 @@ class MessageStore {
   WriteStatus heartbeat(const InstanceDoc& self);
   Result<std::vector<InstanceDoc>> list_instances();
   WriteStatus remove_instance(std::string_view id);
+
+  // The team a user selected, shared by a cluster's instances: set_user_team()
+  // replaces it; user_team() is nullopt when the user never selected one.
+  WriteStatus set_user_team(std::string_view user_id, std::string_view team_id);
+  Result<std::optional<std::string>> user_team(std::string_view user_id);
 
   // Number of documents in `collection`; for tests and tools.
   Result<int64_t> count(std::string_view collection);

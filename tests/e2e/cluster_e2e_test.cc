@@ -382,3 +382,30 @@ TEST_CASE("through a non-owner: an approval named only by m_plan_id finds its pl
   CHECK(nf.status == 404);
   CHECK(metric(c.n[1].port(), "agentd_cluster_forwards_total{result=\"ok\"}") >= 1);
 }
+
+TEST_CASE("a team selected on A is the user's team on B and C: init_team and a task submitted there use it") {
+  Cluster3 c;
+  const Headers kJson{{"content-type", "application/json"}};
+  auto team_on = [&](int i) {
+    auto r = http_get(c.n[i].port(), "/api/v3/init_team");
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return std::string(json(r.body)["team_id"].GetString());
+  };
+  // A team other than the default one.
+  std::string def = team_on(1);
+  std::string pick = def == "research" ? "finance-close" : "research";
+  auto s = http_post(c.n[0].port(), "/api/v3/select_team", JsonObject().str("team_id", pick).done(), kJson);
+  REQUIRE_MESSAGE(s.status == 200, s.body);
+  for (int i = 0; i < 3; ++i) CHECK_MESSAGE(team_on(i) == pick, "instance " << i);
+  auto r =
+      http_post(c.n[2].port(), "/api/v3/process_request", R"({"description":"a task for the picked team"})", kJson);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  std::string plan = json(r.body)["plan_id"].GetString();
+  auto g = http_get(c.n[1].port(), "/api/v3/plan?plan_id=" + plan);
+  REQUIRE_MESSAGE(g.status == 200, g.body);
+  CHECK(std::string(json(g.body)["plan"]["team_id"].GetString()) == pick);
+  // Selected again on C: the newest choice wins everywhere.
+  s = http_post(c.n[2].port(), "/api/v3/select_team", JsonObject().str("team_id", def).done(), kJson);
+  REQUIRE_MESSAGE(s.status == 200, s.body);
+  for (int i = 0; i < 3; ++i) CHECK_MESSAGE(team_on(i) == def, "instance " << i);
+}
