@@ -1,7 +1,13 @@
 // The unmodified MACAE frontends (shared/macae: frontend-v3 on /api/v3,
 // app-v4 on /api/v4) in headless Chromium against the real agentd binary.
 //
-// Usage: node macae_ui_test.cjs v3|v4
+// Usage: node macae_ui_test.cjs v3|v4 [cluster]
+//
+// cluster (issue 16): each agentd below is instead three instances on one
+// FerretDB (cluster flags, every one serving the UI with --web-dir) behind
+// tests/web/random_lb.cjs, which sends every request and every WebSocket to
+// a random instance; the browser and the API cross-checks go through the
+// balancer. The crash scenario kills the plan's owner only.
 //
 // Environment:
 //   AGENTD_MACAE_WEB_V3 / AGENTD_MACAE_WEB_V4  the built UI (folder with
@@ -14,6 +20,8 @@
 //       browser log (console, page errors, API responses, WebSocket frames)
 //       and where the agentd logs go (default
 //       ${AGENTD_BINARY_DIR:-<repo>/build/release}/macae-<ver>-artifacts)
+//   AGENTD_FERRETDB_BIN  FerretDB for cluster mode (default: the cache's,
+//       else `scripts/ferretdb-build`)
 //   NODE_PATH          must reach playwright-core (scripts/setup installs it
 //       into ~/.cache/agentd/node/node_modules)
 //
@@ -29,12 +37,15 @@ const path = require("path");
 const net = require("net");
 const crypto = require("crypto");
 const { spawn, spawnSync } = require("child_process");
+const { startRandomLb } = require("../random_lb.cjs");
 
 const VER = process.argv[2];
-if (VER !== "v3" && VER !== "v4") {
-  console.error("usage: node macae_ui_test.cjs v3|v4");
+const CLUSTER = process.argv[3] === "cluster";
+if ((VER !== "v3" && VER !== "v4") || (process.argv[3] !== undefined && !CLUSTER)) {
+  console.error("usage: node macae_ui_test.cjs v3|v4 [cluster]");
   process.exit(2);
 }
+const MODE = CLUSTER ? `${VER}-cluster` : VER; // names the artifacts folder
 const ROOT = process.env.AGENTD_SOURCE_DIR || path.resolve(__dirname, "../../..");
 const BINARY = process.env.AGENTD_BINARY || path.join(ROOT, "build/release/agentd/agentd");
 const FIXTURES = process.env.AGENTD_MACAE_DIR || path.join(ROOT, "../shared/macae");
@@ -42,7 +53,7 @@ const TEAMS = path.join(__dirname, "teams");
 const FAKE_LLM = path.join(ROOT, "tests/support/fake_llm.py");
 const ARTIFACTS =
   process.env.AGENTD_MACAE_ARTIFACTS ||
-  path.join(process.env.AGENTD_BINARY_DIR || path.join(ROOT, "build/release"), `macae-${VER}-artifacts`);
+  path.join(process.env.AGENTD_BINARY_DIR || path.join(ROOT, "build/release"), `macae-${MODE}-artifacts`);
 const CHROMIUM = "/usr/bin/chromium";
 const API = `/api/${VER}`; // the prefix this UI speaks; cross-checks use the same
 const USER1 = "00000000-0000-0000-0000-000000000000"; // no App Service auth: the UI's zero-UUID user
@@ -166,8 +177,8 @@ async function startFakeLlm(tmp) {
   return p;
 }
 
-async function startAgentd(name, tmp, web, extra) {
-  const port = await freePort();
+async function startAgentd(name, tmp, web, extra, port = 0) {
+  if (!port) port = await freePort();
   const logPath = path.join(ARTIFACTS, `agentd-${name}.log`);
   const fd = fs.openSync(logPath, "w");
   const args = [
@@ -233,6 +244,124 @@ async function stop(p, mustBeZero) {
     return `${p.name} exited with ${JSON.stringify(p.exited)} (expected code 0); log ${p.logPath}`;
   }
   return null;
+}
+
+// --- cluster mode: FerretDB, three instances, the balancer -----------------------
+
+const SECRET = "a-cluster-secret-for-the-macae-tests-0123456789";
+
+function ferretBinary() {
+  if (process.env.AGENTD_FERRETDB_BIN) return process.env.AGENTD_FERRETDB_BIN;
+  const cache = process.env.AGENTD_CACHE_DIR || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "agentd");
+  const cached = path.join(cache, "ferretdb-v1.24.2");
+  if (fs.existsSync(cached)) return cached;
+  const r = spawnSync("bash", [path.join(ROOT, "scripts/ferretdb-build")], { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+  const bin = (r.stdout || "").trim().split("\n").pop();
+  if (r.status !== 0 || !bin || !fs.existsSync(bin)) fatal(`scripts/ferretdb-build failed (exit ${r.status})`);
+  return bin;
+}
+
+async function startFerret(tmp) {
+  const port = await freePort();
+  fs.mkdirSync(path.join(tmp, "ferret"), { recursive: true });
+  const logPath = path.join(ARTIFACTS, "ferretdb.log");
+  const fd = fs.openSync(logPath, "w");
+  const args = [
+    "--handler=sqlite", `--sqlite-url=file:${path.join(tmp, "ferret")}/`, `--listen-addr=127.0.0.1:${port}`,
+    "--state-dir=-", "--debug-addr=-", "--telemetry=disable", "--log-level=warn",
+  ];
+  const child = spawn(ferretBinary(), args, { stdio: ["ignore", fd, fd], env: { ...cleanEnv(), DO_NOT_TRACK: "1" } });
+  fs.closeSync(fd);
+  const p = { name: "ferretdb", child, port, logPath, exited: null, uri: `mongodb://127.0.0.1:${port}/` };
+  child.on("exit", (code, sig) => (p.exited = { code, sig }));
+  children.push(p);
+  await waitUntil(
+    "FerretDB to listen",
+    () =>
+      new Promise((resolve, reject) => {
+        if (p.exited) return reject(new Error(`FerretDB exited: ${JSON.stringify(p.exited)}; log ${logPath}`));
+        const c = net.connect(port, "127.0.0.1");
+        c.on("connect", () => (c.destroy(), resolve(true)));
+        c.on("error", () => resolve(false));
+      }),
+    30000,
+  );
+  return p;
+}
+
+// A metric of an instance's /metrics (-1 when absent).
+async function metric(base, name) {
+  const r = await fetch(base + "/metrics");
+  const m = new RegExp(`^${name} (\\S+)$`, "m").exec(await r.text());
+  return m ? Number(m[1]) : -1;
+}
+
+async function waitPeers(member, want) {
+  await waitUntil(`agentd ${member.name} to see ${want} live peers`, async () => (await metric(member.base, "agentd_cluster_live_peers")) === want, 15000);
+}
+
+// Three instances of one cluster (database macae_<name>) behind a random
+// balancer; used wherever the single mode has one agentd.
+async function startCluster(name, tmp, web, extra, ferret) {
+  const secretFile = path.join(tmp, "cluster-secret");
+  fs.writeFileSync(secretFile, SECRET + "\n");
+  const uri = `${ferret.uri}macae_${name.replace(/\W/g, "_")}?serverSelectionTimeoutMS=500&connectTimeoutMS=500`;
+  const members = [];
+  for (const i of [1, 2, 3]) {
+    const port = await freePort();
+    const flags = [
+      "--mongo-uri", uri, "--cluster-secret-file", secretFile, "--instance-id", `${name}-${i}`,
+      "--advertise-url", `http://127.0.0.1:${port}`, "--cluster-heartbeat-ms", "250", "--cluster-stale-ms", "2000",
+    ];
+    members.push(await startAgentd(`${name}-${i}`, tmp, web, [...flags, ...extra], port));
+  }
+  for (const m of members) await waitPeers(m, 2);
+  const group = { name, members, lb: null, base: "" };
+  group.lb = await startRandomLb(() => group.members.map((m) => ({ host: "127.0.0.1", port: m.port })));
+  group.base = `http://127.0.0.1:${group.lb.port}`;
+  return group;
+}
+
+async function startInstance(name, tmp, web, extra, ferret) {
+  return CLUSTER ? startCluster(name, tmp, web, extra, ferret) : startAgentd(name, tmp, web, extra);
+}
+
+// Stops an agentd or a cluster (every member must exit with 0); an error or null.
+async function stopInstance(inst) {
+  if (!inst.members) return stop(inst, true);
+  await inst.lb.close();
+  console.log(`${inst.name}: the balancer's picks per instance ${JSON.stringify(inst.lb.picks)}`);
+  const errs = [];
+  for (const m of inst.members) {
+    const err = await stop(m, true);
+    if (err) errs.push(err);
+  }
+  return errs.length ? errs.join("; ") : null;
+}
+
+// SIGKILL of the agentd holding `planId` (in cluster mode its owner, found
+// through the peer-only endpoint), then the same agentd again; returns the
+// instance to use from then on.
+async function crashAndRestart(inst, planId) {
+  if (!inst.members) {
+    inst.child.kill("SIGKILL");
+    await waitUntil("the killed agentd to exit", () => inst.exited, 10000);
+    return restartAgentd(inst);
+  }
+  let owner = -1;
+  for (let i = 0; i < inst.members.length; i++) {
+    const r = await fetch(`${inst.members[i].base}/internal/v1/plan?plan_id=${encodeURIComponent(planId)}`, {
+      headers: { "x-agentd-cluster-secret": SECRET },
+    });
+    if (r.status === 200) owner = i;
+  }
+  check(owner >= 0, `no instance of ${inst.name} holds plan ${planId}`);
+  const dead = inst.members[owner];
+  dead.child.kill("SIGKILL");
+  await waitUntil("the killed agentd to exit", () => dead.exited, 10000);
+  inst.members[owner] = await restartAgentd(dead);
+  for (const m of inst.members) await waitPeers(m, 2);
+  return inst;
 }
 
 // --- agentd's REST API (the cross-check) -------------------------------------------
@@ -493,7 +622,7 @@ function uniq(words) {
 }
 
 function makeScenarios(ctx) {
-  const { main, llmInst, short, llm, browser } = ctx;
+  const { main, llmInst, short, llm, browser, ferret } = ctx;
   const completedTasks = []; // tasks user 1 completed on `main`, for the list scenarios
   const user1Plans = [];
 
@@ -804,7 +933,7 @@ function makeScenarios(ctx) {
       name: "crash-restart-approve",
       async run(s) {
         const tmpCrash = fs.mkdtempSync(path.join(os.tmpdir(), `agentd-macae-crash-${VER}-`));
-        let inst = await startAgentd("crash", tmpCrash, webDir(), []);
+        let inst = await startInstance("crash", tmpCrash, webDir(), [], ferret);
         try {
           await selectTeam(inst, USER1, "ui-flow");
           const page = await newPage(browser, s);
@@ -812,9 +941,7 @@ function makeScenarios(ctx) {
           const task = uniq("Reconcile the ledger across a crash");
           const planId = await submitTask(page, task);
           await waitPlanCard(page, inst, USER1, planId, task);
-          inst.child.kill("SIGKILL");
-          await waitUntil("the killed agentd to exit", () => inst.exited, 10000);
-          inst = await restartAgentd(inst);
+          inst = await crashAndRestart(inst, planId);
           await waitStatus(inst, USER1, planId, "awaiting_approval", 5000);
           await page.reload({ timeout: T });
           await waitPlanCard(page, inst, USER1, planId, task);
@@ -835,7 +962,7 @@ function makeScenarios(ctx) {
           check(countOf(text, resumes[0].data.content) === 1, `the resume note is shown ${countOf(text, resumes[0].data.content)}x`);
           await checkBubbles(page, log, "approved after a crash", finalShown(VER, ""), VER === "v3" ? 1 : 0);
         } finally {
-          const err = await stop(inst, true);
+          const err = await stopInstance(inst);
           fs.rmSync(tmpCrash, { recursive: true, force: true });
           if (err) throw new Error(err);
         }
@@ -971,20 +1098,22 @@ async function main() {
   fs.rmSync(ARTIFACTS, { recursive: true, force: true });
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `agentd-macae-${VER}-`));
-  console.log(`MACAE ${VER} UI: ${web}\nagentd: ${BINARY}\nartifacts: ${ARTIFACTS}`);
+  console.log(`MACAE ${VER} UI${CLUSTER ? " (3 instances per agentd behind a random balancer)" : ""}: ${web}\nagentd: ${BINARY}\nartifacts: ${ARTIFACTS}`);
 
   let passed = 0;
   let failed = 0;
   let browser = null;
   const instances = [];
   let llm = null;
+  let ferret = null;
   try {
     llm = await startFakeLlm(tmp);
-    const main = await startAgentd("main", tmp, web, []);
+    if (CLUSTER) ferret = await startFerret(tmp);
+    const main = await startInstance("main", tmp, web, [], ferret);
     instances.push(main);
-    const llmInst = await startAgentd("llm", tmp, web, ["--llm-base-url", llm.url, "--llm-model", "fake-model"]);
+    const llmInst = await startInstance("llm", tmp, web, ["--llm-base-url", llm.url, "--llm-model", "fake-model"], ferret);
     instances.push(llmInst);
-    const short = await startAgentd("short-timeout", tmp, web, ["--approval-timeout-s", "2"]);
+    const short = await startInstance("short-timeout", tmp, web, ["--approval-timeout-s", "2"], ferret);
     instances.push(short);
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -995,9 +1124,9 @@ async function main() {
       ],
     });
     const only = process.env.AGENTD_MACAE_ONLY ? process.env.AGENTD_MACAE_ONLY.split(",") : null;
-    for (const sc of makeScenarios({ main, llmInst, short, llm, browser })) {
+    for (const sc of makeScenarios({ main, llmInst, short, llm, browser, ferret })) {
       if (only && !only.includes(sc.name)) continue;
-      if (await runScenario(sc, VER)) passed++;
+      if (await runScenario(sc, MODE)) passed++;
       else failed++;
     }
   } catch (e) {
@@ -1006,13 +1135,14 @@ async function main() {
   } finally {
     if (browser) await browser.close().catch(() => {});
     for (const inst of instances) {
-      const err = await stop(inst, true);
+      const err = await stopInstance(inst);
       if (err) {
         console.log(`FAIL ${VER} agentd-exit-${inst.name}: ${err}`);
         failed++;
       }
     }
     if (llm) await stop(llm, false);
+    if (ferret) await stop(ferret, false);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   console.log(`${passed} passed, ${failed} failed`);
