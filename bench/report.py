@@ -107,7 +107,8 @@ results = {
     "run": load_json("run.json"),
     "outbox": load_json("outbox.json"),
     "flusher": load_json("flusher.json"),
-    "net": {c: load_net(c) for c in ("get-plan", "ws", "fanout")},
+    "net": {c: load_net(c) for c in ("get-plan", "ws", "fanout", "cluster")},
+    "cluster_post": {},
     "compare": {},
     "drain": [],
     "figures": [],
@@ -121,6 +122,10 @@ for side in ("agentd", "baseline"):
     rss = load_json(f"{side}_rss.json") or {}
     results["compare"][side] = {"post": posts, "get_plan": load_json(f"{side}_get_plan.json"),
                                 "peak_rss_kib": next(iter(rss.values()), None)}
+for f in sorted(os.listdir(raw)):
+    m = re.fullmatch(r"cluster_post_n(\d+)_i(\d+)\.json", f)
+    if m:
+        results["cluster_post"].setdefault(m.group(1), {})[m.group(2)] = load_json(f)
 drain_path = os.path.join(raw, "drain.csv")
 if os.path.exists(drain_path):
     with open(drain_path) as f:
@@ -227,6 +232,24 @@ for case, target in (("ws", 10), ("fanout", 50)):
     if net.get(case) and net[case].get("peak_rss_kib"):
         figure("net", f"agentd peak RSS ({case})", net[case]["peak_rss_kib"] / 1024, "MiB")
 
+# ---- several instances on one MongoDB (issue 16) ----
+# Posts to the owner A; the socket on A ("local", one instance's path) or on
+# B ("cross", frames relayed from A's socket), same run, same rate.
+cl = net.get("cluster") or {}
+lo, cr = find_latency(cl, "local", "post"), find_latency(cl, "cross", "post")
+if cr:
+    figure("cluster", "cross-instance post->frame p50 (POST to A, socket on B)", pct(cr, "p50"), "ms",
+           "socket on A (same instance)", lo and pct(lo, "p50"))
+    figure("cluster", "cross-instance post->frame p99 (POST to A, socket on B)", pct(cr, "p99"), "ms",
+           "socket on A (same instance)", lo and pct(lo, "p99"), ("<=", 2))
+totals = {}
+for n, per in results["cluster_post"].items():
+    if per and all(per.values()) and len(per) == int(n):
+        totals[int(n)] = sum(j["throughput"] for j in per.values())
+for n in sorted(totals):
+    figure("cluster", f"total POST agent_message throughput, {n} instance{'s' if n > 1 else ''}", totals[n], "req/s",
+           "1 instance" if n > 1 else None, totals.get(1) if n > 1 else None, better="higher")
+
 # ---- agentd vs the original stack (issue 8) ----
 a, b = results["compare"].get("agentd", {}), results["compare"].get("baseline", {})
 for p in sorted(set(a.get("post", {})) | set(b.get("post", {}))):
@@ -272,7 +295,7 @@ lines = [f"# agentd benchmarks — {m.get('stamp', '?')} ({m.get('mode', '?')} m
 if r.get("failed"):
     lines += ["**Failed stages:** " + ", ".join(r["failed"]), ""]
 lines += ["Ratio = figure / baseline (for latencies lower is better, for throughputs higher is better). "
-          "Targets are the issues' (4: outbox, 5: flusher, 6: net); rows without one are reported only.", ""]
+          "Targets are the issues' (4: outbox, 5: flusher, 6: net, 16: cluster); rows without one are reported only.", ""]
 group = None
 for fg in figs:
     if fg["group"] != group:
@@ -283,7 +306,7 @@ for fg in figs:
                  f"{fmt(fg['baseline_value'])}{' ' + fg['unit'] if fg['baseline_value'] is not None else ''} | "
                  f"{fmt(fg['ratio']) + 'x' if fg['ratio'] is not None else '—'} | {fg['target'] or '—'} | "
                  f"{fg['status']} |")
-if not results["drain"]:
+if not results["drain"] and a.get("post"):
     lines += ["", "No end-to-end outage drain curve: agentd exposed no `agentd_outbox_pending_messages` "
               "(flusher not wired into the binary at this commit); flusher_bench's backlog drain rate stands in."]
 if a.get("post"):
@@ -291,6 +314,10 @@ if a.get("post"):
               "(MongoDB gets it from the flusher); the baseline answers once FerretDB acknowledged an insert with "
               "the default write concern, which does not wait for a disk sync. With one producer the baseline is "
               "therefore not doing the same work; with more producers agentd's group commit shares the sync."]
+if results["cluster_post"]:
+    lines += ["", "Reading *cluster*: every instance is pinned to the same server core (and each loadgen to the "
+              "client core), so the throughput rows say what one core and one disk give n instances — each with "
+              "its own outbox and its own fdatasync — not what n machines would."]
 lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in ("latency.png", "throughput.png", "drain.png")), ""]
 with open(os.path.join(out, "summary.md"), "w") as f:
     f.write("\n".join(lines))

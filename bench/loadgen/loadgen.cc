@@ -1,15 +1,23 @@
 // loadgen: the one load generator bench/run points at agentd and at the
 // original-stack baseline (bench/baselines/), so both see the same requests.
 //
-//   loadgen seed --data-dir DIR --plans P [--track-pending]
+//   loadgen seed --data-dir DIR --plans P [--track-pending] [--prefix X]
 //       plan records bench-plan-0..P-1 (user zero-UUID) written through the
 //       Outbox API before agentd starts (agentd's API appends only to
 //       existing plans).
 //   loadgen post --port N --producers C (--seconds S | --total T) [--plans P]
-//                [--plan ID] [--size B] [--core K]
+//                [--plan ID] [--size B] [--core K] [--prefix X]
 //       C blocking keep-alive connections, each POSTing
 //       /api/v3/agent_message (content of B bytes) round-robin over
 //       bench-plan-0..P-1 (or the one plan ID) and waiting for each answer.
+//   --prefix X: plans named X0..X(P-1) instead (several instances of a
+//       cluster, each owning its own plans).
+//   loadgen open --port N --plans P
+//       P plans opened through POST /api/v3/process_request (they wait for an
+//       approval: start agentd with a long --approval-timeout-s); their ids
+//       on stdout, one a line. A seeded plan is completed, and agentd takes
+//       no messages for a finished plan.
+//   loadgen post ... --plans-file F: round-robin over the plan ids in F.
 //   loadgen get --port N --plan ID --requests R [--core K]
 //       sequential GET /api/v3/plan?plan_id=ID on one keep-alive connection.
 //
@@ -30,6 +38,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -60,7 +69,7 @@ struct Args {
   long num(const std::string& k, long def) const { return has(k) ? std::atol(kv.at(k).c_str()) : def; }
 };
 
-std::string plan_id_of(long i) { return "bench-plan-" + std::to_string(i); }
+std::string plan_id_of(const Args& a, long i) { return a.str("prefix", "bench-plan-") + std::to_string(i); }
 
 int seed(const Args& a) {
   agentd::OutboxOptions o;
@@ -74,7 +83,7 @@ int seed(const Args& a) {
   long plans = a.num("plans", 64);
   for (long p = 0; p < plans; ++p) {
     agentd::PlanRecord rec;
-    rec.plan_id = plan_id_of(p);
+    rec.plan_id = plan_id_of(a, p);
     rec.user_id = kUser;
     rec.session_id = "bench";
     rec.team_id = "bench";
@@ -140,8 +149,9 @@ class Conn {
  public:
   explicit Conn(int port) : port_(port), sock_(ioc_) {}
 
-  // Sends `req`, reads the answer; true when it is 2xx.
-  bool roundtrip(http::request<http::string_body>& req) {
+  // Sends `req`, reads the answer (its body into `body` when given); true
+  // when it is 2xx.
+  bool roundtrip(http::request<http::string_body>& req, std::string* body = nullptr) {
     beast::error_code ec;
     if (!sock_.is_open()) {
       sock_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port_)), ec);
@@ -159,6 +169,7 @@ class Conn {
         bool ok = res.result_int() / 100 == 2;
         if (!ok && errors_shown_++ < 3) std::fprintf(stderr, "HTTP %u: %s\n", res.result_int(), res.body().c_str());
         if (!res.keep_alive()) sock_.close(ec);
+        if (body) *body = std::move(res.body());
         return ok;
       }
     }
@@ -183,9 +194,45 @@ void pin(const Args& a) {
   if (sched_setaffinity(0, sizeof set, &set) != 0) std::perror("sched_setaffinity");
 }
 
+// `open`: plans opened through the API, their ids on stdout, one a line.
+int open(const Args& a) {
+  Conn c(static_cast<int>(a.num("port", 0)));
+  long plans = a.num("plans", 64);
+  for (long i = 0; i < plans; ++i) {
+    http::request<http::string_body> req{http::verb::post, "/api/v3/process_request", 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::content_type, "application/json");
+    req.keep_alive(true);
+    req.body() = R"({"description":"a benchmark plan"})";
+    req.prepare_payload();
+    std::string body;
+    auto d = c.roundtrip(req, &body) ? agentd::parse_strict(body)
+                                     : agentd::Result<rapidjson::Document>(agentd::internal_error("POST failed"));
+    if (!d || !d->IsObject() || !d->HasMember("plan_id") || !(*d)["plan_id"].IsString()) {
+      std::fprintf(stderr, "open: POST /api/v3/process_request: %s\n", body.c_str());
+      return 1;
+    }
+    std::printf("%s\n", (*d)["plan_id"].GetString());
+  }
+  return 0;
+}
+
 int post(const Args& a) {
   int port = static_cast<int>(a.num("port", 0));
   long producers = a.num("producers", 1), plans = a.num("plans", 64), size = a.num("size", 200);
+  // --plans-file: the plans to post to (loadgen open's output).
+  std::vector<std::string> ids;
+  if (a.has("plans-file")) {
+    std::ifstream in(a.str("plans-file"));
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) ids.push_back(line);
+    }
+    if (ids.empty()) {
+      std::fprintf(stderr, "post: no plan in %s\n", a.str("plans-file").c_str());
+      return 2;
+    }
+    plans = static_cast<long>(ids.size());
+  }
   double seconds = a.has("seconds") ? std::atof(a.str("seconds").c_str()) : 0;
   long total = a.num("total", 0);
   std::string one_plan = a.str("plan");
@@ -206,7 +253,8 @@ int post(const Args& a) {
         } else if (Clock::now() >= deadline) {
           break;
         }
-        std::string pid = one_plan.empty() ? plan_id_of((t + k * producers) % plans) : one_plan;
+        long i = (t + k * producers) % plans;
+        std::string pid = !one_plan.empty() ? one_plan : ids.empty() ? plan_id_of(a, i) : ids[static_cast<size_t>(i)];
         std::string body = "{\"plan_id\":";
         agentd::append_json_string(&body, pid);
         body += ",\"agent\":\"Bench_Agent\",\"agent_type\":\"AI_Agent\",\"content\":";
@@ -286,6 +334,7 @@ int main(int argc, char** argv) {
   pin(a);
   if (cmd == "seed") return seed(a);
   if (cmd == "post") return post(a);
+  if (cmd == "open") return open(a);
   if (cmd == "get") return get(a);
   std::fprintf(stderr, "unknown command %s\n", cmd.c_str());
   return 2;

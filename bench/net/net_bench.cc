@@ -2,15 +2,21 @@
 //
 //   net_bench --agentd PATH get-plan   [--messages 10000] [--requests 200]
 //   net_bench --agentd PATH ws         [--plans 200] [--subs 1000] [--rate 2000] [--seconds 10] [--posters 64]
-//   (both: [--client-core 0] [--server-core 1])
+//   net_bench --agentd PATH cluster --mongo URI [ws options]
+//   (all: [--client-core 0] [--server-core 1])
 //
-// It seeds plans through the Outbox API into a temp data dir, starts agentd
-// pinned with `taskset -c <server-core>` (default 1) and pins itself to
+// It starts agentd pinned with `taskset -c <server-core>` (default 1) and pins itself to
 // <client-core> (default 0), then measures:
-//   get-plan: GET /api/v3/plan latency (keep-alive, sequential) for a plan of N messages.
-//   ws:       subscribers spread over plans; POST /api/v3/agent_message at `rate`
+//   get-plan: GET /api/v3/plan latency (keep-alive, sequential) for a plan of N messages
+//             (seeded through the Outbox API into a temp data dir).
+//   ws:       subscribers spread over plans opened through the API (a finished
+//             plan takes no messages; these wait for an approval); POST /api/v3/agent_message at `rate`
 //             (round-robin over plans, --posters keep-alive connections, default 64); per frame:
 //             ack->frame (0 when the frame beat the HTTP ack) and post->frame.
+//   cluster:  two instances A and B of one cluster on MongoDB `URI` (issue 16),
+//             the plans created on A; the ws load twice, posts always to A:
+//             "local" with the subscribers on A (one instance's path), then
+//             "cross" with them on B (frames relayed from A's socket).
 // Prints p50/p90/p99/max and agentd's peak RSS (VmHWM).
 #include <fcntl.h>
 #include <sched.h>
@@ -61,6 +67,7 @@ struct Args {
   std::string agentd, mode;
   int messages = 10000, requests = 200, plans = 200, subs = 1000, rate = 2000, seconds = 10;
   int client_core = 0, server_core = 1, posters = 64;
+  std::string mongo;  // cluster mode: the MongoDB URI (with the database)
 };
 
 void pin_self(int core) {
@@ -117,12 +124,32 @@ void seed(const std::string& dir, int plans, int messages_each) {
 struct Server {
   pid_t pid = -1;
   int port = 0;
-  void start(const Args& a, const std::string& data_dir, const std::string& log) {
+  // `cluster_id`: start as this instance of a cluster on a.mongo, whose
+  // secret is in `secret_file`.
+  void start(const Args& a, const std::string& data_dir, const std::string& log, const std::string& cluster_id = {},
+             const std::string& secret_file = {}) {
     port = free_port();
-    std::vector<std::string> argv{"taskset",    "-c",        std::to_string(a.server_core),
-                                  a.agentd,     "--listen",  "127.0.0.1:" + std::to_string(port),
-                                  "--data-dir", data_dir,    "--log-level",
-                                  "warn",       "--threads", "1"};
+    std::vector<std::string> argv{"taskset",
+                                  "-c",
+                                  std::to_string(a.server_core),
+                                  a.agentd,
+                                  "--listen",
+                                  "127.0.0.1:" + std::to_string(port),
+                                  "--data-dir",
+                                  data_dir,
+                                  "--log-level",
+                                  "warn",
+                                  "--threads",
+                                  "1",
+                                  "--approval-timeout-s",
+                                  "86400"};
+    if (!cluster_id.empty()) {
+      for (const std::string& s : {std::string("--mongo-uri"), a.mongo, std::string("--cluster-secret-file"),
+                                   secret_file, std::string("--instance-id"), cluster_id,
+                                   std::string("--advertise-url"), "http://127.0.0.1:" + std::to_string(port)}) {
+        argv.push_back(s);
+      }
+    }
     std::vector<char*> cargv;
     for (auto& s : argv) cargv.push_back(s.data());
     cargv.push_back(nullptr);
@@ -208,6 +235,7 @@ int get_plan(const Args& a, const std::string& dir) {
 
 struct Shared {
   int plans = 0;
+  std::vector<std::string> ids;  // the open plans, by index
   // ack time (ns) per plan and seq; 0 = not acked yet.
   std::vector<std::vector<std::atomic<int64_t>>> ack;
   std::vector<double> ack_to_frame, post_to_frame;  // single-threaded client: no lock
@@ -223,7 +251,7 @@ class Sub : public std::enable_shared_from_this<Sub> {
         tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)),
         [self = shared_from_this()](beast::error_code ec) {
           if (ec) return self->fail("connect", ec);
-          self->ws_.async_handshake("127.0.0.1", "/api/v3/socket/" + plan_id_of(self->plan_) + "?after_seq=0",
+          self->ws_.async_handshake("127.0.0.1", "/api/v3/socket/" + self->sh_.ids[self->plan_] + "?after_seq=0",
                                     [self](beast::error_code ec2) {
                                       if (ec2) return self->fail("handshake", ec2);
                                       ++connected;
@@ -283,8 +311,8 @@ class Poster : public std::enable_shared_from_this<Poster> {
     req_.set(http::field::host, "127.0.0.1");
     req_.set(http::field::content_type, "application/json");
     req_.keep_alive(true);
-    req_.body() = R"({"plan_id":")" + plan_id_of(plan) + R"(","agent":"Bench","content":"t)" +
-                  std::to_string(now_ns()) + R"( and some more text to make a realistic message"})";
+    req_.body() = R"({"plan_id":")" + sh_.ids[plan] + R"(","agent":"Bench","content":"t)" + std::to_string(now_ns()) +
+                  R"( and some more text to make a realistic message"})";
     req_.prepare_payload();
     http::async_write(s_, req_, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return self->fail("write", ec);
@@ -293,7 +321,9 @@ class Poster : public std::enable_shared_from_this<Poster> {
         if (ec2) return self->fail("read", ec2);
         self->busy_ = false;
         if (self->res_.result_int() != 200) {
-          ++errors;
+          if (errors++ == 0) {
+            std::fprintf(stderr, "poster: %d %s\n", self->res_.result_int(), self->res_.body().c_str());
+          }
           return;
         }
         auto& b = self->res_.body();
@@ -321,23 +351,25 @@ class Poster : public std::enable_shared_from_this<Poster> {
   beast::flat_buffer buf_;
 };
 
-int ws_bench(const Args& a, const std::string& dir) {
-  std::printf("seeding %d plans...\n", a.plans);
-  seed(dir + "/data", a.plans, 0);
-  Server srv;
-  srv.start(a, dir + "/data", dir + "/agentd.log");
+// The ws load: subscribers on `sub_port`, paced posts to `post_port`; prints
+// the figures, each line's label starting with `label`.
+void ws_load(const Args& a, const std::vector<std::string>& ids, int sub_port, int post_port,
+             const std::string& label) {
+  Sub::connected = Sub::closed = 0;
+  Poster::acked = Poster::errors = Poster::dropped = 0;
   Shared sh;
+  sh.ids = ids;
   sh.plans = a.plans;
   size_t per_plan = static_cast<size_t>(a.rate) * (a.seconds + 5) / a.plans + 16;
   sh.ack = std::vector<std::vector<std::atomic<int64_t>>>(a.plans);
   for (auto& v : sh.ack) v = std::vector<std::atomic<int64_t>>(per_plan);
   asio::io_context ioc(1);
-  for (int i = 0; i < a.subs; ++i) std::make_shared<Sub>(ioc, sh, i % a.plans)->start(srv.port);
+  for (int i = 0; i < a.subs; ++i) std::make_shared<Sub>(ioc, sh, i % a.plans)->start(sub_port);
   while (Sub::connected < a.subs) ioc.run_for(std::chrono::milliseconds(10));
   std::printf("%d subscribers connected over %d plans\n", a.subs, a.plans);
   std::vector<std::shared_ptr<Poster>> posters;
   for (int i = 0; i < a.posters; ++i) {
-    posters.push_back(std::make_shared<Poster>(ioc, sh, srv.port));
+    posters.push_back(std::make_shared<Poster>(ioc, sh, post_port));
     posters.back()->connect();
   }
   // Paced posts: every tick, post what the schedule says is due.
@@ -378,10 +410,88 @@ int ws_bench(const Args& a, const std::string& dir) {
               static_cast<unsigned long long>(Poster::errors), static_cast<unsigned long long>(Poster::dropped), secs,
               static_cast<unsigned long long>(sh.frames), static_cast<unsigned long long>(expected));
   std::printf("subscribers closed by the server: %d\n", Sub::closed);
-  report("ack->frame", sh.ack_to_frame);
-  report("post->frame (incl. commit)", sh.post_to_frame);
+  report((label + "ack->frame").c_str(), sh.ack_to_frame);
+  report((label + "post->frame (incl. commit)").c_str(), sh.post_to_frame);
+}
+
+// GET `target` on 127.0.0.1:port; the body ("" on any failure).
+std::string http_get(int port, const std::string& target) {
+  try {
+    asio::io_context ioc;
+    beast::tcp_stream s(ioc);
+    s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
+    http::request<http::empty_body> req{http::verb::get, target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    http::write(s, req);
+    beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::read(s, buf, res);
+    return res.body();
+  } catch (const std::exception&) {
+    return {};
+  }
+}
+
+// `n` plans opened through the API on 127.0.0.1:port (a finished plan takes
+// no messages; these wait for an approval, --approval-timeout-s 86400).
+std::vector<std::string> open_plans(int port, int n) {
+  asio::io_context ioc;
+  beast::tcp_stream s(ioc);
+  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
+  std::vector<std::string> ids;
+  for (int i = 0; i < n; ++i) {
+    http::request<http::string_body> req{http::verb::post, "/api/v3/process_request", 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::content_type, "application/json");
+    req.keep_alive(true);
+    req.body() = R"({"description":"a benchmark plan"})";
+    req.prepare_payload();
+    http::write(s, req);
+    beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::read(s, buf, res);
+    auto at = res.body().find("\"plan_id\":\"");
+    if (res.result_int() != 200 || at == std::string::npos) {
+      throw std::runtime_error("POST /api/v3/process_request: " + res.body());
+    }
+    at += 11;
+    ids.push_back(res.body().substr(at, res.body().find('"', at) - at));
+  }
+  return ids;
+}
+
+int ws_bench(const Args& a, const std::string& dir) {
+  Server srv;
+  srv.start(a, dir + "/data", dir + "/agentd.log");
+  ws_load(a, open_plans(srv.port, a.plans), srv.port, srv.port, "");
   std::printf("agentd peak RSS:%s\n", srv.peak_rss().c_str());
   srv.stop();
+  return 0;
+}
+
+int cluster_bench(const Args& a, const std::string& dir) {
+  if (a.mongo.empty()) throw std::runtime_error("cluster: --mongo URI is required");
+  std::ofstream(dir + "/secret") << "a-cluster-secret-for-net-bench-0123456789\n";
+  Server srv_a, srv_b;
+  srv_a.start(a, dir + "/a", dir + "/agentd-a.log", "A", dir + "/secret");
+  srv_b.start(a, dir + "/b", dir + "/agentd-b.log", "B", dir + "/secret");
+  for (Server* s : {&srv_a, &srv_b}) {
+    auto until = Clock::now() + std::chrono::seconds(15);
+    while (http_get(s->port, "/metrics").find("\nagentd_cluster_live_peers 1\n") == std::string::npos) {
+      if (Clock::now() > until) throw std::runtime_error("the two instances do not see each other");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  // A owns them all; each phase has its own plans (a socket opened with
+  // after_seq=0 on the first phase's would replay its messages first).
+  std::vector<std::string> local = open_plans(srv_a.port, a.plans), cross = open_plans(srv_a.port, a.plans);
+  std::printf("local: subscribers on A, posts to A\n");
+  ws_load(a, local, srv_a.port, srv_a.port, "local ");
+  std::printf("cross: subscribers on B, posts to A\n");
+  ws_load(a, cross, srv_b.port, srv_a.port, "cross ");
+  std::printf("agentd peak RSS: A%s, B%s\n", srv_a.peak_rss().c_str(), srv_b.peak_rss().c_str());
+  srv_b.stop();
+  srv_a.stop();
   return 0;
 }
 
@@ -415,17 +525,19 @@ int main(int argc, char** argv) {
       a.client_core = std::stoi(next());
     else if (k == "--server-core")
       a.server_core = std::stoi(next());
+    else if (k == "--mongo")
+      a.mongo = next();
     else
       a.mode = k;
   }
-  if (a.agentd.empty() || (a.mode != "get-plan" && a.mode != "ws")) {
-    std::fprintf(stderr, "usage: net_bench --agentd PATH get-plan|ws [options] (see the source header)\n");
+  if (a.agentd.empty() || (a.mode != "get-plan" && a.mode != "ws" && a.mode != "cluster")) {
+    std::fprintf(stderr, "usage: net_bench --agentd PATH get-plan|ws|cluster [options] (see the source header)\n");
     return 2;
   }
   pin_self(a.client_core);
   std::string dir = std::filesystem::temp_directory_path() / ("agentd-net-bench-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
-  int rc = a.mode == "get-plan" ? get_plan(a, dir) : ws_bench(a, dir);
+  int rc = a.mode == "get-plan" ? get_plan(a, dir) : a.mode == "cluster" ? cluster_bench(a, dir) : ws_bench(a, dir);
   std::filesystem::remove_all(dir);
   return rc;
 }
