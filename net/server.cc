@@ -64,6 +64,9 @@ void Server::stop(std::chrono::milliseconds deadline) {
   ioc_.stop();
   for (auto& t : threads_) t.join();
   threads_.clear();
+  // The reads still queued run now (their completions only queue on the
+  // stopped io_context); after this nothing of the server calls out.
+  state_->read_pool.join();
 }
 
 }  // namespace agentd::net

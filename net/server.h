@@ -39,7 +39,9 @@ class Server {
 
   void start();
   boost::asio::ip::tcp::endpoint local_endpoint() const;
-  // Graceful stop, at most `deadline` for in-flight requests and closes.
+  // Graceful stop, at most `deadline` for in-flight requests and closes;
+  // joins the io_context threads and the read pool. The io_context lives
+  // on (until ~Server), so a completion posted to it later only queues.
   void stop(std::chrono::milliseconds deadline);
 
  private:

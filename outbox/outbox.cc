@@ -351,8 +351,24 @@ Outbox::~Outbox() = default;
 
 void Outbox::set_observer(CommitObserver observer) {
   auto p = observer ? std::make_shared<const CommitObserver>(std::move(observer)) : nullptr;
-  std::lock_guard l(impl_->mu);
-  impl_->observer = std::move(p);
+  bool had_one = false;
+  {
+    std::lock_guard l(impl_->mu);
+    had_one = impl_->observer != nullptr;
+    impl_->observer = std::move(p);
+  }
+  // A batch the writer took before the swap may still be calling the old
+  // observer (commit_batch copies it first): wait for that batch.
+  if (had_one) wait_idle();
+}
+
+void Outbox::wait_idle() {
+  // An empty ack changes nothing; the writer takes the queue in order and
+  // completes a batch's requests in order, so when it completes, every
+  // request queued before it has completed.
+  auto op = std::make_unique<Op>();
+  op->kind = Op::Kind::kAck;
+  (void)impl_->run_sync(std::move(op));
 }
 
 // ---------------------------------------------------------------------------

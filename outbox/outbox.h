@@ -133,8 +133,15 @@ class Outbox final : public MessageLog {
   ~Outbox() override;
 
   // Must be set before the first append; called on the writer thread after
-  // each commit, before the appenders' callbacks.
+  // each commit, before the appenders' callbacks. Replacing or clearing it
+  // (nullptr) returns once no call to the previous observer is running or
+  // can start: what the old one captured may then be destroyed. Not from
+  // the writer thread (it waits for the writer).
   void set_observer(CommitObserver observer);
+  // Returns once every request queued before the call has completed (its
+  // callback ran). Teardown: after the last producer stopped, nothing the
+  // outbox holds still refers to them. Not from the writer thread.
+  void wait_idle();
 
   // MessageLog. append: `done` runs on the writer thread after the commit,
   // except when the queue is full (kUnavailable), where it runs on the

@@ -1,14 +1,16 @@
-// StoreHistoryReader: the merged read's MongoDB side over store/'s
-// MessageStore (its reads already return the outbox's bytes).
+// StoreHistoryReader: the merged read's MongoDB side (net's HistoryReader)
+// over store/'s MessageStore, whose reads already return the outbox's bytes.
+// Lives with the wiring: net/ knows only the interface, store/ only MongoDB.
 #pragma once
 
 #include "net/history.h"
 #include "store/message_store.h"
 
-namespace agentd::net {
+namespace agentd {
 
-class StoreHistoryReader final : public HistoryReader {
+class StoreHistoryReader final : public net::HistoryReader {
  public:
+  // `store` must outlive the reader.
   explicit StoreHistoryReader(MessageStore* store) : store_(store) {}
   Result<std::vector<StoredMessage>> read_messages(std::string_view plan_id, uint64_t after_seq,
                                                    size_t limit) override {
@@ -23,4 +25,4 @@ class StoreHistoryReader final : public HistoryReader {
   MessageStore* store_;
 };
 
-}  // namespace agentd::net
+}  // namespace agentd
