@@ -82,6 +82,7 @@ class App {
   std::unique_ptr<MessageStore> message_store_;  // null without --mongo-uri
   std::unique_ptr<StoreHistoryReader> history_;  // null without --mongo-uri
   std::unique_ptr<Flusher> flusher_;             // null without --mongo-uri
+  std::unique_ptr<net::Cluster> cluster_;        // null without --cluster-secret-file
   std::unique_ptr<RuntimeHost> runtime_;
   std::unique_ptr<net::Server> server_;
 };

@@ -132,8 +132,17 @@ class Runtime final : public PlanService {
   // system_message that records the resume.
   Result<std::shared_ptr<PlanRun>> rebuild(const PlanRecord& rec, std::string* resume);
   boost::asio::awaitable<void> run_plan(std::shared_ptr<PlanRun> run);
+  // The plan flow (plan_flow.cc). Each returns kOk to go on, kEnded when
+  // the plan ended (or was left for the next start).
   boost::asio::awaitable<StepOutcome> plan_body(PlanRun& run);
+  // Plans the run's goal with the planner into *planned.
+  boost::asio::awaitable<StepOutcome> make_plan(PlanRun& run, std::optional<MPlan>* planned);
   boost::asio::awaitable<StepOutcome> approval(PlanRun& run, const MPlan& mp);
+  boost::asio::awaitable<StepOutcome> ask_approval(PlanRun& run, const MPlan& mp);
+  // Records the answer (run.approved, run.feedback); kOk when approved.
+  boost::asio::awaitable<StepOutcome> record_approval(PlanRun& run);
+  // The steps from the first one the log does not hold as done.
+  boost::asio::awaitable<StepOutcome> run_steps(PlanRun& run, const MPlan& mp);
   boost::asio::awaitable<StepOutcome> run_step(PlanRun& run, const MPlanStep& step, const AgentConfig& agent,
                                                std::string* error);
   boost::asio::awaitable<StepOutcome> script_step(PlanRun& run, const MPlanStep& step, const AgentConfig& agent,
@@ -146,7 +155,7 @@ class Runtime final : public PlanService {
   // retrying with backoff while the outbox is full.
   // `message_id` empty: a new one; `metadata`: a canonical JSON object.
   // (The defaults are named objects, not temporaries: see the coroutine rule
-  // at the top of runtime.cc.)
+  // at async_callback in plan_run.h.)
   static const std::string kNewMessageId;
   static const std::string kNoMetadata;
   boost::asio::awaitable<Result<AppendResult>> emit(PlanRun& run, std::string_view type, const std::string& data,
@@ -167,6 +176,11 @@ class Runtime final : public PlanService {
   // Ends a plan whose coroutine ended by an exception (on the plan's strand):
   // the same, without a coroutine.
   void end_after_exception(const std::shared_ptr<PlanRun>& run, const std::string& what);
+  // After a wait that interrupted(run) ended: a requested cancel ends the
+  // plan (announced); a shutdown leaves it as it is (the next start resumes
+  // it). Always kEnded. Call as
+  //   if (interrupted(run)) co_return co_await end_interrupted(run);
+  boost::asio::awaitable<StepOutcome> end_interrupted(PlanRun& run);
   // Waits on the run's wake timer until ready(what) or the timeout; false on
   // timeout. Returns early (true) when cancel or shutdown is requested.
   enum class Await { kApproval, kAnswer, kSlot, kTime };
