@@ -1,4 +1,9 @@
 // The REST handlers (Router's members): contract decisions 1, 2, 6.
+//
+// Lifetimes: the Router is a member of its HttpSession, and every `respond`
+// holds that session (shared_from_this). ServerState::run_read keeps `read`
+// and `done` in one closure, so a read lambda's `this` lives as long as the
+// read; a `done` that outlives the request captures what it needs by value.
 #include <rapidjson/document.h>
 
 #include "core/clock.h"
@@ -22,6 +27,34 @@ std::string jstr(std::string_view s) {
 }
 
 Response unprocessable(const Body& b) { return json_response(http::status::unprocessable_entity, b.detail()); }
+
+// POST /agent_message's data: {agent_name, agent_type, content[, is_final]
+// [, raw_data][, streaming_message]}.
+std::string agent_message_data(const std::string& agent_name, const std::string& agent_type, const std::string& content,
+                               std::optional<bool> is_final, const std::string* raw_data,
+                               const std::optional<std::string>& streaming) {
+  std::string data =
+      "{\"agent_name\":" + jstr(agent_name) + ",\"agent_type\":" + jstr(agent_type) + ",\"content\":" + jstr(content);
+  if (is_final) data += std::string(",\"is_final\":") + (*is_final ? "true" : "false");
+  if (raw_data) data += ",\"raw_data\":" + jstr(*raw_data);
+  if (streaming) data += ",\"streaming_message\":" + jstr(*streaming);
+  data += '}';
+  return data;
+}
+
+// POST /agent_message's answer.
+Response message_recorded(const std::string& plan_id, const std::string& message_id, uint64_t seq, bool duplicate) {
+  return json_response(http::status::ok, "{\"status\":\"message recorded\",\"plan_id\":" + jstr(plan_id) +
+                                             ",\"message_id\":" + jstr(message_id) + ",\"seq\":" + std::to_string(seq) +
+                                             ",\"duplicate\":" + (duplicate ? "true" : "false") + "}");
+}
+
+// What POST /agent_message reads before it appends: the plan (owned by the
+// caller) and the held message an echo names, if any.
+struct EchoLookup {
+  PlanRecord plan;
+  std::optional<std::pair<uint64_t, std::string>> echo;  // (seq, message_id)
+};
 
 Response no_runtime() {
   auto res = json_response(http::status::service_unavailable, R"({"detail":"runtime not configured"})");
@@ -136,26 +169,19 @@ void Router::plan(const std::string& user, const Target& t, Respond respond) {
                                  validation_detail({{{"query", "plan_id"}, "field required", "value_error.missing"}})));
   }
   struct Out {
-    Status status;
     PlanRecord plan;
     std::vector<StoredMessage> messages;
     ReadNote note;  // several instances: a foreign plan whose owner is down
   };
   size_t cap = st_.cfg.plan_messages_cap;
   st_.run_read(
-      [this, user, id = *plan_id, cap] {
+      [this, user, id = *plan_id, cap]() -> Result<Out> {
         Out o;
         auto p = owned_plan(user, id, &o.note);
-        if (!p) {
-          o.status = p.status();
-          return o;
-        }
+        if (!p) return p.status();
         o.plan = std::move(*p);
         auto m = st_.reader.read_messages(id, 0, cap + 1, &o.note);
-        if (!m) {
-          o.status = m.status();
-          return o;
-        }
+        if (!m) return m.status();
         o.messages = std::move(*m);
         // Several instances: the plan's cursors live with its owner.
         if (st_.deps.cluster && o.messages.size() <= cap) {
@@ -165,8 +191,9 @@ void Router::plan(const std::string& user, const Target& t, Respond respond) {
         }
         return o;
       },
-      [this, respond = std::move(respond), cap, user](Out o) {
-        if (!o.status.is_ok()) return respond(error_response(o.status, st_.cfg.retry_after_seconds));
+      [this, respond = std::move(respond), cap, user](Result<Out> r) {
+        if (!r) return respond(error_response(r.status(), st_.cfg.retry_after_seconds));
+        Out& o = *r;
         bool truncated = o.messages.size() > cap;
         if (truncated) o.messages.resize(cap);
         // A WebSocket this user opens next without after_seq continues from
@@ -315,59 +342,32 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
 
   std::string raw_text;
   if (raw) raw_text = raw->IsString() ? std::string(raw->GetString(), raw->GetStringLength()) : write_canonical(*raw);
-  if (!message_id && !raw_text.empty()) {
-    auto echoed = parse_strict(raw_text);
-    if (echoed && echoed->IsObject()) {
-      auto it = echoed->FindMember("message_id");
-      auto pid = echoed->FindMember("plan_id");
-      if (it != echoed->MemberEnd() && it->value.IsString() && it->value.GetStringLength() > 0 &&
-          (pid == echoed->MemberEnd() || (pid->value.IsString() && *plan_id == pid->value.GetString()))) {
-        message_id = std::string(it->value.GetString(), it->value.GetStringLength());
-      }
-    }
-  }
-
-  std::string data = "{\"agent_name\":" +
-                     jstr(agent_name ? *agent_name
-                          : agent    ? *agent
-                                     : "") +
-                     ",\"agent_type\":" + jstr(agent_type ? *agent_type : "AI_Agent") +
-                     ",\"content\":" + jstr(*content);
-  if (is_final) data += std::string(",\"is_final\":") + (*is_final ? "true" : "false");
-  if (raw) data += ",\"raw_data\":" + jstr(raw_text);
-  if (streaming) data += ",\"streaming_message\":" + jstr(*streaming);
-  data += '}';
+  // One parse of raw_data: the ids an echo carries, and the echoed frame's
+  // own message_id (the id of a repost that names none).
+  EchoedFrame echoed = raw_text.empty() ? EchoedFrame{} : read_echoed_frame(raw_text, *plan_id);
+  if (!message_id) message_id = std::move(echoed.message_id);
 
   MessageDraft d;
   d.type = std::string(msgtype::kAgentMessage);
   d.plan_id = *plan_id;
   if (message_id) d.message_id = *message_id;
-  d.data = std::move(data);
+  d.data = agent_message_data(agent_name ? *agent_name
+                              : agent    ? *agent
+                                         : "",
+                              agent_type ? *agent_type : "AI_Agent", *content, is_final, raw ? &raw_text : nullptr,
+                              streaming);
   d.metadata = metadata ? *metadata : R"({"source":"rest"})";
-
-  struct Found {
-    Status status;
-    PlanRecord plan;
-    std::optional<std::pair<uint64_t, std::string>> echo;  // (seq, message_id)
-  };
-  std::vector<std::string> ids = raw_text.empty() ? std::vector<std::string>() : echoed_ids(raw_text);
-  int retry = st_.cfg.retry_after_seconds;
   auto draft = std::make_shared<MessageDraft>(std::move(d));
+  int retry = st_.cfg.retry_after_seconds;
   st_.run_read(
-      [this, user, pid = *plan_id, ids = std::move(ids)] {
-        Found f;
+      [this, user, pid = *plan_id, ids = std::move(echoed.ids)]() -> Result<EchoLookup> {
         auto p = owned_plan(user, pid);
-        if (!p) {
-          f.status = p.status();
-          return f;
-        }
+        if (!p) return p.status();
+        EchoLookup f;
         f.plan = std::move(*p);
         for (const auto& id : ids) {
           auto seq = st_.deps.log->find_message(pid, id);
-          if (!seq) {
-            f.status = seq.status();
-            return f;
-          }
+          if (!seq) return seq.status();
           if (*seq) {
             f.echo.emplace(**seq, id);
             break;
@@ -375,24 +375,18 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
         }
         return f;
       },
-      [this, respond = std::move(respond), retry, draft](Found f) {
-        if (!f.status.is_ok()) return respond(error_response(f.status, retry));
-        auto ok = [pid = draft->plan_id](const std::string& mid, uint64_t seq, bool duplicate) {
-          return json_response(http::status::ok, "{\"status\":\"message recorded\",\"plan_id\":" + jstr(pid) +
-                                                     ",\"message_id\":" + jstr(mid) +
-                                                     ",\"seq\":" + std::to_string(seq) +
-                                                     ",\"duplicate\":" + (duplicate ? "true" : "false") + "}");
-        };
-        if (f.echo) return respond(ok(f.echo->second, f.echo->first, true));
-        draft->user_id = f.plan.user_id;
-        draft->session_id = f.plan.session_id;
+      [log = st_.deps.log, respond = std::move(respond), retry, draft](Result<EchoLookup> f) {
+        if (!f) return respond(error_response(f.status(), retry));
+        if (f->echo) return respond(message_recorded(draft->plan_id, f->echo->second, f->echo->first, true));
+        draft->user_id = f->plan.user_id;
+        draft->session_id = f->plan.session_id;
         AppendRequest ar;
         ar.message = prepare(std::move(*draft));
         ar.open_plan_only = true;  // a finished plan (or one this outbox lacks) -> 409
         std::string mid = ar.message->message_id;
-        st_.deps.log->append(std::move(ar), [respond, retry, mid, ok](Result<AppendResult> r) {
+        log->append(std::move(ar), [respond, retry, pid = draft->plan_id, mid](Result<AppendResult> r) {
           if (!r) return respond(error_response(r.status(), retry));
-          respond(ok(mid, r->seq, r->duplicate));
+          respond(message_recorded(pid, mid, r->seq, r->duplicate));
         });
       });
 }

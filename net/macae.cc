@@ -173,10 +173,22 @@ void collect_ids(const rapidjson::Value& v, int depth, size_t max, std::vector<s
 }  // namespace
 
 std::vector<std::string> echoed_ids(std::string_view raw_data, size_t max) {
-  std::vector<std::string> out;
+  return read_echoed_frame(raw_data, {}, max).ids;
+}
+
+EchoedFrame read_echoed_frame(std::string_view raw_data, std::string_view plan_id, size_t max) {
+  EchoedFrame f;
   auto doc = parse_strict(raw_data);
-  if (doc) collect_ids(*doc, 0, max, &out);
-  return out;
+  if (!doc) return f;
+  collect_ids(*doc, 0, max, &f.ids);
+  if (!doc->IsObject()) return f;
+  auto it = doc->FindMember("message_id");
+  auto pid = doc->FindMember("plan_id");
+  bool same_plan = pid == doc->MemberEnd() || (pid->value.IsString() && plan_id == pid->value.GetString());
+  if (it != doc->MemberEnd() && it->value.IsString() && it->value.GetStringLength() > 0 && same_plan) {
+    f.message_id.emplace(it->value.GetString(), it->value.GetStringLength());
+  }
+  return f;
 }
 
 }  // namespace agentd::net

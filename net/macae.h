@@ -39,4 +39,13 @@ std::string current_m_plan(const PlanRecord& plan);
 // object). At most `max` ids, depth bounded.
 std::vector<std::string> echoed_ids(std::string_view raw_data, size_t max = 32);
 
+// POST /agent_message's raw_data read once: its echoed_ids, and the echoed
+// frame's own top-level "message_id" (non-empty) when the frame is of
+// `plan_id` (it names no "plan_id", or that one).
+struct EchoedFrame {
+  std::optional<std::string> message_id;
+  std::vector<std::string> ids;
+};
+EchoedFrame read_echoed_frame(std::string_view raw_data, std::string_view plan_id, size_t max = 32);
+
 }  // namespace agentd::net

@@ -20,6 +20,7 @@ using namespace agentd::test;
 using agentd::net::chat_view;
 using agentd::net::current_m_plan;
 using agentd::net::echoed_ids;
+using agentd::net::read_echoed_frame;
 
 namespace {
 
@@ -373,4 +374,19 @@ TEST_CASE("team upload (multipart field file, or JSON) and delete map the PlanSe
   CHECK(http_request(f.port, "DELETE", "/api/v3/team_configs/mine", "", kAlice).status == 200);
   CHECK(http_request(f.port, "DELETE", "/api/v4/team_configs/team-1", "", kAlice).status == 409);
   CHECK(http_request(f.port, "DELETE", "/api/v4/team_configs/nope", "", kAlice).status == 404);
+}
+
+TEST_CASE("read_echoed_frame: the ids and the frame's own message_id, when the frame is of this plan") {
+  auto a = read_echoed_frame(R"({"message_id":"m-1","plan_id":"p","data":{"request_id":"r-2"}})", "p");
+  CHECK(a.message_id == "m-1");
+  CHECK(a.ids == std::vector<std::string>{"m-1", "r-2"});
+  auto b = read_echoed_frame(R"({"message_id":"m-1","plan_id":"other"})", "p");
+  CHECK_FALSE(b.message_id.has_value());
+  CHECK(b.ids == std::vector<std::string>{"m-1"});
+  auto c = read_echoed_frame(R"({"message_id":"m-3"})", "p");  // no plan_id: taken
+  CHECK(c.message_id == "m-3");
+  auto d = read_echoed_frame(R"(["x",{"message_id":"m-4"}])", "p");  // not an object: ids only
+  CHECK_FALSE(d.message_id.has_value());
+  CHECK(d.ids == std::vector<std::string>{"m-4"});
+  CHECK_FALSE(read_echoed_frame("not json", "p").message_id.has_value());
 }
