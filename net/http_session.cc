@@ -1,4 +1,5 @@
 #include "net/http_session.h"
+#include "net/fail.h"
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/dispatch.hpp>
@@ -118,7 +119,10 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
         false);
   }
   if (malformed(ec)) return bad_request(ec);
-  if (ec) return do_close();
+  if (ec) {
+    fail(ec, "http read");
+    return do_close();
+  }
   stream_.expires_never();
   handle(parser_->release());
 }
@@ -305,7 +309,10 @@ void HttpSession::do_close() {
 void HttpSession::do_drain() {
   buffer_.clear();
   stream_.async_read_some(buffer_.prepare(16 * 1024), [self = shared_from_this()](beast::error_code ec, std::size_t) {
-    if (ec) return self->stream_.close();
+    if (ec) {  // the end the drain waits for (the peer closed, or the timeout)
+      fail(ec, "http drain");
+      return self->stream_.close();
+    }
     self->do_drain();
   });
 }

@@ -1,4 +1,5 @@
 #include "net/sse_session.h"
+#include "net/fail.h"
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/dispatch.hpp>
@@ -95,6 +96,7 @@ void SseSession::run(std::string head) {
 
 void SseSession::on_head(error_code ec) {
   write_timer_.cancel();
+  if (ec) fail(ec, "sse head write");
   if (ec || finished_) return finish();
   if (st_.stopping.load()) return finish();
   do_read();
@@ -144,6 +146,7 @@ void SseSession::write_front(const Frame& f) {
   });
   asio::async_write(socket_, bufs, [self](error_code ec, std::size_t) {
     self->write_timer_.cancel();
+    if (ec) fail(ec, "sse write");
     if (ec || self->finished_) {
       self->written(false);
       return self->finish();

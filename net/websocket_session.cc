@@ -1,4 +1,5 @@
 #include "net/websocket_session.h"
+#include "net/fail.h"
 
 #include "net/client_frame.h"
 
@@ -50,7 +51,10 @@ void WebsocketSession::run(Request req) {
 }
 
 void WebsocketSession::on_accept(beast::error_code ec) {
-  if (ec) return finish();
+  if (ec) {
+    fail(ec, "ws accept");
+    return finish();
+  }
   accepted_ = true;
   st_.metrics.ws_open.add(1);
   ws_.text(true);
@@ -70,9 +74,7 @@ void WebsocketSession::do_read() {
 
 void WebsocketSession::on_read(beast::error_code ec, std::size_t) {
   if (ec) {
-    if (ec != websocket::error::closed && ec != asio::error::operation_aborted) {
-      spdlog::debug("ws {} read: {}", plan_id_, ec.message());
-    }
+    fail(ec, "ws read");
     return finish();
   }
   std::string text = beast::buffers_to_string(rbuf_.data());
@@ -222,6 +224,7 @@ void WebsocketSession::write_front(const Frame& f) {
 
 void WebsocketSession::on_write(beast::error_code ec, std::size_t) {
   if (ec) {
+    fail(ec, "ws write");
     written(false);
     return finish();
   }
