@@ -44,6 +44,8 @@ bool split_host_port(const std::string& s, std::string* host, unsigned short* po
   return true;
 }
 
+// Longer than 80 lines on purpose: a table, one statement per flag in
+// --help order (README.md lists them in the same order).
 void add_flags(CLI::App& app, Config& cfg) {
   app.footer(
       "Every flag can also be set by the environment variable shown.\n"

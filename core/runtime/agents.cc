@@ -70,7 +70,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, c
   if (run.recovered.answers.count(rid)) co_return StepOutcome::kOk;
   const bool asked_before = run.recovered.asked.count(rid) > 0;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     request_index_[rid] = run.plan_id;
   }
   run.clarify_request_id = rid;
@@ -100,7 +100,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::ask_clarification(PlanRun& run, c
   }
   bool answered = co_await wait_until(run, wait, Await::kAnswer);
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     request_index_.erase(rid);
   }
   run.clarify_request_id.clear();
@@ -149,7 +149,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(PlanRun& run, const MPla
   auto self = run.shared_from_this();
   ChunkFn on_chunk = [this, self, name = agent.name](std::string_view delta, bool restart) {
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       if (restart) self->streaming.clear();  // a retried reply starts over
       self->streaming.append(delta);
     }
@@ -170,7 +170,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::llm_step(PlanRun& run, const MPla
   };
   Result<std::string> reply = co_await async_callback<Result<std::string>>(std::move(start));
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     run.streaming.clear();
   }
   if (interrupted(run)) co_return co_await end_interrupted(run);

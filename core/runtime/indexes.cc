@@ -18,7 +18,7 @@ using namespace std::chrono_literals;
 bool Runtime::interrupted(const PlanRun& run) const { return run.cancel_requested || stopping_; }
 
 std::shared_ptr<const TeamConfig> Runtime::find_team(const std::string& team_id) const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   for (const auto& t : teams_)
     if (t->team_id == team_id) return t;
   return nullptr;
@@ -26,12 +26,12 @@ std::shared_ptr<const TeamConfig> Runtime::find_team(const std::string& team_id)
 
 std::string Runtime::default_team_id() const {
   if (!opts_.default_team_id.empty()) return opts_.default_team_id;
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return teams_.empty() ? std::string() : teams_.front()->team_id;
 }
 
 std::shared_ptr<Runtime::PlanRun> Runtime::find_run(const std::string& id) const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = runs_.find(id);
   if (it != runs_.end()) return it->second;
   auto m = m_plan_index_.find(id);
@@ -43,7 +43,7 @@ std::shared_ptr<Runtime::PlanRun> Runtime::find_run(const std::string& id) const
 }
 
 void Runtime::forget(const PlanRun& run) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   runs_.erase(run.plan_id);
   if (!run.m_plan_id.empty()) m_plan_index_.erase(run.m_plan_id);
   if (!run.clarify_request_id.empty()) request_index_.erase(run.clarify_request_id);
@@ -75,7 +75,7 @@ Status Runtime::check_inactive_plan(const std::string& user_id, const std::strin
 
 asio::awaitable<bool> Runtime::acquire_slot(PlanRun& run) {
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (executing_ < opts_.max_concurrent_plans) {
       ++executing_;
       run.holds_slot = true;
@@ -84,7 +84,7 @@ asio::awaitable<bool> Runtime::acquire_slot(PlanRun& run) {
     slot_waiters_.push_back(&run);
   }
   co_await wait_until(run, kForever, Await::kSlot);
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   if (run.slot_granted) {
     run.holds_slot = true;
     co_return true;
@@ -94,7 +94,7 @@ asio::awaitable<bool> Runtime::acquire_slot(PlanRun& run) {
 }
 
 void Runtime::release_slot() {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   if (!slot_waiters_.empty()) {
     // Hand the slot straight to the next waiter (executing_ is unchanged).
     // A waiter stays alive while queued: it is removed before its plan ends.
@@ -111,7 +111,7 @@ void Runtime::release_slot() {
 
 std::vector<std::string> Runtime::team_configs() const {
   std::vector<std::string> out;
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   for (const auto& t : teams_) out.push_back(t->json);
   return out;
 }
@@ -133,7 +133,7 @@ Result<std::string> Runtime::upload_team(const std::string& user_id, std::string
                });
   if (!plain) return invalid_argument("team file: team_id: use letters, digits, '-', '_' and '.' (at most 100)");
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     for (const auto& t : teams_) {
       if (t->team_id == id) return Status(Code::kAlreadyExists, "team_id '" + id + "' already exists");
     }
@@ -143,7 +143,7 @@ Result<std::string> Runtime::upload_team(const std::string& user_id, std::string
   if (!opts_.uploaded_teams_dir.empty()) {
     saved = write_file_durably(opts_.uploaded_teams_dir, id + ".json", team->json);
   }
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   uploading_.erase(id);
   if (!saved.is_ok()) return saved;
   teams_.push_back(team);
@@ -162,7 +162,7 @@ Status Runtime::delete_team(const std::string& user_id, const std::string& team_
       return not_found("Team configuration not found");  // deleted meanwhile
     }
   }
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   teams_.erase(std::remove(teams_.begin(), teams_.end(), team), teams_.end());
   spdlog::info("team {} deleted by {}", team_id, user_id);
   return Status::ok();
@@ -170,7 +170,7 @@ Status Runtime::delete_team(const std::string& user_id, const std::string& team_
 
 Status Runtime::select_team(const std::string& user_id, const std::string& team_id) {
   if (!find_team(team_id)) return not_found("Team configuration '" + team_id + "' not found");
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   selected_team_[user_id] = team_id;
   return Status::ok();
 }
@@ -178,7 +178,7 @@ Status Runtime::select_team(const std::string& user_id, const std::string& team_
 std::optional<std::string> Runtime::current_team(const std::string& user_id) const {
   std::string id;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto it = selected_team_.find(user_id);
     if (it != selected_team_.end()) id = it->second;
   }

@@ -96,7 +96,7 @@ void Runtime::end_after_exception(const std::shared_ptr<PlanRun>& run, const std
   {
     // The coroutine is gone: the plan must not stay queued for a slot, and
     // a slot already handed to it is released below with the rest.
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     slot_waiters_.erase(std::remove(slot_waiters_.begin(), slot_waiters_.end(), run.get()), slot_waiters_.end());
     if (run->slot_granted) run->holds_slot = true;
   }
@@ -139,7 +139,7 @@ bool Runtime::ready(PlanRun& run, Await what) {
     case Await::kApproval: return run.approved.has_value();
     case Await::kAnswer: return run.answer.has_value();
     case Await::kSlot: {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       return run.slot_granted;
     }
     case Await::kTime: return false;
@@ -179,7 +179,7 @@ asio::awaitable<Runtime::StepOutcome> Runtime::plan_body(PlanRun& run) {
   const MPlan& mp = *planned;
   run.m_plan_id = mp.id;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     m_plan_index_[mp.id] = run.plan_id;
   }
   if (!run.recovered.approved) {

@@ -30,7 +30,7 @@ Status Runtime::recover() {
         {
           // Found from now on by its m_plan id and open request id: an
           // answer may come before the plan's coroutine reaches its wait.
-          std::lock_guard l(mu_);
+          MutexLock l(&mu_);
           runs_[rec.plan_id] = *run;
           if (!(*run)->m_plan_id.empty()) m_plan_index_[(*run)->m_plan_id] = rec.plan_id;
           if (!(*run)->clarify_request_id.empty()) request_index_[(*run)->clarify_request_id] = rec.plan_id;

@@ -38,7 +38,7 @@ Runtime::Runtime(asio::any_io_executor ex, MessageLog& log, std::vector<TeamConf
 Runtime::~Runtime() { shutdown(0ms); }
 
 size_t Runtime::active_plans() const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return runs_.size();
 }
 
@@ -46,7 +46,7 @@ void Runtime::shutdown(std::chrono::milliseconds deadline) {
   stopping_ = true;
   std::vector<std::shared_ptr<PlanRun>> runs;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     for (auto& [id, r] : runs_) runs.push_back(r);
   }
   for (auto& r : runs) asio::post(r->strand, [r] { r->wake.cancel(); });
@@ -61,7 +61,7 @@ void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)
   if (req.description.empty()) return done(invalid_argument("description: must not be empty"));
   std::string team_id = req.team_id;
   if (team_id.empty()) {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto it = selected_team_.find(req.user_id);
     if (it != selected_team_.end()) team_id = it->second;
   }
@@ -80,7 +80,7 @@ void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)
 
   auto run = std::make_shared<PlanRun>(ex_, rec, team, req.auto_approve.value_or(opts_.auto_approve));
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (runs_.size() >= opts_.max_active_plans) {
       return done(unavailable("too many active plans (" + std::to_string(runs_.size()) + "); retry later"));
     }
@@ -141,7 +141,7 @@ void Runtime::approve(ApprovalRequest req, std::function<void(Result<std::string
 void Runtime::clarify(ClarificationRequest req, std::function<void(Status)> done) {
   std::shared_ptr<PlanRun> run;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto it = request_index_.find(req.request_id);
     if (it != request_index_.end()) {
       auto r = runs_.find(it->second);
@@ -179,21 +179,21 @@ void Runtime::cancel(std::string user_id, std::string plan_id, std::function<voi
 }
 
 std::optional<std::string> Runtime::streaming_message(const std::string& plan_id) const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = runs_.find(plan_id);
   if (it == runs_.end() || it->second->streaming.empty()) return std::nullopt;
   return it->second->streaming;
 }
 
 void Runtime::set_live_sink(LiveSink sink) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   live_sink_ = std::move(sink);
 }
 
 void Runtime::publish_live(const PlanRun& run, const std::string& frame) {
   LiveSink sink;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     sink = live_sink_;
   }
   if (sink) sink(run.plan_id, std::make_shared<const std::string>(frame));

@@ -58,7 +58,6 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -69,6 +68,7 @@
 #include "core/runtime/model_client.h"
 #include "core/runtime/planner.h"
 #include "core/runtime/team.h"
+#include "core/thread_annotations.h"
 
 namespace agentd {
 
@@ -198,8 +198,8 @@ class Runtime final : public PlanService {
 
   boost::asio::any_io_executor ex_;
   MessageLog& log_;
-  std::vector<std::shared_ptr<const TeamConfig>> teams_;  // guarded by mu_
-  std::set<std::string> uploading_;                       // team ids being saved; guarded by mu_
+  std::vector<std::shared_ptr<const TeamConfig>> teams_ GUARDED_BY(mu_);
+  std::set<std::string> uploading_ GUARDED_BY(mu_);  // team ids being saved
   const RuntimeOptions opts_;
   ModelClient* model_;
   std::unique_ptr<Planner> planner_;
@@ -210,14 +210,14 @@ class Runtime final : public PlanService {
   Counter& outbox_full_retries_;
   Gauge& plans_active_;
 
-  mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<PlanRun>> runs_;  // by plan_id; guarded by mu_
-  std::map<std::string, std::string> m_plan_index_;       // m_plan_id -> plan_id; guarded by mu_
-  std::map<std::string, std::string> request_index_;      // clarification request_id -> plan_id; guarded by mu_
-  std::map<std::string, std::string> selected_team_;      // user_id -> team_id; guarded by mu_
-  int executing_ = 0;                                     // slots in use; guarded by mu_
-  std::deque<PlanRun*> slot_waiters_;                     // guarded by mu_
-  LiveSink live_sink_;                                    // guarded by mu_
+  mutable Mutex mu_;
+  std::map<std::string, std::shared_ptr<PlanRun>> runs_ GUARDED_BY(mu_);  // by plan_id
+  std::map<std::string, std::string> m_plan_index_ GUARDED_BY(mu_);       // m_plan_id -> plan_id
+  std::map<std::string, std::string> request_index_ GUARDED_BY(mu_);      // clarification request_id -> plan_id
+  std::map<std::string, std::string> selected_team_ GUARDED_BY(mu_);      // user_id -> team_id
+  int executing_ GUARDED_BY(mu_) = 0;                                     // slots in use
+  std::deque<PlanRun*> slot_waiters_ GUARDED_BY(mu_);
+  LiveSink live_sink_ GUARDED_BY(mu_);
 };
 
 }  // namespace agentd

@@ -33,6 +33,8 @@ Status field_error(const std::string& source, const std::string& field, const st
 
 }  // namespace
 
+// Longer than 80 lines: the team file format field by field, in the order
+// of team.h, each error naming its field.
 Result<TeamConfig> parse_team(std::string_view text, const std::string& source, bool uploaded) {
   auto doc = parse_strict(text);
   if (!doc) return invalid_argument(source + ": " + doc.status().message());
