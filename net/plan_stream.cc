@@ -36,18 +36,21 @@ Status PlanStream::start(uint64_t after_seq, uint64_t first_seq) {
   replay_reading_ = true;
   opening_ = true;  // live frames meanwhile are gaps: the replay sends them after
   auto self = shared_from_this();
+  const uint64_t gen = replay_gen_;
   st_.run_read([this, self, first_seq] { return st_.reader.read_messages(plan_id_, first_seq - 1, 1); },
-               [self, first_seq](Result<std::vector<StoredMessage>> r) {
-                 asio::post(self->ex_,
-                            [self, first_seq, r = std::move(r)]() mutable { self->on_first(first_seq, std::move(r)); });
+               [self, first_seq, gen](Result<std::vector<StoredMessage>> r) {
+                 asio::post(self->ex_, [self, first_seq, gen, r = std::move(r)]() mutable {
+                   self->on_first(first_seq, gen, std::move(r));
+                 });
                });
   return Status::ok();
 }
 
-void PlanStream::on_first(uint64_t seq, Result<std::vector<StoredMessage>> r) {
+void PlanStream::on_first(uint64_t seq, uint64_t gen, Result<std::vector<StoredMessage>> r) {
   replay_reading_ = false;
   opening_ = false;
   if (stopped_) return;
+  if (gen != replay_gen_) return do_replay();  // a resume came meanwhile: its range replaces the opening
   if (!r) spdlog::warn("stream {}: first message {}: {}", plan_id_, seq, r.status().message());
   if (r && r->size() == 1 && (*r)[0].seq == seq) push(Frame{(*r)[0].seq, std::move((*r)[0].bytes)});
   do_replay();
@@ -57,6 +60,9 @@ void PlanStream::restart(uint64_t after_seq) {
   if (stopped_) return;
   while (queue_.size() > (writing_ ? 1u : 0u)) queue_.pop_back();
   queued_.store(queue_.size());
+  // A read in flight answers for the old position: on_replay()/on_first()
+  // drop it and read again from here.
+  ++replay_gen_;
   start_replay(after_seq);
 }
 
@@ -115,17 +121,22 @@ void PlanStream::do_replay() {
   replay_reading_ = true;
   replay_asked_ = n;
   uint64_t from = last_seq_;
+  const uint64_t gen = replay_gen_;
   auto self = shared_from_this();
   st_.run_read([this, self, from, n] { return st_.reader.read_messages(plan_id_, from, n); },
-               [self, from](Result<std::vector<StoredMessage>> r) {
-                 asio::dispatch(self->ex_,
-                                [self, from, r = std::move(r)]() mutable { self->on_replay(from, std::move(r)); });
+               [self, from, gen](Result<std::vector<StoredMessage>> r) {
+                 asio::dispatch(self->ex_, [self, from, gen, r = std::move(r)]() mutable {
+                   self->on_replay(from, gen, std::move(r));
+                 });
                });
 }
 
-void PlanStream::on_replay(uint64_t from, Result<std::vector<StoredMessage>> r) {
+void PlanStream::on_replay(uint64_t from, uint64_t gen, Result<std::vector<StoredMessage>> r) {
   replay_reading_ = false;
   if (stopped_) return;
+  // Begun before a resume: it read from another position (an empty answer
+  // would end the replay before the resumed range). Read again.
+  if (gen != replay_gen_) return do_replay();
   if (!r) {
     spdlog::warn("stream {}: replay after seq {}: {}", plan_id_, from, r.status().message());
     stop_delivery();

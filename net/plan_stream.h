@@ -51,7 +51,9 @@ class PlanStream : public Subscriber, public std::enable_shared_from_this<PlanSt
   // replay waits for it: live frames meanwhile are treated as gaps.
   Status start(uint64_t after_seq, uint64_t first_seq = 0);
   // Forgets what is queued but not being written and replays from
-  // `after_seq` (a client's resume request).
+  // `after_seq` (a client's resume request). A read in flight meanwhile is
+  // left to finish and its result dropped: the replay reads again from
+  // `after_seq` when it returns (an empty answer must not end the replay).
   void restart(uint64_t after_seq);
   // Queues a frame the transport makes itself (seq 0: e.g. a keep-alive).
   void push(Frame f);
@@ -90,9 +92,9 @@ class PlanStream : public Subscriber, public std::enable_shared_from_this<PlanSt
  private:
   void on_frame(const Frame& f);
   void start_replay(uint64_t after_seq);
-  void on_first(uint64_t seq, Result<std::vector<StoredMessage>> r);
+  void on_first(uint64_t seq, uint64_t gen, Result<std::vector<StoredMessage>> r);
   void do_replay();
-  void on_replay(uint64_t from, Result<std::vector<StoredMessage>> r);
+  void on_replay(uint64_t from, uint64_t gen, Result<std::vector<StoredMessage>> r);
   void do_write();
 
   const boost::asio::any_io_executor ex_;
@@ -110,6 +112,7 @@ class PlanStream : public Subscriber, public std::enable_shared_from_this<PlanSt
   bool replay_reading_ = false;
   bool opening_ = false;       // reading start()'s first_seq
   size_t replay_asked_ = 0;    // page size of the read in flight
+  uint64_t replay_gen_ = 0;    // restart() count: a read begun before the latest restart is stale
   uint64_t skipped_live_ = 0;  // highest live seq dropped as a gap
 
   // Cross-thread: frames handed to the strand but not yet queued, and the

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,6 +14,7 @@
 #include "core/envelope.h"
 #include "core/metrics.h"
 #include "core/plan_service.h"
+#include "net/history.h"
 #include "net/server.h"
 #include "outbox/outbox.h"
 #include "tests/net/client.h"
@@ -121,8 +123,16 @@ class FakePlans : public PlanService {
   MessageLog* log_;
 };
 
+// Optional seams of a ServerFixture: a MessageLog in front of the outbox
+// (given the outbox, it returns the log the server uses) and a HistoryReader
+// (with one, reads run on the server's read pool, as with MongoDB).
+struct FixtureHooks {
+  std::function<MessageLog*(Outbox*)> log;
+  net::HistoryReader* history = nullptr;
+};
+
 struct ServerFixture {
-  explicit ServerFixture(net::ServerConfig cfg = {}, uint64_t outbox_max = 64ull << 20) {
+  explicit ServerFixture(net::ServerConfig cfg = {}, uint64_t outbox_max = 64ull << 20, FixtureHooks hooks = {}) {
     dir = make_temp_dir("agentd-net-test");
     OutboxOptions o;
     o.dir = dir + "/data";
@@ -134,7 +144,8 @@ struct ServerFixture {
     plans = std::make_unique<FakePlans>(outbox.get());
     cfg.listen = {boost::asio::ip::make_address("127.0.0.1"), 0};
     net::ServerDeps deps;
-    deps.log = outbox.get();
+    deps.log = hooks.log ? hooks.log(outbox.get()) : outbox.get();
+    deps.history = hooks.history;
     Outbox* raw = outbox.get();
     deps.first_seq = [raw](std::string_view p) { return raw->first_seq(p); };
     deps.plans = plans.get();

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <future>
 #include <set>
 #include <thread>
 
@@ -719,4 +720,92 @@ TEST_CASE("connection cap: connections over --max-connections are closed at acce
   // Beast fails the read (message_too_big) and tears the connection down.
   CHECK(c.kind != WsClient::Read::kTimeout);
   CHECK((c.kind == WsClient::Read::kError || c.close_code == 1009));
+}
+
+namespace {
+
+// MongoDB's side of reads, holding nothing (the outbox holds every message).
+struct EmptyHistory final : net::HistoryReader {
+  Result<std::vector<StoredMessage>> read_messages(std::string_view, uint64_t, size_t) override {
+    return std::vector<StoredMessage>();
+  }
+  Result<std::optional<PlanRecord>> get_plan(std::string_view) override { return std::optional<PlanRecord>(); }
+  Result<std::vector<PlanRecord>> list_plans(std::string_view, size_t) override { return std::vector<PlanRecord>(); }
+};
+
+// The outbox, with one read held: the first read_messages(`plan`, `after`)
+// tells entered() and waits for release() before it reads.
+struct HeldRead final : MessageLog {
+  void append(AppendRequest req, AppendCallback done) override { inner->append(std::move(req), std::move(done)); }
+  Result<std::vector<StoredMessage>> read_messages(std::string_view id, uint64_t after, size_t limit) override {
+    if (id == plan && after == held_after && !held.exchange(true)) {
+      entered.set_value();
+      released.get_future().wait();
+    }
+    return inner->read_messages(id, after, limit);
+  }
+  Result<std::optional<PlanRecord>> get_plan(std::string_view id) override { return inner->get_plan(id); }
+  Result<std::vector<PlanRecord>> list_plans(std::string_view user, size_t limit) override {
+    return inner->list_plans(user, limit);
+  }
+  Result<uint64_t> last_seq(std::string_view id) override { return inner->last_seq(id); }
+  Result<std::optional<uint64_t>> find_message(std::string_view id, std::string_view mid) override {
+    return inner->find_message(id, mid);
+  }
+  Result<std::vector<PlanRecord>> list_unfinished_plans(size_t limit) override {
+    return inner->list_unfinished_plans(limit);
+  }
+  MessageLog* inner = nullptr;
+  std::string plan;
+  uint64_t held_after = 0;
+  std::atomic<bool> held{false};
+  std::promise<void> entered, released;
+};
+
+}  // namespace
+
+// Issue 13, item 11: a `resume` that arrives while a replay read is in
+// flight, and that read comes back empty, must still send the resumed range.
+// The read is held (HeldRead) until the resume frame was handled (a ping
+// sent after it was answered), so the interleaving is forced.
+TEST_CASE("WebSocket: a resume during an in-flight replay read that returns empty sends the resumed range") {
+  EmptyHistory history;
+  HeldRead held;
+  held.plan = "pr";
+  held.held_after = 5;  // the read of a client already at seq 5: empty
+  FixtureHooks hooks;
+  hooks.history = &history;
+  hooks.log = [&held](Outbox* ob) {
+    held.inner = ob;
+    return static_cast<MessageLog*>(&held);
+  };
+  ServerFixture f({}, 64ull << 20, std::move(hooks));
+  PlanRecord p = make_plan("pr", "alice");
+  f.append(p, "m1", /*with_plan=*/true);
+  for (int i = 2; i <= 5; ++i) f.append(p, "m" + std::to_string(i));
+
+  WsClient ws;
+  REQUIRE_MESSAGE(ws.connect(f.port, "/api/v3/socket/pr?user_id=alice&after_seq=5"), ws.error());
+  REQUIRE(held.entered.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  // The replay read after seq 5 is in flight. Ask for everything after 2;
+  // the pong to the ping that follows proves the resume was handled.
+  REQUIRE(ws.write(R"({"type":"resume","after_seq":2})"));
+  REQUIRE(ws.write(R"({"type":"ping"})"));
+  auto pong = ws.read();
+  REQUIRE(pong.kind == WsClient::Read::kFrame);
+  CHECK(pong.text.find("\"type\":\"pong\"") != std::string::npos);
+  held.released.set_value();  // the held read returns: nothing after seq 5
+  // 3, 4, 5 once each, in order; then live 6 once (no duplicate).
+  for (uint64_t want = 3; want <= 5; ++want) {
+    auto r = ws.read();
+    REQUIRE_MESSAGE(r.kind == WsClient::Read::kFrame, "seq " << want << " of the resumed range never came");
+    CHECK(seq_of(r.text) == want);
+  }
+  f.append(p, "m6");
+  auto live = ws.read();
+  REQUIRE(live.kind == WsClient::Read::kFrame);
+  CHECK(seq_of(live.text) == 6);
+  REQUIRE(ws.write(R"({"type":"ping"})"));
+  auto last = ws.read();
+  CHECK(last.text.find("\"type\":\"pong\"") != std::string::npos);
 }
