@@ -6,8 +6,10 @@
 // pages are used, so the file starts small and "grows automatically" up to the
 // maximum; at the maximum a put or commit returns MDB_MAP_FULL, the whole
 // transaction is aborted (nothing of it is visible, nothing committed before
-// is touched) and its appends fail with Code::kOutboxFull. Acks, dead-letter
-// moves and pruning of that batch are retried alone, since they free space.
+// is touched) and the batch runs again without what needs space: its appends
+// that would write fail with Code::kOutboxFull, duplicates and rejections get
+// their own answers, and its acks, dead-letter moves and pruning (which free
+// space) are committed.
 #include "outbox/outbox.h"
 
 #include "core/metrics.h"
@@ -149,6 +151,9 @@ struct TxnState {
   std::vector<CommittedMessage> committed;             // in commit order: seq order per plan
   uint64_t requests = 0;
   bool marks_untracked = false;  // wrote meta "untracked"
+  // The map is full: appends only read (a duplicate gets its stored answer,
+  // a rejection its error) and one that would write fails with kOutboxFull.
+  bool no_space = false;
 };
 
 }  // namespace
@@ -204,7 +209,11 @@ struct Outbox::Impl {
   Status backfill_untracked(uint64_t* pending_count);
   static constexpr size_t kRoomProbeBytes = 2048;  // an ordinary message, no overflow pages
   bool has_room();
-  Status run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_appends, TxnState* st);
+  Status run_txn(std::vector<std::unique_ptr<Op>>& batch, TxnState* st);
+  Status outbox_full() const {
+    return Status(Code::kOutboxFull, "outbox full: at its maximum of " + std::to_string(options.max_bytes) +
+                                         " bytes; retry after the flusher or retention frees space");
+  }
   Status apply(MDB_txn* txn, Op& op, TxnState* st);
   Status apply_append(MDB_txn* txn, Op& op, TxnState* st);
   Status apply_dead_letter(MDB_txn* txn, Op& op, TxnState* st);
@@ -525,24 +534,22 @@ void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
   }
   TxnState st;
   st.collect = obs && *obs;
-  Status s = sticky.is_ok() ? run_txn(batch, false, &st) : sticky;
+  Status s = sticky.is_ok() ? run_txn(batch, &st) : sticky;
   if (s.code() == Code::kOutboxFull) {
-    // Nothing was written. Appends fail fast; what frees space runs alone.
-    bool others = false;
-    for (auto& op : batch) {
-      if (op->kind == Op::Kind::kAppend) {
-        op->fail(Status(Code::kOutboxFull, "outbox full: at its maximum of " + std::to_string(options.max_bytes) +
-                                               " bytes; retry after the flusher or retention frees space"));
-      } else {
-        others = true;
-      }
-    }
-    st = TxnState{};  // collects nothing: no append is in the retry
-    s = others ? run_txn(batch, true, &st) : Status::ok();
+    // Nothing was written. Again without what needs space: the appends that
+    // would write fail fast with kOutboxFull, a duplicate still gets its
+    // stored answer and a rejection its own error, and what frees space
+    // (acks, dead-letter moves, pruning) is committed.
+    for (auto& op : batch) op->append_result.reset();
+    st = TxnState{};  // collects nothing: no append writes in the retry
+    st.no_space = true;
+    s = run_txn(batch, &st);
     health = kFull;
   } else if (s.is_ok()) {
-    bool appended = false;
-    for (auto& op : batch) appended = appended || op->kind == Op::Kind::kAppend;
+    bool appended = false;  // an append wrote (not a duplicate, not a rejection)
+    for (auto& op : batch) {
+      appended = appended || (op->append_result && op->append_result->is_ok() && !(*op->append_result)->duplicate);
+    }
     // An append committed: there is room again. Acks, prunes and dropped dead
     // letters free pages too: then probe, so that /readyz recovers without
     // waiting for an append nobody sends to an instance marked not ready.
@@ -674,7 +681,7 @@ bool Outbox::Impl::has_room() {
   return rc == 0;
 }
 
-Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_appends, TxnState* st) {
+Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, TxnState* st) {
   MDB_txn* txn;
   int rc = mdb_txn_begin(env, nullptr, 0, &txn);
   if (rc != 0) return lmdb_error(rc, "begin write transaction");
@@ -682,7 +689,6 @@ Status Outbox::Impl::run_txn(std::vector<std::unique_ptr<Op>>& batch, bool skip_
   st->now_ms = std::max(now_unix_ms(), last_appended_ms);
   st->next_pending_id = next_pending_id;
   for (auto& op : batch) {
-    if (skip_appends && op->kind == Op::Kind::kAppend) continue;
     ++st->requests;
     Status s = apply(txn, *op, st);
     if (!s.is_ok()) {
@@ -819,6 +825,54 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
   }
   AppendResult res;
   int rc;
+  std::string idkey, seqv;
+  MDB_val k, v;
+  // Already appended: return what is stored, change nothing.
+  auto duplicate = [&]() -> Status {
+    const PreparedMessage& m = *req.message;
+    if (v.mv_size != 8) return corruption("corrupt msgids value for " + m.plan_id + "/" + m.message_id);
+    res.seq = of::get_be64(static_cast<const char*>(v.mv_data));
+    std::string key = of::message_key(m.plan_id, res.seq);
+    MDB_val mk = mval(key), mv;
+    int mrc = mdb_get(txn, messages, &mk, &mv);
+    if (mrc == MDB_NOTFOUND) {  // retention pruned it (MongoDB holds it): the seq is the answer
+      res.duplicate = true;
+      op.append_result = std::move(res);
+      return Status::ok();
+    }
+    if (mrc != 0) return lmdb_error(mrc, "read message");
+    auto stored = of::parse_message_value(sv(mv));
+    if (!stored.is_ok()) return stored.status();
+    res.bytes = std::make_shared<const std::string>(stored->envelope);
+    res.duplicate = true;
+    op.append_result = std::move(res);
+    return Status::ok();
+  };
+  if (req.message) {
+    const PreparedMessage& m = *req.message;
+    idkey = of::msgid_key(m.plan_id, m.message_id);
+    k = mval(idkey);
+    if (req.open_plan_only || st->no_space) {
+      if ((rc = mdb_get(txn, msgids, &k, &v)) == 0) return duplicate();
+      if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read msgids");
+    }
+    if (req.open_plan_only) {
+      MDB_val pk = mval(m.plan_id), pv;
+      rc = mdb_get(txn, plans, &pk, &pv);
+      if (rc == MDB_NOTFOUND) {
+        return reject(failed_precondition("plan " + m.plan_id +
+                                          " is not held by this agentd's outbox; it takes no messages here"));
+      }
+      if (rc != 0) return lmdb_error(rc, "read plan record");
+      auto stored = decode_plan(sv(pv));
+      if (!stored.is_ok()) return corruption("corrupt plan record " + m.plan_id + ": " + stored.status().message());
+      if (is_final(stored->status)) {
+        return reject(failed_precondition("plan " + m.plan_id + " is " + std::string(plan_status_name(stored->status)) +
+                                          ": it takes no more messages"));
+      }
+    }
+  }
+  if (st->no_space) return reject(outbox_full());  // it would write
   if (!options.track_pending && !untracked_marked && !st->marks_untracked) {
     // This write makes no pending entry: remember it in the same transaction,
     // so that a later run with MongoDB sends it there (backfill_untracked()).
@@ -835,45 +889,6 @@ Status Outbox::Impl::apply_append(MDB_txn* txn, Op& op, TxnState* st) {
   }
   if (req.message) {
     const PreparedMessage& m = *req.message;
-    std::string idkey = of::msgid_key(m.plan_id, m.message_id), seqv;
-    MDB_val k = mval(idkey), v;
-    // Already appended: return what is stored, change nothing.
-    auto duplicate = [&]() -> Status {
-      if (v.mv_size != 8) return corruption("corrupt msgids value for " + m.plan_id + "/" + m.message_id);
-      res.seq = of::get_be64(static_cast<const char*>(v.mv_data));
-      std::string key = of::message_key(m.plan_id, res.seq);
-      MDB_val mk = mval(key), mv;
-      int mrc = mdb_get(txn, messages, &mk, &mv);
-      if (mrc == MDB_NOTFOUND) {  // retention pruned it (MongoDB holds it): the seq is the answer
-        res.duplicate = true;
-        op.append_result = std::move(res);
-        return Status::ok();
-      }
-      if (mrc != 0) return lmdb_error(mrc, "read message");
-      auto stored = of::parse_message_value(sv(mv));
-      if (!stored.is_ok()) return stored.status();
-      res.bytes = std::make_shared<const std::string>(stored->envelope);
-      res.duplicate = true;
-      op.append_result = std::move(res);
-      return Status::ok();
-    };
-    if (req.open_plan_only) {
-      if ((rc = mdb_get(txn, msgids, &k, &v)) == 0) return duplicate();
-      if (rc != MDB_NOTFOUND) return lmdb_error(rc, "read msgids");
-      MDB_val pk = mval(m.plan_id), pv;
-      rc = mdb_get(txn, plans, &pk, &pv);
-      if (rc == MDB_NOTFOUND) {
-        return reject(failed_precondition("plan " + m.plan_id +
-                                          " is not held by this agentd's outbox; it takes no messages here"));
-      }
-      if (rc != 0) return lmdb_error(rc, "read plan record");
-      auto stored = decode_plan(sv(pv));
-      if (!stored.is_ok()) return corruption("corrupt plan record " + m.plan_id + ": " + stored.status().message());
-      if (is_final(stored->status)) {
-        return reject(failed_precondition("plan " + m.plan_id + " is " + std::string(plan_status_name(stored->status)) +
-                                          ": it takes no more messages"));
-      }
-    }
     auto seq = next_seq(txn, m.plan_id, st);
     if (!seq.is_ok()) return seq.status();
     // One descent of msgids both checks for a duplicate and claims the id.

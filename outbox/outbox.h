@@ -38,9 +38,11 @@ struct OutboxOptions {
   std::string dir;  // created if missing; locked exclusively
   // The LMDB map size, set once at open. LMDB (without MDB_WRITEMAP) grows
   // the data file only as pages are used, so the file starts small and grows
-  // up to this; at the limit a batch's appends fail fast with kOutboxFull
-  // (nothing committed is touched) and the batch's acks / dead-letter moves /
-  // pruning are committed alone, since they free space. At least 256 KiB.
+  // up to this; at the limit the batch's appends that would write fail fast
+  // with kOutboxFull (nothing committed is touched), while a duplicate still
+  // gets its stored answer and a rejected append its own error, and the
+  // batch's acks / dead-letter moves / pruning are committed, since they free
+  // space. At least 256 KiB.
   uint64_t max_bytes = 8ull << 30;
   bool track_pending = false;  // true when a MongoDB is configured (flusher drains)
   // false: MDB_NOMETASYNC — commits sync the data pages but not the meta

@@ -822,6 +822,64 @@ TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and 
   CHECK(ob->writable().is_ok());
 }
 
+TEST_CASE("a full outbox fails only the appends that need space: rejections and duplicates keep their answers") {
+  TempDir d;
+  OutboxOptions o;
+  o.dir = d.path;
+  o.track_pending = true;
+  o.max_bytes = 1 << 20;
+  auto r = Outbox::open(o);
+  REQUIRE(r.is_ok());
+  auto& ob = *r;
+  std::string big(900, 'x');
+  auto first = append_ok(*ob, message_request("p1", "m0", big));
+  for (int i = 1; i < 5000; ++i) {
+    auto a = ob->append_sync(message_request("p1", "m" + std::to_string(i), big));
+    if (!a.is_ok()) {
+      REQUIRE(a.status().code() == Code::kOutboxFull);
+      break;
+    }
+  }
+  REQUIRE(ob->writable().code() == Code::kOutboxFull);
+  // Hold the writer in a completion so that the appends below are queued
+  // together and committed as one batch.
+  std::promise<void> holding, release;
+  auto released = release.get_future().share();
+  ob->ack({}, [&holding, released](Status) {
+    holding.set_value();
+    released.wait();
+  });
+  holding.get_future().wait();
+  std::vector<std::promise<Result<AppendResult>>> results(4);
+  auto submit = [&](size_t i, AppendRequest req) {
+    ob->append(std::move(req), [&results, i](Result<AppendResult> a) { results[i].set_value(std::move(a)); });
+  };
+  AppendRequest invalid = message_request("p1", "bad");
+  invalid.plan = make_plan("p2", "u-1", "2026-11-26T02:31:00.123Z");  // another plan's record
+  submit(0, std::move(invalid));
+  submit(1, message_request("p1", "m0", big));  // already stored: writes nothing
+  AppendRequest closed = message_request("p-unknown", "x1");
+  closed.open_plan_only = true;  // a plan the outbox does not hold: refused
+  submit(2, std::move(closed));
+  submit(3, message_request("p1", "new", big));  // needs space
+  release.set_value();
+  auto a_invalid = results[0].get_future().get();
+  auto a_dup = results[1].get_future().get();
+  auto a_closed = results[2].get_future().get();
+  auto a_new = results[3].get_future().get();
+  CHECK(a_invalid.status().code() == Code::kInvalidArgument);
+  CHECK(a_invalid.status().message() == "message plan_id p1 differs from plan record's p2");
+  REQUIRE_MESSAGE(a_dup.is_ok(), a_dup.status().to_string());
+  CHECK(a_dup->duplicate);
+  CHECK(a_dup->seq == first.seq);
+  REQUIRE(a_dup->bytes);
+  CHECK(*a_dup->bytes == *first.bytes);
+  CHECK(a_closed.status().code() == Code::kFailedPrecondition);
+  CHECK(a_new.status().code() == Code::kOutboxFull);
+  CHECK(ob->writable().code() == Code::kOutboxFull);
+  CHECK_FALSE(ob->find_message("p1", "new")->has_value());
+}
+
 TEST_CASE("the append queue is bounded") {
   TempDir d;
   OutboxOptions o;
