@@ -44,7 +44,7 @@
 //               which retention never prunes while the entry is pending) and
 //               its payload is empty. A retried dead letter is inline.
 //
-// Invariants kept by the writer (outbox.cc):
+// Invariants kept by the writer (outbox/apply.cc, outbox/retention.cc):
 //  - messages of a plan have seq 1..N without gap; retention only removes a
 //    prefix and always keeps the plan's highest seq, so N survives pruning;
 //  - retention never removes a message MongoDB does not hold: pending ones

@@ -146,7 +146,8 @@ class Outbox final : public MessageLog {
   void wait_idle();
 
   // MessageLog. append: `done` runs on the writer thread after the commit,
-  // except when the queue is full (kUnavailable), where it runs on the
+  // except for an invalid request (kInvalidArgument, checked before it is
+  // queued) and when the queue is full (kUnavailable): then it runs on the
   // caller's thread before append returns. When the message_id is already in
   // the plan, the request's plan record is not applied either (the request
   // was applied before). The message_id index lives as long as the plan's
@@ -204,11 +205,8 @@ class Outbox final : public MessageLog {
   // Applies the retention options now (the writer also runs it periodically).
   Status prune_sync();
 
-  // Tests only: the next write transaction fails as a failed commit would
-  // (aborted, kIoError), which makes the failure sticky.
-  void fail_next_commit_for_testing();
-
  private:
+  friend class OutboxTestAccess;  // outbox/outbox_testing.h
   struct Impl;
   explicit Outbox(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -7,29 +7,14 @@
 #include <cstring>
 
 #include "outbox/format.h"
+#include "outbox/lmdb_util.h"
 
 namespace agentd {
 
 namespace of = outbox_format;
+using namespace outbox_lmdb;  // LMDB's own "this file is damaged" codes become kCorruption
 
 namespace {
-
-MDB_val mval(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-std::string_view sv(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
-
-// LMDB's own "this file is damaged" codes become kCorruption.
-Status lmdb_status(int rc, std::string_view what) {
-  std::string m = std::string(what) + ": " + mdb_strerror(rc);
-  switch (rc) {
-    case MDB_CORRUPTED:
-    case MDB_PAGE_NOTFOUND:
-    case MDB_INVALID:
-    case MDB_VERSION_MISMATCH:
-    case MDB_BAD_TXN:
-    case MDB_INCOMPATIBLE: return corruption(std::move(m));
-    default: return io_error(std::move(m));
-  }
-}
 
 constexpr const char* kTableNames[kOutboxTableCount] = {of::kMetaDb,  of::kMessagesDb,  of::kMsgIdsDb, of::kPendingDb,
                                                         of::kPlansDb, of::kUserPlansDb, of::kDeadDb};
@@ -48,11 +33,9 @@ struct OutboxReader::Impl {
 };
 
 struct OutboxSnapshot::Impl {
-  MDB_txn* txn = nullptr;
-  const MDB_dbi* dbis = nullptr;
-  ~Impl() {
-    if (txn) mdb_txn_abort(txn);
-  }
+  Impl(MDB_env* env, const MDB_dbi* d) : txn(env), dbis(d) {}
+  ReadTxn txn;
+  const MDB_dbi* dbis;
   MDB_dbi dbi(OutboxTable t) const { return dbis[static_cast<int>(t)]; }
 };
 
@@ -70,18 +53,18 @@ Result<std::unique_ptr<OutboxReader>> OutboxReader::open(const std::string& dir)
   }
   auto impl = std::make_unique<Impl>();
   int rc = mdb_env_create(&impl->env);
-  if (rc != 0) return lmdb_status(rc, "mdb_env_create");
-  if ((rc = mdb_env_set_maxdbs(impl->env, 8)) != 0) return lmdb_status(rc, "mdb_env_set_maxdbs");
+  if (rc != 0) return lmdb_error(rc, "mdb_env_create");
+  if ((rc = mdb_env_set_maxdbs(impl->env, 8)) != 0) return lmdb_error(rc, "mdb_env_set_maxdbs");
   // The same reader table size as the Outbox (outbox.cc): whichever process
   // opens the environment first sizes lock.mdb for everyone.
-  if ((rc = mdb_env_set_maxreaders(impl->env, 1024)) != 0) return lmdb_status(rc, "mdb_env_set_maxreaders");
+  if ((rc = mdb_env_set_maxreaders(impl->env, 1024)) != 0) return lmdb_error(rc, "mdb_env_set_maxreaders");
   // MDB_RDONLY: no writes, no LOCK file; the map size comes from the file.
   if ((rc = mdb_env_open(impl->env, dir.c_str(), MDB_RDONLY | MDB_NOTLS, 0644)) != 0) {
-    return lmdb_status(rc, "open LMDB environment in " + dir + " read-only");
+    return lmdb_error(rc, "open LMDB environment in " + dir + " read-only");
   }
   MDB_txn* txn = nullptr;
   if ((rc = mdb_txn_begin(impl->env, nullptr, MDB_RDONLY, &txn)) != 0) {
-    return lmdb_status(rc, "begin read transaction");
+    return lmdb_error(rc, "begin read transaction");
   }
   auto fail = [&](Status s) {
     mdb_txn_abort(txn);
@@ -97,18 +80,18 @@ Result<std::unique_ptr<OutboxReader>> OutboxReader::open(const std::string& dir)
       return fail(invalid_argument(dir + " is an LMDB environment but not an outbox (\"" + std::string(kTableNames[i]) +
                                    "\" is not a named database)"));
     }
-    if (rc != 0) return fail(lmdb_status(rc, std::string("open database ") + kTableNames[i]));
+    if (rc != 0) return fail(lmdb_error(rc, std::string("open database ") + kTableNames[i]));
   }
   MDB_val k = mval(of::kFormatVersionKey), v;
   rc = mdb_get(txn, impl->dbis[0], &k, &v);
   if (rc == MDB_NOTFOUND) return fail(invalid_argument(dir + " is not an outbox (meta has no format_version)"));
-  if (rc != 0) return fail(lmdb_status(rc, "read format_version"));
+  if (rc != 0) return fail(lmdb_error(rc, "read format_version"));
   if (v.mv_size != 4) {
     return fail(corruption("corrupt meta format_version: " + std::to_string(v.mv_size) + " bytes, expected 4"));
   }
   impl->format_version = of::get_be32(static_cast<const char*>(v.mv_data));
   // Committing a read-only transaction keeps the database handles open.
-  if ((rc = mdb_txn_commit(txn)) != 0) return lmdb_status(rc, "end open transaction");
+  if ((rc = mdb_txn_commit(txn)) != 0) return lmdb_error(rc, "end open transaction");
   if (impl->format_version != of::kFormatVersion) {
     return Status(Code::kVersionMismatch, "outbox in " + dir + " has on-disk format version " +
                                               std::to_string(impl->format_version) + "; this tool reads version " +
@@ -126,9 +109,9 @@ Result<OutboxEnvInfo> OutboxReader::info() const {
   out.format_version = impl_->format_version;
   MDB_envinfo ei;
   int rc = mdb_env_info(impl_->env, &ei);
-  if (rc != 0) return lmdb_status(rc, "mdb_env_info");
+  if (rc != 0) return lmdb_error(rc, "mdb_env_info");
   MDB_stat st;
-  if ((rc = mdb_env_stat(impl_->env, &st)) != 0) return lmdb_status(rc, "mdb_env_stat");
+  if ((rc = mdb_env_stat(impl_->env, &st)) != 0) return lmdb_error(rc, "mdb_env_stat");
   out.map_size = ei.me_mapsize;
   out.last_page = ei.me_last_pgno;
   out.last_txn_id = ei.me_last_txnid;
@@ -141,13 +124,8 @@ Result<OutboxEnvInfo> OutboxReader::info() const {
 }
 
 Result<std::unique_ptr<OutboxSnapshot>> OutboxReader::snapshot() const {
-  auto impl = std::make_unique<OutboxSnapshot::Impl>();
-  int rc = mdb_txn_begin(impl_->env, nullptr, MDB_RDONLY, &impl->txn);
-  if (rc != 0) {
-    impl->txn = nullptr;
-    return lmdb_status(rc, "begin read transaction");
-  }
-  impl->dbis = impl_->dbis;
+  auto impl = std::make_unique<OutboxSnapshot::Impl>(impl_->env, impl_->dbis);
+  AGENTD_RETURN_IF_ERROR(impl->txn.status());
   return std::unique_ptr<OutboxSnapshot>(new OutboxSnapshot(std::move(impl)));
 }
 
@@ -156,32 +134,31 @@ OutboxSnapshot::~OutboxSnapshot() = default;
 
 Status OutboxSnapshot::scan(OutboxTable t, std::string_view from,
                             const std::function<bool(std::string_view, std::string_view)>& fn) const {
-  MDB_cursor* c = nullptr;
-  int rc = mdb_cursor_open(impl_->txn, impl_->dbi(t), &c);
-  if (rc != 0) return lmdb_status(rc, "open cursor on " + std::string(outbox_table_name(t)));
+  Cursor c(impl_->txn.get(), impl_->dbi(t));
+  if (Status s = c.status(); !s.is_ok())
+    return Status(s.code(), s.message() + " on " + std::string(outbox_table_name(t)));
   MDB_val k = mval(from), v;
-  rc = mdb_cursor_get(c, &k, &v, from.empty() ? MDB_FIRST : MDB_SET_RANGE);
-  for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+  int rc = c.get(&k, &v, from.empty() ? MDB_FIRST : MDB_SET_RANGE);
+  for (; rc == 0; rc = c.get(&k, &v, MDB_NEXT)) {
     if (!fn(sv(k), sv(v))) break;
   }
-  mdb_cursor_close(c);
-  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_status(rc, "scan " + std::string(outbox_table_name(t)));
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_error(rc, "scan " + std::string(outbox_table_name(t)));
   return Status::ok();
 }
 
 Result<std::optional<std::string_view>> OutboxSnapshot::get(OutboxTable t, std::string_view key) const {
   if (key.empty() || key.size() > 511) return std::optional<std::string_view>();
   MDB_val k = mval(key), v;
-  int rc = mdb_get(impl_->txn, impl_->dbi(t), &k, &v);
+  int rc = mdb_get(impl_->txn.get(), impl_->dbi(t), &k, &v);
   if (rc == MDB_NOTFOUND) return std::optional<std::string_view>();
-  if (rc != 0) return lmdb_status(rc, "read " + std::string(outbox_table_name(t)));
+  if (rc != 0) return lmdb_error(rc, "read " + std::string(outbox_table_name(t)));
   return std::optional<std::string_view>(sv(v));
 }
 
 Result<OutboxTableStat> OutboxSnapshot::stat(OutboxTable t) const {
   MDB_stat st;
-  int rc = mdb_stat(impl_->txn, impl_->dbi(t), &st);
-  if (rc != 0) return lmdb_status(rc, "stat " + std::string(outbox_table_name(t)));
+  int rc = mdb_stat(impl_->txn.get(), impl_->dbi(t), &st);
+  if (rc != 0) return lmdb_error(rc, "stat " + std::string(outbox_table_name(t)));
   return OutboxTableStat{st.ms_entries, st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages};
 }
 
@@ -190,8 +167,8 @@ Result<uint64_t> OutboxSnapshot::used_bytes() const {
   uint64_t psize = 4096;
   for (MDB_dbi dbi : {MDB_dbi{0}, MDB_dbi{1}}) {  // free list, main database
     MDB_stat st;
-    int rc = mdb_stat(impl_->txn, dbi, &st);
-    if (rc != 0) return lmdb_status(rc, "mdb_stat");
+    int rc = mdb_stat(impl_->txn.get(), dbi, &st);
+    if (rc != 0) return lmdb_error(rc, "mdb_stat");
     psize = st.ms_psize;
     pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
   }

@@ -17,6 +17,7 @@
 
 #include "core/clock.h"
 #include "outbox/format.h"
+#include "outbox/outbox_testing.h"
 #include "tests/outbox/outbox_test_util.h"
 #include "tests/support/process.h"
 
@@ -907,7 +908,7 @@ TEST_CASE("a failed commit is sticky: every later write fails, reads still work,
   append_ok(*ob, message_request("p1", "m1"));
   std::vector<CommittedMessage> seen;
   ob->set_observer([&](const std::vector<CommittedMessage>& b) { seen.insert(seen.end(), b.begin(), b.end()); });
-  ob->fail_next_commit_for_testing();
+  OutboxTestAccess::fail_next_commit(*ob);
   auto failed = ob->append_sync(message_request("p1", "m2"));
   REQUIRE_FALSE(failed.is_ok());
   CHECK(failed.status().code() == Code::kIoError);
