@@ -6,7 +6,7 @@
 namespace agentd::net {
 
 Status Hub::subscribe(const std::string& plan_id, const std::shared_ptr<Subscriber>& s) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   List& list = plans_[plan_id];
   // Drop entries whose subscriber died without unsubscribing.
   auto dead = std::remove_if(list.begin(), list.end(), [](const auto& w) { return w.expired(); });
@@ -22,7 +22,7 @@ Status Hub::subscribe(const std::string& plan_id, const std::shared_ptr<Subscrib
 }
 
 void Hub::unsubscribe(const std::string& plan_id, const Subscriber* s) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = plans_.find(plan_id);
   if (it == plans_.end()) return;
   List& list = it->second;
@@ -38,7 +38,7 @@ void Hub::unsubscribe(const std::string& plan_id, const Subscriber* s) {
 std::vector<std::shared_ptr<Subscriber>> Hub::snapshot(const std::string& plan_id) const {
   List copy;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = plans_.find(plan_id);
     if (it == plans_.end()) return {};
     copy = it->second;
@@ -76,13 +76,13 @@ void Hub::publish_live(const std::string& plan_id, std::shared_ptr<const std::st
 }
 
 size_t Hub::subscribers(const std::string& plan_id) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = plans_.find(plan_id);
   return it == plans_.end() ? 0 : it->second.size();
 }
 
 size_t Hub::total_subscribers() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return total_;
 }
 

@@ -11,12 +11,12 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "core/status.h"
+#include "core/thread_annotations.h"
 #include "outbox/outbox.h"
 
 namespace agentd::net {
@@ -39,25 +39,26 @@ class Hub {
   explicit Hub(size_t max_per_plan) : max_per_plan_(max_per_plan) {}
 
   // kUnavailable when the plan already has max_per_plan subscribers.
-  Status subscribe(const std::string& plan_id, const std::shared_ptr<Subscriber>& s);
-  void unsubscribe(const std::string& plan_id, const Subscriber* s);
+  Status subscribe(const std::string& plan_id, const std::shared_ptr<Subscriber>& s) EXCLUDES(mu_);
+  void unsubscribe(const std::string& plan_id, const Subscriber* s) EXCLUDES(mu_);
 
-  // The outbox commit observer: messages in seq order per plan.
-  void publish(const std::vector<CommittedMessage>& batch);
-  void publish_live(const std::string& plan_id, std::shared_ptr<const std::string> frame);
+  // The outbox commit observer: messages in seq order per plan. Delivers
+  // outside the lock.
+  void publish(const std::vector<CommittedMessage>& batch) EXCLUDES(mu_);
+  void publish_live(const std::string& plan_id, std::shared_ptr<const std::string> frame) EXCLUDES(mu_);
 
-  size_t subscribers(const std::string& plan_id) const;
-  size_t total_subscribers() const;
+  size_t subscribers(const std::string& plan_id) const EXCLUDES(mu_);
+  size_t total_subscribers() const EXCLUDES(mu_);
 
  private:
   using List = std::vector<std::weak_ptr<Subscriber>>;
   // Copies the plan's live subscribers; empty if none.
-  std::vector<std::shared_ptr<Subscriber>> snapshot(const std::string& plan_id) const;
+  std::vector<std::shared_ptr<Subscriber>> snapshot(const std::string& plan_id) const EXCLUDES(mu_);
 
   const size_t max_per_plan_;
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, List> plans_;  // GUARDED_BY(mu_)
-  size_t total_ = 0;                             // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::unordered_map<std::string, List> plans_ GUARDED_BY(mu_);
+  size_t total_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace agentd::net

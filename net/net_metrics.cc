@@ -22,7 +22,7 @@ void NetMetrics::record_request(std::string_view route, unsigned status, double 
   r_.counter("agentd_http_requests_total", "HTTP requests by route and status", labels).inc();
   Histogram* h = nullptr;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = latency_.find(route);
     if (it == latency_.end()) {
       h = &r_.histogram("agentd_http_request_duration_seconds", "HTTP request latency by route", latency_buckets(),

@@ -2,11 +2,11 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <string>
 #include <string_view>
 
 #include "core/metrics.h"
+#include "core/thread_annotations.h"
 
 namespace agentd::net {
 
@@ -29,8 +29,8 @@ class NetMetrics {
 
  private:
   MetricsRegistry& r_;
-  std::mutex mu_;
-  std::map<std::string, Histogram*, std::less<>> latency_;  // GUARDED_BY(mu_), by route
+  Mutex mu_;
+  std::map<std::string, Histogram*, std::less<>> latency_ GUARDED_BY(mu_);  // by route
 };
 
 }  // namespace agentd::net

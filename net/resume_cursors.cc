@@ -32,7 +32,7 @@ ResumeCursors::Entry& ResumeCursors::entry(const std::string& k, uint64_t seq, C
 
 void ResumeCursors::set(std::string_view user, std::string_view plan, uint64_t seq) {
   if (capacity_ == 0) return;
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   bool fresh = false;
   Entry& e = entry(key(user, plan), seq, Clock::now(), &fresh);
   e.seq = seq;
@@ -41,7 +41,7 @@ void ResumeCursors::set(std::string_view user, std::string_view plan, uint64_t s
 
 ResumeCursors::Ticket ResumeCursors::open(std::string_view user, std::string_view plan, uint64_t live_seq) {
   if (capacity_ == 0) return Ticket{live_seq, 0};
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   bool fresh = false;
   Entry& e = entry(key(user, plan), live_seq, Clock::now(), &fresh);
   if (fresh) e.generation = next_generation_++;
@@ -49,7 +49,7 @@ ResumeCursors::Ticket ResumeCursors::open(std::string_view user, std::string_vie
 }
 
 void ResumeCursors::advance(std::string_view user, std::string_view plan, uint64_t seq, const Ticket& t) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = map_.find(key(user, plan));
   if (it == map_.end() || it->second.generation != t.generation) return;  // replaced (or dropped)
   Entry& e = it->second;
@@ -59,14 +59,14 @@ void ResumeCursors::advance(std::string_view user, std::string_view plan, uint64
 }
 
 std::optional<uint64_t> ResumeCursors::get(std::string_view user, std::string_view plan) const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = map_.find(key(user, plan));
   if (it == map_.end() || Clock::now() - it->second.at >= ttl_) return std::nullopt;
   return it->second.seq;
 }
 
 size_t ResumeCursors::size() const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return map_.size();
 }
 

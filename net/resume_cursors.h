@@ -18,11 +18,12 @@
 #include <chrono>
 #include <cstdint>
 #include <list>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+
+#include "core/thread_annotations.h"
 
 namespace agentd::net {
 
@@ -59,16 +60,16 @@ class ResumeCursors {
     std::list<std::string>::iterator lru;  // position in lru_
   };
   static std::string key(std::string_view user, std::string_view plan);
-  // Under mu_: the entry of `k`, touched; a new one (or an expired one
-  // reset) at `seq` with *fresh = true.
-  Entry& entry(const std::string& k, uint64_t seq, Clock::time_point now, bool* fresh);
+  // The entry of `k`, touched; a new one (or an expired one reset) at
+  // `seq` with *fresh = true.
+  Entry& entry(const std::string& k, uint64_t seq, Clock::time_point now, bool* fresh) REQUIRES(mu_);
 
   const size_t capacity_;
   const Clock::duration ttl_;
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, Entry> map_;  // guarded by mu_
-  std::list<std::string> lru_;                  // most recent first; guarded by mu_
-  uint64_t next_generation_ = 1;                // guarded by mu_
+  mutable Mutex mu_;
+  std::unordered_map<std::string, Entry> map_ GUARDED_BY(mu_);
+  std::list<std::string> lru_ GUARDED_BY(mu_);  // most recent first
+  uint64_t next_generation_ GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace agentd::net

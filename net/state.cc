@@ -5,24 +5,24 @@
 namespace agentd::net {
 
 void SessionRegistry::add(const std::shared_ptr<Closable>& s) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   sessions_[s.get()] = s;
 }
 
 void SessionRegistry::remove(const Closable* s) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   sessions_.erase(s);
 }
 
 size_t SessionRegistry::size() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return sessions_.size();
 }
 
 void SessionRegistry::shutdown_all() {
   std::vector<std::shared_ptr<Closable>> live;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     for (auto& [k, w] : sessions_) {
       if (auto p = w.lock()) live.push_back(std::move(p));
     }

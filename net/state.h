@@ -8,12 +8,12 @@
 #include <atomic>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <unordered_map>
 
 #include "core/message_log.h"
 #include "core/metrics.h"
 #include "core/plan_service.h"
+#include "core/thread_annotations.h"
 #include "net/auth.h"
 #include "net/config.h"
 #include "net/history.h"
@@ -38,15 +38,15 @@ class Closable {
 // Live sessions, for graceful shutdown.
 class SessionRegistry {
  public:
-  void add(const std::shared_ptr<Closable>& s);
-  void remove(const Closable* s);
-  size_t size() const;
+  void add(const std::shared_ptr<Closable>& s) EXCLUDES(mu_);
+  void remove(const Closable* s) EXCLUDES(mu_);
+  size_t size() const EXCLUDES(mu_);
   // Calls shutdown() on every live session (outside the lock).
-  void shutdown_all();
+  void shutdown_all() EXCLUDES(mu_);
 
  private:
-  mutable std::mutex mu_;
-  std::unordered_map<const Closable*, std::weak_ptr<Closable>> sessions_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::unordered_map<const Closable*, std::weak_ptr<Closable>> sessions_ GUARDED_BY(mu_);
 };
 
 struct ServerDeps {

@@ -44,7 +44,8 @@ std::optional<std::string> static_relative_path(std::string_view path) {
   if (path == "/") return std::string("index.html");
   if (path.empty() || path.front() != '/') return std::nullopt;
   std::string_view rest = path.substr(1);
-  // Invariant: every segment is non-empty, made of segment_char, not led by '.'.
+  // Accepted only when every segment is non-empty, made of segment_char and
+  // not led by '.' (no "..", no hidden files).
   size_t start = 0;
   while (start <= rest.size()) {
     size_t end = rest.find('/', start);

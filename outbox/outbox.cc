@@ -112,7 +112,7 @@ Result<std::unique_ptr<Outbox>> Outbox::open(const OutboxOptions& options) {
 Outbox::Impl::~Impl() {
   if (writer.joinable()) {
     {
-      std::lock_guard l(mu);
+      MutexLock l(&mu);
       stop = true;
     }
     cv.notify_all();
@@ -238,7 +238,7 @@ void Outbox::set_observer(CommitObserver observer) {
   auto p = observer ? std::make_shared<const CommitObserver>(std::move(observer)) : nullptr;
   bool had_one = false;
   {
-    std::lock_guard l(impl_->mu);
+    MutexLock l(&impl_->mu);
     had_one = impl_->observer != nullptr;
     impl_->observer = std::move(p);
   }
@@ -261,7 +261,7 @@ void Outbox::wait_idle() {
 
 void Outbox::Impl::enqueue(std::unique_ptr<Op> op) {
   {
-    std::lock_guard l(mu);
+    MutexLock l(&mu);
     if (queue.size() < options.max_queue) {
       queue.push_back(std::move(op));
       op = nullptr;

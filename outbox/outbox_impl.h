@@ -23,12 +23,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,6 +35,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/thread_annotations.h"
 #include "outbox/format.h"
 #include "outbox/lmdb_util.h"
 #include "outbox/outbox.h"
@@ -130,11 +129,11 @@ struct Outbox::Impl {
   MDB_env* env = nullptr;
   MDB_dbi meta = 0, messages = 0, msgids = 0, pending = 0, plans = 0, user_plans = 0, dead = 0;
 
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::unique_ptr<Op>> queue;           // GUARDED_BY(mu)
-  bool stop = false;                               // GUARDED_BY(mu)
-  std::shared_ptr<const CommitObserver> observer;  // GUARDED_BY(mu)
+  Mutex mu;
+  CondVar cv{&mu};  // signalled when an op is queued or stop is set
+  std::deque<std::unique_ptr<Op>> queue GUARDED_BY(mu);
+  bool stop GUARDED_BY(mu) = false;
+  std::shared_ptr<const CommitObserver> observer GUARDED_BY(mu);
   std::thread writer;
   // The one thread allowed to open write transactions: the opener, then the
   // writer thread (set first thing in run()).
@@ -153,7 +152,7 @@ struct Outbox::Impl {
   std::string prune_resume;       // retention with MongoDB: the plan its next pass starts at ("": the first)
   bool untracked_marked = false;  // meta "untracked" committed by this process
 
-  ~Impl();
+  ~Impl() EXCLUDES(mu);
 
   // outbox.cc
   Status open_env();
@@ -161,22 +160,23 @@ struct Outbox::Impl {
   // Reads next_pending_id and the pending figures for the open log line.
   Status recover_counters(MDB_txn* txn, uint64_t* pending_count, int64_t* oldest_ms);
   void log_pending(uint64_t pending_count, int64_t oldest_ms) const;
-  void enqueue(std::unique_ptr<Op> op);
-  Status run_sync(std::unique_ptr<Op> op);
+  void enqueue(std::unique_ptr<Op> op) EXCLUDES(mu);
+  Status run_sync(std::unique_ptr<Op> op) EXCLUDES(mu);
   Status outbox_full() const;
 
   // writer.cc
   // Begins a write transaction; asserts the writer's invariant (writer.cc):
   // only write_thread opens write transactions.
   Status begin_write(MDB_txn** txn, std::string_view what);
-  void run();
-  std::vector<std::unique_ptr<Op>> next_batch(std::chrono::steady_clock::time_point until, bool* stopping);
-  void commit_batch(std::vector<std::unique_ptr<Op>>& batch);
+  void run() EXCLUDES(mu);
+  std::vector<std::unique_ptr<Op>> next_batch(std::chrono::steady_clock::time_point until, bool* stopping) EXCLUDES(mu);
+  // No lock held: the transaction, the sync, the observer, the callbacks.
+  void commit_batch(std::vector<std::unique_ptr<Op>>& batch) EXCLUDES(mu);
   // Retention and clearing of stale reader slots, once per prune_interval;
   // returns when to run next.
-  std::chrono::steady_clock::time_point housekeeping();
+  std::chrono::steady_clock::time_point housekeeping() EXCLUDES(mu);
   bool has_room();
-  Status run_txn(std::vector<std::unique_ptr<Op>>& batch, TxnState* st);
+  Status run_txn(std::vector<std::unique_ptr<Op>>& batch, TxnState* st) EXCLUDES(mu);
   Status apply(MDB_txn* txn, Op& op, TxnState* st);
 
   // apply.cc

@@ -47,8 +47,10 @@ void Outbox::Impl::run() {
 std::vector<std::unique_ptr<Outbox::Impl::Op>> Outbox::Impl::next_batch(std::chrono::steady_clock::time_point until,
                                                                         bool* stopping) {
   std::vector<std::unique_ptr<Op>> batch;
-  std::unique_lock l(mu);
-  cv.wait_until(l, until, [&] { return stop || !queue.empty(); });
+  MutexLock l(&mu);
+  while (!stop && queue.empty()) {
+    if (!cv.wait_until(until)) break;  // the next housekeeping is due
+  }
   *stopping = stop;
   size_t bytes = 0;
   while (!queue.empty() && batch.size() < options.max_batch_count &&
@@ -83,7 +85,7 @@ std::chrono::steady_clock::time_point Outbox::Impl::housekeeping() {
 void Outbox::Impl::commit_batch(std::vector<std::unique_ptr<Op>>& batch) {
   std::shared_ptr<const CommitObserver> obs;
   {
-    std::lock_guard l(mu);
+    MutexLock l(&mu);
     obs = observer;
   }
   TxnState st;
