@@ -60,6 +60,10 @@ class PlanService {
   // done: "approval recorded" / "rejected".
   virtual void approve(ApprovalRequest req, std::function<void(Result<std::string>)> done) = 0;
   virtual void clarify(ClarificationRequest req, std::function<void(Status)> done) = 0;
+  // Ok only once the plan ended canceled (durable). A cancel that races the
+  // plan's own end (its final result, a failure) is decided with that end:
+  // kFailedPrecondition "plan is not running (status: completed)" when the
+  // other end was recorded first; never "canceled" for a plan that completed.
   virtual void cancel(std::string user_id, std::string plan_id, std::function<void(Status)> done) = 0;
 
   // Teams (MACAE team format, canonical JSON objects).

@@ -66,7 +66,16 @@ asio::awaitable<void> Runtime::finish(PlanRun& run, std::string_view type, const
 void Runtime::answer_pending(PlanRun& run, const Status& st) {
   if (run.approval_done) std::exchange(run.approval_done, nullptr)(st);
   if (run.clarify_done) std::exchange(run.clarify_done, nullptr)(st);
-  for (auto& cb : std::exchange(run.cancel_done, {})) cb(st);
+  // A cancel is decided here, on the strand, against the recorded end: it
+  // is "canceled" only when the plan ended canceled. One that came while
+  // another end was being appended (the final result, a failure) lost the
+  // race and is answered with the real status.
+  Status cancel_st = st;
+  if (st.is_ok() && run.record.status != PlanStatus::kCanceled) {
+    cancel_st =
+        failed_precondition("plan is not running (status: " + std::string(plan_status_name(run.record.status)) + ")");
+  }
+  for (auto& cb : std::exchange(run.cancel_done, {})) cb(cancel_st);
 }
 
 asio::awaitable<void> Runtime::end_on_append_failure(PlanRun& run, const Status& why) {

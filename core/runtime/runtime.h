@@ -166,7 +166,9 @@ class Runtime final : public PlanService {
   boost::asio::awaitable<void> finish(PlanRun& run, std::string_view type, const std::string& data, PlanStatus status);
   // Drops the plan from memory (releasing its slot) without announcing more.
   void abandon(PlanRun& run);
-  // Completes the plan's pending approve/clarify/cancel callbacks with `st`.
+  // Completes the plan's pending approve/clarify/cancel callbacks with `st`;
+  // a cancel gets ok only if the recorded end is "canceled" (else 409 with
+  // the real status: it lost the race with that end).
   void answer_pending(PlanRun& run, const Status& st);
   // Ends a plan whose append failed (other than "outbox full"): logged at
   // error level; unless agentd is stopping, an error_message moves the plan

@@ -7,9 +7,11 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <sstream>
 #include <stdexcept>
@@ -46,12 +48,23 @@ std::string script_team(const std::string& id, const std::string& script_b = "{}
 }
 
 // A MessageLog over the outbox that fails appends of one message type with
-// kIoError (not sticky: later appends go through), `fail` times.
+// kIoError (not sticky: later appends go through), `fail` times; and that
+// calls `on_commit` when an append of `hook_type` committed, before the
+// runtime hears of it (a request that comes at that moment: an interleaving
+// forced, not slept for).
 struct FlakyLog final : MessageLog {
   void append(AppendRequest req, AppendCallback done) override {
     if (req.message && req.message->tail.find("\"type\":\"" + fail_type + "\"") != std::string::npos &&
         fail.fetch_sub(1) > 0) {
       return done(io_error("injected append failure"));
+    }
+    if (on_commit && req.message && req.message->tail.find("\"type\":\"" + hook_type + "\"") != std::string::npos) {
+      std::string plan_id = req.message->plan_id;
+      return inner->append(std::move(req),
+                           [this, plan_id = std::move(plan_id), done = std::move(done)](Result<AppendResult> r) {
+                             if (r) on_commit(plan_id);
+                             done(std::move(r));
+                           });
     }
     inner->append(std::move(req), std::move(done));
   }
@@ -72,6 +85,8 @@ struct FlakyLog final : MessageLog {
   MessageLog* inner = nullptr;
   std::string fail_type;
   std::atomic<int> fail{0};
+  std::string hook_type;
+  std::function<void(const std::string& plan_id)> on_commit;  // on the outbox's thread
 };
 
 // An io_context with two threads, an outbox and a runtime, torn down in order.
@@ -372,6 +387,87 @@ TEST_CASE("a user cancels a running plan; cancel of a finished or foreign plan")
   CHECK(h.field(msgs.back(), "content") == "Plan canceled by the user");
   CHECK(h.cancel(kUser, s.plan_id).code() == Code::kFailedPrecondition);
   CHECK(h.cancel(kUser, "nope").code() == Code::kNotFound);
+}
+
+// Issue 13, item 10: an approval sent the moment the approval request
+// commits (a client that saw it live) finds the plan waiting: it was refused
+// 409 when the plan was marked waiting only after the append returned, and
+// the plan then timed out.
+TEST_CASE("an approval sent the moment the approval request commits is accepted") {
+  FlakyLog hook;
+  hook.hook_type = "plan_approval_request";
+  Harness* hp = nullptr;
+  std::promise<Result<std::string>> answer;
+  hook.on_commit = [&](const std::string& plan_id) {
+    hp->runtime->approve({kUser, plan_id, "", true, "at once"},
+                         [&](Result<std::string> r) { answer.set_value(std::move(r)); });
+  };
+  RuntimeOptions o;
+  o.approval_timeout = 2s;  // what a refused approval would end in
+  Harness h({team_from(script_team("t1"))}, o, nullptr, test::make_temp_dir("agentd-runtime"), &hook);
+  hp = &h;
+  auto s = h.submit("approve at once", false);
+  auto fut = answer.get_future();
+  REQUIRE(fut.wait_for(10s) == std::future_status::ready);
+  auto r = fut.get();
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  CHECK(*r == "approval recorded");
+  h.wait_status(s.plan_id, PlanStatus::kCompleted);
+}
+
+// Issue 13, item 10: a cancel is decided on the plan's strand against its
+// ending. The final append wins when the cancel comes while it commits: the
+// cancel is answered 409 with the real status (it was answered "canceled"
+// for a completed plan).
+TEST_CASE("a cancel racing the final append is refused with the plan's real status, never answered canceled") {
+  FlakyLog hook;
+  hook.hook_type = "final_result_message";
+  Harness* hp = nullptr;
+  std::promise<Status> answer;
+  hook.on_commit = [&](const std::string& plan_id) {
+    // The final result is committed; the runtime has not heard yet.
+    hp->runtime->cancel(kUser, plan_id, [&](Status st) { answer.set_value(std::move(st)); });
+  };
+  Harness h({team_from(script_team("t1"))}, {}, nullptr, test::make_temp_dir("agentd-runtime"), &hook);
+  hp = &h;
+  auto s = h.submit("race the end", true);
+  auto fut = answer.get_future();
+  REQUIRE(fut.wait_for(10s) == std::future_status::ready);
+  Status st = fut.get();
+  CHECK_MESSAGE(st.code() == Code::kFailedPrecondition, st.to_string());
+  CHECK_MESSAGE(st.message().find("status: completed") != std::string::npos, st.to_string());
+  CHECK(h.wait_status(s.plan_id, PlanStatus::kCompleted).status == PlanStatus::kCompleted);
+  CHECK(h.types(s.plan_id).back() == "final_result_message");
+  CHECK(h.wait_inactive() == 0);
+}
+
+// The other side: a cancel that comes before the ending began wins — the
+// plan ends canceled and no final result follows.
+TEST_CASE("a cancel during the last step's append wins: the plan ends canceled, no final result after") {
+  FlakyLog hook;
+  hook.hook_type = "agent_message";
+  Harness* hp = nullptr;
+  std::promise<Status> answer;
+  std::atomic<int> seen{0};
+  hook.on_commit = [&](const std::string& plan_id) {
+    // The last step's (B's) only message is committed: cancel before the
+    // runtime goes on to the final result.
+    if (seen.fetch_add(1) == 1) {
+      hp->runtime->cancel(kUser, plan_id, [&](Status st) { answer.set_value(std::move(st)); });
+    }
+  };
+  Harness h({team_from(script_team("t1"))}, {}, nullptr, test::make_temp_dir("agentd-runtime"), &hook);
+  hp = &h;
+  auto s = h.submit("cancel at the end", true);
+  auto fut = answer.get_future();
+  REQUIRE(fut.wait_for(10s) == std::future_status::ready);
+  Status st = fut.get();
+  REQUIRE_MESSAGE(st.is_ok(), st.to_string());
+  CHECK(h.plan(s.plan_id).status == PlanStatus::kCanceled);
+  auto types = h.types(s.plan_id);
+  CHECK(std::count(types.begin(), types.end(), "final_result_message") == 0);
+  CHECK(types.back() == "error_message");
+  CHECK(h.wait_inactive() == 0);
 }
 
 TEST_CASE("an agent error becomes an error message and a failed plan") {
