@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.h"
+
 namespace agentd {
 
 namespace {
@@ -83,24 +85,27 @@ ExitCode App::open_outbox() {
 // MongoDB reads for the API, and the flusher (its own thread); nothing
 // without --mongo-uri (the embedded default).
 ExitCode App::open_mongo() {
-  if (cfg_.mongo_uri.empty()) return kExitOk;
-  MessageStoreOptions mopts;
-  if (!cfg_.cluster_secret_file.empty()) mopts.owner = cfg_.instance_id;  // plans carry their owner
+  MessageStoreOptions mopts;  // --write-concern is checked with or without --mongo-uri
   if (cfg_.write_concern == "majority") {
     mopts.write_concern.majority = true;
   } else {
     mopts.write_concern.majority = false;
     try {
-      mopts.write_concern.w = std::stoi(cfg_.write_concern);
+      size_t used = 0;
+      mopts.write_concern.w = std::stoi(cfg_.write_concern, &used);
+      if (used != cfg_.write_concern.size()) mopts.write_concern.w = 0;
     } catch (...) {
       mopts.write_concern.w = 0;
     }
     if (mopts.write_concern.w < 1) {
-      spdlog::error("--write-concern: expected a number >= 1 or 'majority', got '{}'", cfg_.write_concern);
+      spdlog::error("--write-concern: expected a number >= 1 or 'majority' (tag names are not supported), got '{}'",
+                    cfg_.write_concern);
       return kExitUsage;
     }
   }
   mopts.write_concern.journal = cfg_.journal;
+  if (cfg_.mongo_uri.empty()) return kExitOk;
+  if (!cfg_.cluster_secret_file.empty()) mopts.owner = cfg_.instance_id;  // plans carry their owner
   auto pool = MongoPool::open(cfg_.mongo_uri);
   if (!pool) {
     spdlog::error("--mongo-uri: {}", pool.status().to_string());
@@ -108,6 +113,22 @@ ExitCode App::open_mongo() {
   }
   mongo_pool_ = std::move(*pool);
   message_store_ = std::make_unique<MessageStore>(mongo_pool_.get(), mopts);
+  // One write with the flusher's write concern before anything depends on
+  // it: a server that refuses it stops agentd here, rather than every flush
+  // failing later. Unreachable: the flusher finds out (it retries).
+  if (WriteStatus probe = message_store_->probe_write_concern(now_unix_ms()); !probe.is_ok()) {
+    const MongoFailure& f = probe.failure();
+    if (write_concern_refused(f)) {
+      spdlog::error(
+          "--write-concern {} --journal {}: MongoDB refuses this write concern {} ({}). A standalone server takes "
+          "'majority' or 1, and j:true only with journaling (--journal false otherwise); a replica set takes w up "
+          "to its data-bearing members",
+          cfg_.write_concern, cfg_.journal ? "true" : "false", describe(mopts.write_concern), f.message);
+      return kExitUsage;
+    }
+    spdlog::warn("MongoDB: write concern {} not checked at start ({}: {}); the flusher retries",
+                 describe(mopts.write_concern), f.reason, f.message);
+  }
   history_ = std::make_unique<StoreHistoryReader>(message_store_.get());
   FlusherOptions fopts;
   fopts.max_batch_count = cfg_.flush_batch;

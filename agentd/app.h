@@ -39,7 +39,8 @@
 
 namespace agentd {
 
-// agentd's exit codes: 0 clean stop; 1 internal error; 2 bad flags; 3 data
+// agentd's exit codes: 0 clean stop; 1 internal error; 2 bad flags (also: MongoDB
+// refuses the --write-concern/--journal asked for); 3 data
 // folder unusable (cannot create, locked by another agentd, bad format);
 // 4 cannot listen.
 enum ExitCode { kExitOk = 0, kExitInternal = 1, kExitUsage = 2, kExitDataDir = 3, kExitListen = 4 };

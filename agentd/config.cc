@@ -140,10 +140,13 @@ void add_flags(CLI::App& app, Config& cfg) {
       ->envname("AGENTD_WEB_DIR");
   // ---- store flags ----
   app.add_option("--write-concern", cfg.write_concern,
-                 "MongoDB write concern w: a number >= 1 or 'majority' (FerretDB ignores it)")
+                 "MongoDB write concern w: a number >= 1 or 'majority' (no tag names); checked by one write at "
+                 "start: a server that refuses it (w > 1 on a standalone, w above the replica set's members) "
+                 "stops agentd with exit 2 (FerretDB accepts any)")
       ->envname("AGENTD_WRITE_CONCERN")
       ->capture_default_str();
-  app.add_option("--journal", cfg.journal, "MongoDB write concern j (journaled)")
+  app.add_option("--journal", cfg.journal,
+                 "MongoDB write concern j (journaled); a server without journaling refuses true: exit 2 at start")
       ->envname("AGENTD_JOURNAL")
       ->capture_default_str();
   app.add_option("--flush-batch", cfg.flush_batch, "pending messages per MongoDB bulk write")

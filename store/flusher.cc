@@ -138,8 +138,16 @@ void Flusher::count_failure(const std::string& reason) {
 void Flusher::on_transient(const MongoFailure& f, bool count) {
   if (count) count_failure(f.reason);
   if (up_.load() || !known_) {
-    spdlog::warn("flusher: MongoDB unavailable ({}: {}); retrying with backoff, appends continue in the outbox",
-                 f.reason, f.message);
+    if (write_concern_refused(f)) {
+      // Not the documents' fault: nothing is dead-lettered; fix the flag.
+      spdlog::error(
+          "flusher: MongoDB refuses the write concern (--write-concern/--journal): {}; retrying with backoff, "
+          "messages stay pending in the outbox",
+          f.message);
+    } else {
+      spdlog::warn("flusher: MongoDB unavailable ({}: {}); retrying with backoff, appends continue in the outbox",
+                   f.reason, f.message);
+    }
   }
   known_ = true;
   up_.store(false);

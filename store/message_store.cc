@@ -46,6 +46,23 @@ MongoFailure make(FailureKind kind, std::string reason, std::string message, int
   return f;
 }
 
+// True when (code, message) says the server refuses the write concern as
+// configured (never a wait that timed out or was interrupted). MongoDB's
+// validateWriteConcern() answers BadValue (2) "cannot use 'j' option when a
+// host does not have journaling enabled", "cannot use 'w' > 1 when a host is
+// not replicated" (older: "... with a standalone"), "cannot use non-majority
+// 'w' mode ..."; a replica set answers UnknownReplWriteConcern (79, no such
+// tag) or UnsatisfiableWriteConcern (100, w above the data-bearing members);
+// FailedToParse (9) / TypeMismatch (14) name "writeConcern" when malformed.
+bool refuses_write_concern(int32_t code, std::string_view m) {
+  if (code == 79 || code == 100) return true;
+  if (code != 2 && code != 9 && code != 14) return false;
+  for (std::string_view needle : {"'j' option", "'w' > 1", "'w' mode", "writeConcern", "write concern"}) {
+    if (m.find(needle) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
 // A server error code (MongoDB's error_codes.yml) for the command or the
 // server as a whole: only a duplicate key is about the data; every other
 // code, known or not (OutOfDiskSpace, LockTimeout, quota and throttling codes
@@ -53,6 +70,7 @@ MongoFailure make(FailureKind kind, std::string reason, std::string message, int
 MongoFailure classify_server_code(int32_t code, std::string message) {
   auto transient = [&](const char* reason) { return make(FailureKind::kTransient, reason, message, code); };
   auto permanent = [&](const char* reason) { return make(FailureKind::kPermanent, reason, message, code); };
+  if (refuses_write_concern(code, message)) return transient("write_concern");
   switch (code) {
     case 6:     // HostUnreachable
     case 7:     // HostNotFound
@@ -95,6 +113,9 @@ MongoFailure classify_server_code(int32_t code, std::string message) {
 // classified as a command-level code would be (retried).
 MongoFailure classify_document_code(int32_t code, std::string message) {
   auto permanent = [&](const char* reason) { return make(FailureKind::kPermanent, reason, message, code); };
+  // MongoDB before 3.x reported a refused write concern per document
+  // (BadValue "cannot use 'j' option ..."): about the server, not the document.
+  if (refuses_write_concern(code, message)) return make(FailureKind::kTransient, "write_concern", message, code);
   switch (code) {
     case 10334:  // BSONObjectTooLarge
     case 17419:  // document too large after update
@@ -218,6 +239,15 @@ MongoFailure classify(const bson_error_t& err, const bson_t* reply) {
     case MONGOC_ERROR_COLLECTION: return classify_server_code(code, message);
     default: return make(FailureKind::kTransient, "server", message, code);
   }
+}
+
+bool write_concern_refused(const MongoFailure& f) {
+  return f.reason == "write_concern" && refuses_write_concern(f.code, f.message);
+}
+
+std::string describe(const WriteConcernOptions& wc) {
+  return std::string("{w: ") + (wc.majority ? std::string("majority") : std::to_string(wc.w)) +
+         ", j: " + (wc.journal ? "true" : "false") + "}";
 }
 
 Status WriteStatus::to_status() const {
@@ -529,6 +559,28 @@ WriteStatus MessageStore::insert_dead_letter(const DeadLetterDoc& d) {
     BSON_APPEND_UTF8(&child, "bytes", "<not valid UTF-8; see the outbox's dead letters>");
   }
   bson_append_document_end(update.get(), &child);
+  BSON_APPEND_BOOL(opts.get(), "upsert", true);
+  if (!mongoc_write_concern_append(write_concern_, opts.get())) {
+    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
+  }
+  bson_error_t err;
+  if (!mongoc_collection_update_one(coll.get(), selector.get(), update.get(), opts.get(), reply.get(), &err)) {
+    return WriteStatus(classify(err, reply.get()));
+  }
+  return WriteStatus::ok();
+}
+
+WriteStatus MessageStore::probe_write_concern(int64_t now_ms) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), kMetaCollection);
+  Bson selector, update, opts, reply;
+  bson_t set;
+  const std::string wc = describe(options_.write_concern);
+  BSON_APPEND_UTF8(selector.get(), "_id", "write_concern_probe");
+  BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &set);
+  BSON_APPEND_UTF8(&set, "write_concern", wc.c_str());
+  BSON_APPEND_INT64(&set, "checked_at_ms", now_ms);
+  bson_append_document_end(update.get(), &set);
   BSON_APPEND_BOOL(opts.get(), "upsert", true);
   if (!mongoc_write_concern_append(write_concern_, opts.get())) {
     return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));

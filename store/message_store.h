@@ -17,6 +17,8 @@
 //                   a cluster's users' selected teams (POST select_team on any instance)
 //   dead_letters := { _id: "<kind>:<plan_id>:<seq|version>", kind: "message"|"plan", plan_id,
 //                     seq | version, pending_id, error, dead_at_ms, bytes: <the outbox bytes as text> }
+//   meta         := { _id: "write_concern_probe", write_concern: "<as configured>", checked_at_ms }
+//                   (probe_write_concern(): written at every start with the flusher's write concern)
 //
 // The members are core/envelope.h's bytes mapped by store/bson_codec.h. An
 // upsert stores top-level fields in lexicographic order (MongoDB >= 5 and
@@ -89,6 +91,7 @@ inline constexpr std::string_view kPlansCollection = "plans";
 inline constexpr std::string_view kDeadLettersCollection = "dead_letters";
 inline constexpr std::string_view kInstancesCollection = "instances";
 inline constexpr std::string_view kUserTeamsCollection = "user_teams";
+inline constexpr std::string_view kMetaCollection = "meta";
 
 // "<plan_id>:<seq>", the _id of a message document.
 std::string message_doc_id(std::string_view plan_id, uint64_t seq);
@@ -100,8 +103,13 @@ std::string message_content_hash(std::string_view envelope);
 // Write concern of every write. The default is {w: "majority", j: true}: the
 // flusher acks (and retention may then prune) only what a failover cannot
 // roll back — w:1 would override the majority default of MongoDB 5.0+
-// replica sets. A standalone treats majority as itself. FerretDB ignores
-// write concern entirely, so this is documented here and not tested there.
+// replica sets. A standalone treats majority as itself. A server that
+// refuses the write concern (j:true without journaling, w > 1 on a
+// standalone, w above a replica set's data-bearing members) is found at
+// start by probe_write_concern() (agentd exits naming --write-concern); at
+// run time the same refusal is a transient "write_concern" failure (retried,
+// counted), never a dead letter. FerretDB ignores write concern entirely
+// (every value is accepted), so refusals are tested on MongoDB's replies.
 struct WriteConcernOptions {
   int w = 1;             // >= 1 (unacknowledged writes would break invariant 4)
   bool majority = true;  // true: w = "majority" (w is then ignored)
@@ -151,6 +159,15 @@ struct MongoFailure {
 // Classifies a failed call. `reply` (may be null) is the server reply, whose
 // writeErrors / writeConcernErrors / errorLabels refine the answer.
 MongoFailure classify(const bson_error_t& err, const bson_t* reply);
+
+// True when `f` says the server refuses the write concern as configured
+// (reason "write_concern" with a refusal code: BadValue naming 'j'/'w',
+// UnknownReplWriteConcern, UnsatisfiableWriteConcern), as opposed to a
+// write-concern wait that timed out or was interrupted (retried as usual).
+bool write_concern_refused(const MongoFailure& f);
+
+// "{w: majority, j: true}", "{w: 2, j: false}": for messages.
+std::string describe(const WriteConcernOptions& wc);
 
 // Either ok or a classified failure.
 class [[nodiscard]] WriteStatus {
@@ -237,6 +254,11 @@ class MessageStore {
 
   // Records a dead letter (idempotent by _id; best-effort for callers).
   WriteStatus insert_dead_letter(const DeadLetterDoc& d);
+
+  // One upsert of meta's write_concern_probe document with the configured
+  // write concern: the server's answer to it, before any message depends on
+  // it. A refusal is write_concern_refused(); unreachable is transient.
+  WriteStatus probe_write_concern(int64_t now_ms);
 
   // Reads for the API's merged read. Failures: kUnavailable when transient,
   // kCorruption when a stored document does not map back to JSON.

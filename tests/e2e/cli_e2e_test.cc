@@ -81,7 +81,9 @@ TEST_CASE("bad flags exit 2 and name the flag") {
                                                                 {"--threads", "0"},
                                                                 {"--outbox-retention-hours", "-1"},
                                                                 {"--auth", "nobody"},
-                                                                {"--listen", "localhost"}}) {
+                                                                {"--listen", "localhost"},
+                                                                {"--write-concern", "nosuchtag"},
+                                                                {"--write-concern", "2x"}}) {
     Run r = run_to_exit(args);
     CAPTURE(args[0]);
     CHECK_MESSAGE(r.code == 2, "exit " << r.code << ":\n" << r.out);

@@ -404,3 +404,45 @@ TEST_CASE("retention removes a finished plan whole once MongoDB holds it; reads 
   CHECK(post_message(a.port(), plan, "late").status == 409);
   CHECK(run_outbox_tool({"verify", a.data_dir()}, a.dir() + "/verify.log") == 0);
 }
+
+// Issue 13, item 6: the write concern is tried once at start, with a write
+// of the flusher's write concern (a refusal exits 2 naming --write-concern:
+// tested on MongoDB's replies in store_message_store_test, since FerretDB
+// accepts every write concern). Here: the probe ran with what was asked, and
+// the flusher writes with it.
+TEST_CASE("the write concern is probed at start with the flags' value; FerretDB takes any") {
+  FerretDb db;
+  db.start();
+  const std::string uri = db.uri() + "agentd_net_e2e_wc";
+  Agentd a;
+  a.start({"--mongo-uri", uri + "?serverSelectionTimeoutMS=500&connectTimeoutMS=500", "--write-concern", "5",
+           "--journal", "false"});
+  REQUIRE(wait_mongo_state(a.port(), "ok", 10000));
+  auto pool = MongoPool::open(uri);
+  REQUIRE(pool.is_ok());
+  {
+    auto lease = (*pool)->lease();
+    mongoc_collection_t* c = mongoc_client_get_collection(lease.get(), "agentd_net_e2e_wc", "meta");
+    bson_t* filter = BCON_NEW("_id", "write_concern_probe");
+    mongoc_cursor_t* cur = mongoc_collection_find_with_opts(c, filter, nullptr, nullptr);
+    const bson_t* doc = nullptr;
+    REQUIRE(mongoc_cursor_next(cur, &doc));
+    bson_iter_t it;
+    REQUIRE(bson_iter_init_find(&it, doc, "write_concern"));
+    CHECK(std::string(bson_iter_utf8(&it, nullptr)) == "{w: 5, j: false}");
+    mongoc_cursor_destroy(cur);
+    bson_destroy(filter);
+    mongoc_collection_destroy(c);
+  }
+  const auto [plan, base] = open_plan(a.port());
+  REQUIRE(post_message(a.port(), plan, "with w:5").status == 200);
+  MessageStore store(pool->get());
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  size_t stored = 0;
+  while (std::chrono::steady_clock::now() < until && stored < base + 1) {
+    auto m = store.read_messages(plan, 0, 1000);
+    if (m.is_ok()) stored = m->size();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(stored == base + 1);
+}

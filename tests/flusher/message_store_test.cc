@@ -375,3 +375,105 @@ TEST_CASE("the default write concern is majority with journal") {
   CHECK(o.write_concern.majority);
   CHECK(o.write_concern.journal);
 }
+
+// Issue 13, item 6. FerretDB accepts every write concern (it ignores the
+// field), so a refusal cannot be produced by the test server: these are
+// MongoDB's answers as the driver hands them over (error domain and code,
+// the bulk reply), from validateWriteConcern() and the replica set's checks.
+TEST_CASE("a refused write concern is a retried write_concern failure, never a dead letter; timeouts are no refusal") {
+  auto err = [](uint32_t domain, uint32_t code, const char* msg) {
+    bson_error_t e{};
+    e.domain = domain;
+    e.code = code;
+    bson_strncpy(e.message, msg, sizeof e.message);
+    return e;
+  };
+  // The bulk reply the driver builds for a command-level error: counts, no
+  // per-document error.
+  bson_t* empty = BCON_NEW("nInserted", BCON_INT32(0), "nMatched", BCON_INT32(0), "nModified", BCON_INT32(0),
+                           "nRemoved", BCON_INT32(0), "nUpserted", BCON_INT32(0), "writeErrors", "[", "]");
+  for (const char* refusal :
+       {"cannot use 'j' option when a host does not have journaling enabled",
+        "cannot use 'w' > 1 when a host is not replicated", "cannot use 'w' > 1 with a standalone",
+        "cannot use non-majority 'w' mode \"nosuchtag\" when a host is not a member of a replica "
+        "set"}) {
+    CAPTURE(refusal);
+    MongoFailure f = classify(err(MONGOC_ERROR_SERVER, 2, refusal), empty);
+    CHECK(f.transient());
+    CHECK(f.reason == "write_concern");
+    CHECK(write_concern_refused(f));
+    // MongoDB 2.6 put it in writeErrors: still not the document's fault.
+    bson_t* per_doc =
+        BCON_NEW("writeErrors", "[", "{", "index", BCON_INT32(0), "code", BCON_INT32(2), "errmsg", refusal, "}", "]");
+    MongoFailure d = classify(err(MONGOC_ERROR_SERVER, 65, "batch item errors occurred"), per_doc);
+    CHECK(d.transient());
+    CHECK(d.reason == "write_concern");
+    CHECK(write_concern_refused(d));
+    bson_destroy(per_doc);
+  }
+  // A replica set: applied, then the wait refused (writeConcernErrors).
+  for (auto [code, msg] : {std::pair<int32_t, const char*>{79,
+                                                           "No write concern mode named 'nosuchtag' found in replica "
+                                                           "set configuration"},
+                           {100, "Not enough data-bearing nodes"}}) {
+    CAPTURE(msg);
+    bson_t* wce = BCON_NEW("nInserted", BCON_INT32(1), "writeErrors", "[", "]", "writeConcernErrors", "[", "{", "code",
+                           BCON_INT32(code), "errmsg", msg, "}", "]");
+    MongoFailure f = classify(err(MONGOC_ERROR_WRITE_CONCERN, static_cast<uint32_t>(code), msg), wce);
+    CHECK(f.transient());
+    CHECK(write_concern_refused(f));
+    bson_destroy(wce);
+  }
+  // A wait that timed out or was interrupted is retried like any outage,
+  // and is no reason to stop agentd at start.
+  bson_t* timeout =
+      BCON_NEW("writeConcernErrors", "[", "{", "code", BCON_INT32(64), "errmsg", "waiting for replication timed out",
+               "errInfo", "{", "wtimeout", BCON_BOOL(true), "}", "}", "]");
+  MongoFailure t = classify(err(MONGOC_ERROR_WRITE_CONCERN, 64, "waiting for replication timed out"), timeout);
+  CHECK(t.reason == "write_concern");
+  CHECK(t.transient());
+  CHECK_FALSE(write_concern_refused(t));
+  bson_destroy(timeout);
+  // A BadValue about something else is neither (command level: retried as
+  // unknown; per document: the document's fault, as before).
+  MongoFailure other = classify(err(MONGOC_ERROR_SERVER, 2, "unknown option to insert command"), empty);
+  CHECK(other.reason == "unknown");
+  CHECK_FALSE(write_concern_refused(other));
+  bson_t* nested = BCON_NEW("writeErrors", "[", "{", "index", BCON_INT32(0), "code", BCON_INT32(2), "errmsg",
+                            "invalid value: { \"m\": [ [ 1 ] ] } (nested arrays are not supported)", "}", "]");
+  CHECK(classify(err(MONGOC_ERROR_SERVER, 2, ""), nested).kind == FailureKind::kPermanent);
+  bson_destroy(nested);
+  bson_destroy(empty);
+  CHECK(describe(WriteConcernOptions{}) == "{w: majority, j: true}");
+  WriteConcernOptions two;
+  two.majority = false;
+  two.w = 2;
+  two.journal = false;
+  CHECK(describe(two) == "{w: 2, j: false}");
+}
+
+TEST_CASE("the start-up write-concern probe writes meta.write_concern_probe with the configured write concern") {
+  auto pool = open_pool(test::test_mongo_uri());
+  MessageStore store(pool.get());
+  WriteStatus ok = store.probe_write_concern(1234);
+  REQUIRE_MESSAGE(ok.is_ok(), ok.to_status().to_string());
+  CHECK(*store.count(kMetaCollection) == 1);
+  // FerretDB ignores write concern: w:5 (refused by any real standalone or
+  // replica set of fewer members) is accepted here; see the test above.
+  MessageStoreOptions five;
+  five.write_concern.majority = false;
+  five.write_concern.w = 5;
+  MessageStore other(pool.get(), five);
+  WriteStatus ignored = other.probe_write_concern(5678);
+  CHECK_MESSAGE(ignored.is_ok(), ignored.to_status().to_string());
+  CHECK(*store.count(kMetaCollection) == 1);  // one probe document, rewritten
+  // Unreachable: transient, not a refusal (agentd starts; the flusher retries).
+  int port = test::free_port();
+  auto down =
+      open_pool("mongodb://127.0.0.1:" + std::to_string(port) + "/x?serverSelectionTimeoutMS=200&connectTimeoutMS=200");
+  MessageStore nowhere(down.get());
+  WriteStatus st = nowhere.probe_write_concern(1);
+  REQUIRE_FALSE(st.is_ok());
+  CHECK(st.failure().transient());
+  CHECK_FALSE(write_concern_refused(st.failure()));
+}
