@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <unordered_set>
 #include <vector>
 
 namespace agentd {
@@ -81,6 +82,12 @@ class StrictHandler {
     f.key.assign(s, n);
     Status st = check_key(f.key, path());
     if (!st.is_ok()) return fail(std::move(st));
+    if (limits_.client_input) {
+      if (n == 0) return fail(invalid_argument(path() + ": empty key (the MongoDB driver refuses the document)"));
+      if (!f.keys.insert(f.key).second) {
+        return fail(invalid_argument(path() + ": key appears twice in one object (MongoDB does not support it)"));
+      }
+    }
     return doc_.Key(s, n, copy);
   }
   bool EndObject(rapidjson::SizeType n) {
@@ -113,8 +120,9 @@ class StrictHandler {
   struct Frame {
     bool array = false;
     bool has_key = false;
-    size_t index = 0;  // arrays: number of elements seen so far
-    std::string key;   // objects: current key
+    size_t index = 0;                      // arrays: number of elements seen so far
+    std::string key;                       // objects: current key
+    std::unordered_set<std::string> keys;  // objects, with client_input: the keys so far
   };
 
   // Called before every value (scalar or container) to advance array indexes.
@@ -127,7 +135,7 @@ class StrictHandler {
     if (static_cast<int>(stack_.size()) >= limits_.max_depth) {
       return fail(invalid_argument(path() + ": nesting deeper than " + std::to_string(limits_.max_depth)));
     }
-    stack_.push_back(Frame{array, false, 0, {}});
+    stack_.push_back(Frame{array, false, 0, {}, {}});
     return true;
   }
   bool fail(Status s) {

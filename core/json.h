@@ -8,6 +8,9 @@
 //   - nesting depth <= limits.max_depth                -> kInvalidArgument
 //   - no object key starts with '$', contains '.' or NUL (MongoDB would read
 //     it as an operator or a path)                     -> kInvalidArgument
+//   - with limits.client_input (request bodies): no key is empty (the
+//     MongoDB driver refuses the document) and no object holds a key twice
+//     (unsupported by MongoDB, refused by FerretDB)    -> kInvalidArgument
 //   - integers fit in int64 (BSON has no uint64)       -> kInvalidArgument
 //   - no string or key holds a lone UTF-16 surrogate escape ("\udc00"):
 //     every decoded string is UTF-8                     -> kInvalidArgument
@@ -29,6 +32,10 @@ namespace agentd {
 struct JsonLimits {
   size_t max_bytes = 1 << 20;  // 1 MiB
   int max_depth = 64;
+  // The key rules of a document a client hands in, beyond check_key(): no
+  // empty key, no key twice in one object. Off when reading bytes agentd
+  // stored before these rules existed (they stay readable).
+  bool client_input = false;
 };
 
 Result<rapidjson::Document> parse_strict(std::string_view text, const JsonLimits& limits = {});

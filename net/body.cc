@@ -26,6 +26,7 @@ std::string validation_detail(const std::vector<FieldError>& errors) {
 Body::Body(std::string_view text, size_t max_bytes) {
   JsonLimits limits;
   limits.max_bytes = max_bytes;
+  limits.client_input = true;  // what the MongoDB driver or server would refuse is a 422 here
   auto d = parse_strict(text, limits);
   if (!d) {
     // parse_strict names the field first ("data.x: ..."); keep it in loc.

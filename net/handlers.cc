@@ -6,6 +6,9 @@
 // read; a `done` that outlives the request captures what it needs by value.
 #include <rapidjson/document.h>
 
+#include <cstdint>
+#include <limits>
+
 #include "core/clock.h"
 #include "core/envelope.h"
 #include "core/json.h"
@@ -15,6 +18,7 @@
 #include "net/multipart.h"
 #include "net/router.h"
 #include "net/state.h"
+#include "store/message_store.h"
 
 namespace agentd::net {
 
@@ -357,6 +361,17 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
                               agent_type ? *agent_type : "AI_Agent", *content, is_final, raw ? &raw_text : nullptr,
                               streaming);
   d.metadata = metadata ? *metadata : R"({"source":"rest"})";
+  // What MongoDB would refuse is refused here (a dead letter otherwise): the
+  // document this message becomes, with the longest seq, must fit in 16 MiB.
+  // (Keys were checked by the strict body parse.)
+  {
+    constexpr uint64_t kLongestSeq = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    const std::string envelope = finalize(kLongestSeq, prepare(MessageDraft(d)).tail);
+    if (Status fits = check_message_document(d.plan_id, kLongestSeq, envelope); !fits.is_ok()) {
+      return respond(json_response(http::status::unprocessable_entity,
+                                   validation_detail({{{"body"}, fits.message(), "value_error.mongodb"}})));
+    }
+  }
   auto draft = std::make_shared<MessageDraft>(std::move(d));
   int retry = st_.cfg.retry_after_seconds;
   st_.run_read(

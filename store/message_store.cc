@@ -241,6 +241,30 @@ MongoFailure classify(const bson_error_t& err, const bson_t* reply) {
   }
 }
 
+namespace {
+
+// The members of a message document: {_id, <the envelope's members>, _hash}
+// (appended to `doc`, a new document or an upsert's $setOnInsert).
+Status append_message_doc(bson_t* doc, const std::string& id, std::string_view envelope) {
+  BSON_APPEND_UTF8(doc, "_id", id.c_str());
+  Status st = append_json_object(doc, envelope);
+  BSON_APPEND_UTF8(doc, "_hash", message_content_hash(envelope).c_str());
+  return st;
+}
+
+}  // namespace
+
+Status check_message_document(std::string_view plan_id, uint64_t seq, std::string_view envelope) {
+  Bson doc;
+  const std::string id = message_doc_id(plan_id, seq);
+  AGENTD_RETURN_IF_ERROR(append_message_doc(doc.get(), id, envelope));
+  if (doc.get()->len > kMaxMongoDocumentBytes) {
+    return Status(Code::kTooLarge, "the message would be a MongoDB document of " + std::to_string(doc.get()->len) +
+                                       " bytes, over MongoDB's limit of " + std::to_string(kMaxMongoDocumentBytes));
+  }
+  return Status::ok();
+}
+
 bool write_concern_refused(const MongoFailure& f) {
   return f.reason == "write_concern" && refuses_write_concern(f.code, f.message);
 }
@@ -454,18 +478,14 @@ WriteStatus MessageStore::bulk_write(std::span<const MessageDoc> batch, BulkMode
     bool added = false;
     if (mode == BulkMode::kInsert) {
       Bson doc;
-      BSON_APPEND_UTF8(doc.get(), "_id", id.c_str());
-      st = append_json_object(doc.get(), m.bytes);
-      BSON_APPEND_UTF8(doc.get(), "_hash", message_content_hash(m.bytes).c_str());
+      st = append_message_doc(doc.get(), id, m.bytes);
       if (st.is_ok()) added = mongoc_bulk_operation_insert_with_opts(bulk, doc.get(), nullptr, &err);
     } else {
       Bson selector, update;
       bson_t child;
       BSON_APPEND_UTF8(selector.get(), "_id", id.c_str());
       BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$setOnInsert", &child);
-      BSON_APPEND_UTF8(&child, "_id", id.c_str());
-      st = append_json_object(&child, m.bytes);
-      BSON_APPEND_UTF8(&child, "_hash", message_content_hash(m.bytes).c_str());
+      st = append_message_doc(&child, id, m.bytes);
       bson_append_document_end(update.get(), &child);
       if (st.is_ok()) {
         added = mongoc_bulk_operation_update_one_with_opts(bulk, selector.get(), update.get(), upsert.get(), &err);

@@ -100,6 +100,17 @@ std::string message_doc_id(std::string_view plan_id, uint64_t seq);
 // message document's `_hash` (what it was written with; not a security hash).
 std::string message_content_hash(std::string_view envelope);
 
+// MongoDB's largest document (BSONObjMaxUserSize, 16 MiB).
+inline constexpr size_t kMaxMongoDocumentBytes = 16u << 20;
+
+// Ok when `envelope` (an envelope of plan `plan_id` with `seq`) maps to a
+// message document MongoDB takes: the BSON document upsert_messages() writes
+// for it is at most kMaxMongoDocumentBytes. kTooLarge naming the size, or
+// kInvalidArgument when the bytes do not map (not a strict JSON object).
+// The API calls this before it appends a client's message (a 422 rather
+// than a dead letter).
+Status check_message_document(std::string_view plan_id, uint64_t seq, std::string_view envelope);
+
 // Write concern of every write. The default is {w: "majority", j: true}: the
 // flusher acks (and retention may then prune) only what a failover cannot
 // roll back — w:1 would override the majority default of MongoDB 5.0+

@@ -86,6 +86,25 @@ TEST_CASE("operator and path keys are rejected with the field path") {
   CHECK(parse_strict(R"({"a$":1,"b":"$x.y"})").is_ok());  // only keys, only a leading '$'
 }
 
+// Issue 13: a request body (client_input) is also refused what the MongoDB
+// driver or server would refuse: an empty key, a key twice in one object.
+// Bytes read back from storage keep the old rules (they stay readable).
+TEST_CASE("client input: empty and repeated keys are rejected with the field path; stored bytes still parse") {
+  JsonLimits client;
+  client.client_input = true;
+  auto empty = parse_strict(R"({"metadata":{"a":{"":1}}})", client);
+  REQUIRE_FALSE(empty.is_ok());
+  CHECK(empty.status().message().find("metadata.a") == 0);
+  CHECK(empty.status().message().find("empty key") != std::string::npos);
+  auto twice = parse_strict(R"({"metadata":{"k":1,"x":[{"a":1,"b":2,"a":3}]}})", client);
+  REQUIRE_FALSE(twice.is_ok());
+  CHECK(twice.status().message().find("metadata.x[0].a: key appears twice") == 0);
+  // The same key in sibling objects, or once per nesting level, is fine.
+  CHECK(parse_strict(R"({"a":{"a":{"a":1}},"b":[{"a":1},{"a":2}]})", client).is_ok());
+  CHECK(parse_strict(R"({"a":{"":1}})").is_ok());
+  CHECK(parse_strict(R"({"a":1,"a":2})").is_ok());
+}
+
 TEST_CASE("integers beyond int64 are rejected") {
   auto r = parse_strict(R"({"n":18446744073709551615})");
   REQUIRE_FALSE(r.is_ok());

@@ -166,6 +166,56 @@ TEST_CASE("GET /plan caps its messages: truncated + next_after_seq, and paging f
   CHECK(arr[4]["seq"].GetUint64() == 12);
 }
 
+// Issue 13: the client's metadata must make a document MongoDB takes; what
+// the driver or MongoDB would refuse is a 422 naming why, never a dead
+// letter. (What the codec accepts round-trips through the test database:
+// store_message_store_test's "codec" case.)
+TEST_CASE("agent_message: metadata MongoDB would refuse is a 422 naming the field; nothing is stored") {
+  net::ServerConfig cfg;
+  cfg.max_body_bytes = 8u << 20;  // room for a body whose BSON passes 16 MiB
+  ServerFixture f(cfg);
+  PlanRecord p = make_plan("pm", "alice");
+  f.append(p, "first", true);
+  auto post = [&](const std::string& metadata) {
+    return http_post(f.port, "/api/v3/agent_message",
+                     R"({"plan_id":"pm","agent":"X","content":"c","metadata":)" + metadata + "}", kAlice);
+  };
+  std::string deep = "1";
+  for (int i = 0; i < 64; ++i) deep = "{\"a\":" + deep + "}";
+  // 3M small integers: 6 MB of JSON, 36 MB of BSON (an array's keys are
+  // its indexes as strings).
+  std::string wide = "[0";
+  for (int i = 1; i < 3000000; ++i) wide += ",0";
+  wide += "]";
+  const std::pair<std::string, std::string> refused[] = {
+      {R"({"$set":1})", "metadata.$set: key starts with '$'"},
+      {R"({"a":{"b.c":1}})", "metadata.a.b.c: key contains '.'"},
+      {R"({"a\u0000b":1})", "key contains a NUL character"},
+      {R"({"ok":{"":1}})", "empty key (the MongoDB driver refuses"},
+      {R"({"k":1,"k":2})", "metadata.k: key appears twice"},
+      {deep, "nesting deeper than 64"},
+      {R"({"n":9223372036854775808})", "metadata.n: integer out of range"},
+      {R"({"s":"\udc00"})", "metadata.s: string holds a lone UTF-16 surrogate"},
+      {"{\"wide\":" + wide + "}", "over MongoDB's limit of 16777216"},
+  };
+  for (const auto& [metadata, why] : refused) {
+    CAPTURE(metadata.substr(0, 80));
+    auto r = post(metadata);
+    CHECK(r.status == 422);
+    CHECK_MESSAGE(r.body.find(why) != std::string::npos, r.body.substr(0, 300));
+  }
+  CHECK(f.outbox->last_seq("pm").value() == 1);
+  // Accepted metadata is stored as sent (canonical).
+  auto ok = post(R"({"ünï":"ċ","a$b":[1,{"_id":2}],"big":9223372036854775807,"neg":-0.0,"m":[[1]]})");
+  REQUIRE_MESSAGE(ok.status == 200, ok.body);
+  auto stored = f.outbox->read_messages("pm", 1, 1);
+  REQUIRE(stored.is_ok());
+  REQUIRE(stored->size() == 1);
+  CHECK((*(*stored)[0].bytes)
+            .find(R"("metadata":{"ünï":"ċ","a$b":[1,{"_id":2}],"big":9223372036854775807,"neg":-0.0,"m":[[1]]})") !=
+        std::string::npos);
+}
+
 TEST_CASE("agent_message is idempotent on message_id and on echoed frames") {
   ServerFixture f;
   PlanRecord p = make_plan("p1", "alice");
