@@ -5,6 +5,7 @@
 
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 
@@ -348,6 +349,30 @@ TEST_CASE("restart with --on-restart interrupt: a plan running when agentd was k
   CHECK(chat.back().seq == msgs.size());
   CHECK(chat.back().agent == "system");
   CHECK(starts_with(chat.back().content, "\u26a0\ufe0f Plan interrupted"));
+}
+
+// Issue 13, item 10: agentd answers no request before the plans a crash left
+// unfinished are recovered. Many plans wait for approval when agentd is
+// killed; after the restart the very first requests (the moment /healthz
+// answers) approve all of them, the last recovered first: each must find
+// its plan waiting (200), none a 409 "not awaiting approval".
+TEST_CASE("after a restart the first requests find every interrupted plan recovered") {
+  Agentd a;
+  std::string teams = write_team(a.dir());
+  a.start({"--teams-dir", teams});
+  constexpr int kPlans = 80;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kPlans; ++i) ids.push_back(submit(a.port(), "wait " + std::to_string(i), false));
+  for (const auto& id : ids) wait_plan(a.port(), id, "awaiting_approval");
+  a.proc().kill();                  // SIGKILL
+  a.start({"--teams-dir", teams});  // returns at the first /healthz answer
+  std::sort(ids.rbegin(), ids.rend());
+  for (const auto& id : ids) {
+    std::string body = JsonObject().str("m_plan_id", id).boolean("approved", true).done();
+    HttpReply r = http_post(a.port(), "/api/v3/plan_approval", body, {{"content-type", "application/json"}});
+    CHECK_MESSAGE(r.status == 200, id << ": " << r.status << " " << r.body);
+  }
+  for (const auto& id : ids) wait_plan(a.port(), id, "completed", 30s);
 }
 
 // --- with MongoDB (FerretDB fixture, or $AGENTD_TEST_MONGO_URI) ----------------
