@@ -555,12 +555,26 @@ WriteStatus MessageStore::upsert_plan(std::string_view plan_id, uint64_t version
   return WriteStatus::ok();
 }
 
+WriteStatus MessageStore::upsert_one(std::string_view collection, const bson_t* selector, const bson_t* update,
+                                     Concern concern) {
+  MongoPool::Lease lease = pool_->lease();
+  Collection coll(lease, pool_->database(), collection);
+  Bson opts, reply;
+  BSON_APPEND_BOOL(opts.get(), "upsert", true);
+  if (concern == Concern::kConfigured && !mongoc_write_concern_append(write_concern_, opts.get())) {
+    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
+  }
+  bson_error_t err;
+  if (!mongoc_collection_update_one(coll.get(), selector, update, opts.get(), reply.get(), &err)) {
+    return WriteStatus(classify(err, reply.get()));
+  }
+  return WriteStatus::ok();
+}
+
 WriteStatus MessageStore::insert_dead_letter(const DeadLetterDoc& d) {
   std::string id = std::string(d.is_plan ? "plan:" : "message:") + std::string(d.plan_id) + ":" +
                    (d.is_plan ? "v" : "") + std::to_string(d.seq_or_version);
-  MongoPool::Lease lease = pool_->lease();
-  Collection coll(lease, pool_->database(), kDeadLettersCollection);
-  Bson selector, update, opts, reply;
+  Bson selector, update;
   bson_t child;
   BSON_APPEND_UTF8(selector.get(), "_id", id.c_str());
   BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$setOnInsert", &child);
@@ -579,21 +593,11 @@ WriteStatus MessageStore::insert_dead_letter(const DeadLetterDoc& d) {
     BSON_APPEND_UTF8(&child, "bytes", "<not valid UTF-8; see the outbox's dead letters>");
   }
   bson_append_document_end(update.get(), &child);
-  BSON_APPEND_BOOL(opts.get(), "upsert", true);
-  if (!mongoc_write_concern_append(write_concern_, opts.get())) {
-    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
-  }
-  bson_error_t err;
-  if (!mongoc_collection_update_one(coll.get(), selector.get(), update.get(), opts.get(), reply.get(), &err)) {
-    return WriteStatus(classify(err, reply.get()));
-  }
-  return WriteStatus::ok();
+  return upsert_one(kDeadLettersCollection, selector.get(), update.get(), Concern::kConfigured);
 }
 
 WriteStatus MessageStore::probe_write_concern(int64_t now_ms) {
-  MongoPool::Lease lease = pool_->lease();
-  Collection coll(lease, pool_->database(), kMetaCollection);
-  Bson selector, update, opts, reply;
+  Bson selector, update;
   bson_t set;
   const std::string wc = describe(options_.write_concern);
   BSON_APPEND_UTF8(selector.get(), "_id", "write_concern_probe");
@@ -601,15 +605,7 @@ WriteStatus MessageStore::probe_write_concern(int64_t now_ms) {
   BSON_APPEND_UTF8(&set, "write_concern", wc.c_str());
   BSON_APPEND_INT64(&set, "checked_at_ms", now_ms);
   bson_append_document_end(update.get(), &set);
-  BSON_APPEND_BOOL(opts.get(), "upsert", true);
-  if (!mongoc_write_concern_append(write_concern_, opts.get())) {
-    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
-  }
-  bson_error_t err;
-  if (!mongoc_collection_update_one(coll.get(), selector.get(), update.get(), opts.get(), reply.get(), &err)) {
-    return WriteStatus(classify(err, reply.get()));
-  }
-  return WriteStatus::ok();
+  return upsert_one(kMetaCollection, selector.get(), update.get(), Concern::kConfigured);
 }
 
 Result<std::vector<StoredMessage>> MessageStore::read_messages(std::string_view plan_id, uint64_t after_seq,
@@ -738,9 +734,7 @@ Result<std::optional<std::string>> MessageStore::plan_owner(std::string_view pla
 }
 
 WriteStatus MessageStore::heartbeat(const InstanceDoc& self) {
-  MongoPool::Lease lease = pool_->lease();
-  Collection coll(lease, pool_->database(), kInstancesCollection);
-  Bson selector, update, opts, reply;
+  Bson selector, update;
   bson_t set;
   bson_append_utf8(selector.get(), "_id", -1, self.id.data(), static_cast<int>(self.id.size()));
   BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &set);
@@ -748,12 +742,7 @@ WriteStatus MessageStore::heartbeat(const InstanceDoc& self) {
   BSON_APPEND_INT64(&set, "started_ms", self.started_ms);
   BSON_APPEND_INT64(&set, "heartbeat_ms", self.heartbeat_ms);
   bson_append_document_end(update.get(), &set);
-  BSON_APPEND_BOOL(opts.get(), "upsert", true);
-  bson_error_t err;
-  if (!mongoc_collection_update_one(coll.get(), selector.get(), update.get(), opts.get(), reply.get(), &err)) {
-    return WriteStatus(classify(err, reply.get()));
-  }
-  return WriteStatus::ok();
+  return upsert_one(kInstancesCollection, selector.get(), update.get(), Concern::kDefault);
 }
 
 Result<std::vector<InstanceDoc>> MessageStore::list_instances() {
@@ -797,20 +786,13 @@ WriteStatus MessageStore::remove_instance(std::string_view id) {
 }
 
 WriteStatus MessageStore::set_user_team(std::string_view user_id, std::string_view team_id) {
-  MongoPool::Lease lease = pool_->lease();
-  Collection coll(lease, pool_->database(), kUserTeamsCollection);
-  Bson selector, update, opts, reply;
+  Bson selector, update;
   bson_t set;
   bson_append_utf8(selector.get(), "_id", -1, user_id.data(), static_cast<int>(user_id.size()));
   BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &set);
   bson_append_utf8(&set, "team_id", -1, team_id.data(), static_cast<int>(team_id.size()));
   bson_append_document_end(update.get(), &set);
-  BSON_APPEND_BOOL(opts.get(), "upsert", true);
-  bson_error_t err;
-  if (!mongoc_collection_update_one(coll.get(), selector.get(), update.get(), opts.get(), reply.get(), &err)) {
-    return WriteStatus(classify(err, reply.get()));
-  }
-  return WriteStatus::ok();
+  return upsert_one(kUserTeamsCollection, selector.get(), update.get(), Concern::kDefault);
 }
 
 Result<std::optional<std::string>> MessageStore::user_team(std::string_view user_id) {

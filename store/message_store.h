@@ -302,6 +302,11 @@ class MessageStore {
  private:
   enum class BulkMode { kInsert, kUpsert };
   WriteStatus bulk_write(std::span<const MessageDoc> batch, BulkMode mode);
+  // update_one(selector, update) with upsert on `collection`, under the
+  // configured write concern (kConfigured) or the client's default
+  // (kDefault); a failure is classify()'d into the WriteStatus.
+  enum class Concern { kConfigured, kDefault };
+  WriteStatus upsert_one(std::string_view collection, const bson_t* selector, const bson_t* update, Concern concern);
   static constexpr int kInsertRounds = 3;
 
   MongoPool* pool_;
