@@ -9,6 +9,7 @@
 
 #include "core/json.h"
 #include "tests/net/fixture.h"
+#include "tests/support/forwarding_log.h"
 
 using namespace agentd;
 using namespace agentd::test;
@@ -786,8 +787,7 @@ struct EmptyHistory final : net::HistoryReader {
 
 // The outbox, with one read held: the first read_messages(`plan`, `after`)
 // tells entered() and waits for release() before it reads.
-struct HeldRead final : MessageLog {
-  void append(AppendRequest req, AppendCallback done) override { inner->append(std::move(req), std::move(done)); }
+struct HeldRead final : test::ForwardingLog {
   Result<std::vector<StoredMessage>> read_messages(std::string_view id, uint64_t after, size_t limit) override {
     if (id == plan && after == held_after && !held.exchange(true)) {
       entered.set_value();
@@ -795,18 +795,6 @@ struct HeldRead final : MessageLog {
     }
     return inner->read_messages(id, after, limit);
   }
-  Result<std::optional<PlanRecord>> get_plan(std::string_view id) override { return inner->get_plan(id); }
-  Result<std::vector<PlanRecord>> list_plans(std::string_view user, size_t limit) override {
-    return inner->list_plans(user, limit);
-  }
-  Result<uint64_t> last_seq(std::string_view id) override { return inner->last_seq(id); }
-  Result<std::optional<uint64_t>> find_message(std::string_view id, std::string_view mid) override {
-    return inner->find_message(id, mid);
-  }
-  Result<std::vector<PlanRecord>> list_unfinished_plans(size_t limit) override {
-    return inner->list_unfinished_plans(limit);
-  }
-  MessageLog* inner = nullptr;
   std::string plan;
   uint64_t held_after = 0;
   std::atomic<bool> held{false};

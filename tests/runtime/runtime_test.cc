@@ -23,6 +23,7 @@
 #include "core/runtime/runtime.h"
 #include "net/llm_client.h"
 #include "outbox/outbox.h"
+#include "tests/support/forwarding_log.h"
 #include "tests/support/process.h"
 
 using namespace agentd;
@@ -52,7 +53,7 @@ std::string script_team(const std::string& id, const std::string& script_b = "{}
 // calls `on_commit` when an append of `hook_type` committed, before the
 // runtime hears of it (a request that comes at that moment: an interleaving
 // forced, not slept for).
-struct FlakyLog final : MessageLog {
+struct FlakyLog final : test::ForwardingLog {
   void append(AppendRequest req, AppendCallback done) override {
     if (req.message && req.message->tail.find("\"type\":\"" + fail_type + "\"") != std::string::npos &&
         fail.fetch_sub(1) > 0) {
@@ -68,21 +69,6 @@ struct FlakyLog final : MessageLog {
     }
     inner->append(std::move(req), std::move(done));
   }
-  Result<std::vector<StoredMessage>> read_messages(std::string_view id, uint64_t after, size_t limit) override {
-    return inner->read_messages(id, after, limit);
-  }
-  Result<std::optional<PlanRecord>> get_plan(std::string_view id) override { return inner->get_plan(id); }
-  Result<std::vector<PlanRecord>> list_plans(std::string_view user, size_t limit) override {
-    return inner->list_plans(user, limit);
-  }
-  Result<uint64_t> last_seq(std::string_view id) override { return inner->last_seq(id); }
-  Result<std::optional<uint64_t>> find_message(std::string_view id, std::string_view mid) override {
-    return inner->find_message(id, mid);
-  }
-  Result<std::vector<PlanRecord>> list_unfinished_plans(size_t limit) override {
-    return inner->list_unfinished_plans(limit);
-  }
-  MessageLog* inner = nullptr;
   std::string fail_type;
   std::atomic<int> fail{0};
   std::string hook_type;
