@@ -35,21 +35,81 @@ struct TempDir {
   }
 };
 
+std::unique_ptr<Outbox> open_outbox(const OutboxOptions& o) {
+  auto r = Outbox::open(o);
+  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
+  return std::move(*r);
+}
+
 std::unique_ptr<Outbox> open_outbox(const std::string& dir, bool track_pending = false,
                                     uint64_t max_bytes = 64ull << 20) {
   OutboxOptions o;
   o.dir = dir;
   o.track_pending = track_pending;
   o.max_bytes = max_bytes;
-  auto r = Outbox::open(o);
-  REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
-  return std::move(*r);
+  return open_outbox(o);
+}
+
+// An outbox with MongoDB whose retention may prune a message as soon as
+// MongoDB acknowledged it (see prune_acked()).
+OutboxOptions pruning_options(const std::string& dir) {
+  OutboxOptions o;
+  o.dir = dir;
+  o.track_pending = true;
+  o.flushed_retention = std::chrono::seconds(0);
+  return o;
+}
+
+// An outbox without MongoDB that removes plans finished over a minute ago.
+OutboxOptions embedded_retention_options(const std::string& dir) {
+  OutboxOptions o;
+  o.dir = dir;
+  o.finished_plan_retention = std::chrono::seconds(60);
+  return o;
 }
 
 AppendResult append_ok(Outbox& ob, AppendRequest req) {
   auto r = ob.append_sync(std::move(req));
   REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
   return std::move(*r);
+}
+
+// Appends messages m1 .. m<n> to `plan_id`.
+void append_messages(Outbox& ob, const std::string& plan_id, int n) {
+  for (int i = 1; i <= n; ++i) append_ok(ob, message_request(plan_id, "m" + std::to_string(i)));
+}
+
+// Acknowledges every pending entry, as the flusher does once MongoDB holds them.
+void ack_all(Outbox& ob) {
+  auto pending = ob.read_pending(1000000, 1u << 30);
+  REQUIRE(pending.is_ok());
+  std::vector<uint64_t> ids;
+  for (const auto& e : *pending) ids.push_back(e.id);
+  REQUIRE(ob.ack_sync(ids).is_ok());
+}
+
+// A retention pass that sees what was acknowledged before the call as older
+// than pruning_options()' zero flushed_retention.
+void prune_acked(Outbox& ob) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(ob.prune_sync().is_ok());
+}
+
+// Puts key = value into the LMDB database `db` of the closed outbox in `dir`
+// with plain LMDB, as another program (a future agentd, a bad tool) would.
+void put_raw(const std::string& dir, const char* db, std::string key, std::string value) {
+  MDB_env* env;
+  REQUIRE(mdb_env_create(&env) == 0);
+  REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
+  REQUIRE(mdb_env_open(env, dir.c_str(), 0, 0644) == 0);
+  MDB_txn* txn;
+  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+  MDB_dbi dbi;
+  REQUIRE(mdb_dbi_open(txn, db, 0, &dbi) == 0);
+  MDB_val k{key.size(), key.data()}, val{value.size(), value.data()};
+  REQUIRE(mdb_put(txn, dbi, &k, &val, 0) == 0);
+  REQUIRE(mdb_txn_commit(txn) == 0);
+  mdb_env_close(env);
 }
 
 }  // namespace
@@ -310,33 +370,15 @@ TEST_CASE("an interrupted backfill does not skip what a later run without MongoD
     append_ok(*ob, message_request("a-plan", "a1"));
     append_ok(*ob, message_request("b-plan", "b1"));
   }
-  {  // A run with MongoDB was stopped halfway: its backfill continues at b-plan.
-    MDB_env* env;
-    REQUIRE(mdb_env_create(&env) == 0);
-    REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
-    REQUIRE(mdb_env_open(env, d.path.c_str(), 0, 0644) == 0);
-    MDB_txn* txn;
-    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-    MDB_dbi meta;
-    REQUIRE(mdb_dbi_open(txn, outbox_format::kMetaDb, 0, &meta) == 0);
-    std::string v = "m" + outbox_format::message_key("b-plan", 1);
-    std::string key(outbox_format::kBackfillFromKey);
-    MDB_val k{key.size(), key.data()}, val{v.size(), v.data()};
-    REQUIRE(mdb_put(txn, meta, &k, &val, 0) == 0);
-    REQUIRE(mdb_txn_commit(txn) == 0);
-    mdb_env_close(env);
-  }
+  // A run with MongoDB was stopped halfway: its backfill continues at b-plan.
+  put_raw(d.path, outbox_format::kMetaDb, std::string(outbox_format::kBackfillFromKey),
+          "m" + outbox_format::message_key("b-plan", 1));
   {  // Then again without MongoDB: a message lands before the resume position.
     auto ob = open_outbox(d.path);
     append_ok(*ob, message_request("a-plan", "a2"));
   }
-  OutboxOptions o;
-  o.dir = d.path;
-  o.track_pending = true;
-  o.flushed_retention = std::chrono::seconds(0);
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  auto pend = (*r)->read_pending(100, 1 << 20);
+  auto ob = open_outbox(pruning_options(d.path));
+  auto pend = ob->read_pending(100, 1 << 20);
   REQUIRE(pend.is_ok());
   std::set<std::pair<std::string, uint64_t>> queued;
   for (const auto& e : *pend) {
@@ -346,30 +388,17 @@ TEST_CASE("an interrupted backfill does not skip what a later run without MongoD
   CHECK(queued.count({"a-plan", 2}) == 1);
   CHECK(queued.count({"b-plan", 1}) == 1);
   // Retention never takes an unqueued message for flushed.
-  REQUIRE((*r)->prune_sync().is_ok());
-  CHECK(*(*r)->first_seq("a-plan") == 1);
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK(*ob->first_seq("a-plan") == 1);
 }
 
 TEST_CASE("a newer on-disk format version is refused with kVersionMismatch") {
   TempDir d;
   open_outbox(d.path).reset();
-  {  // Rewrite the version with plain LMDB, as a future agentd would have.
-    MDB_env* env;
-    REQUIRE(mdb_env_create(&env) == 0);
-    REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
-    REQUIRE(mdb_env_open(env, d.path.c_str(), 0, 0644) == 0);
-    MDB_txn* txn;
-    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-    MDB_dbi meta;
-    REQUIRE(mdb_dbi_open(txn, outbox_format::kMetaDb, 0, &meta) == 0);
-    std::string v;
-    outbox_format::put_be32(&v, outbox_format::kFormatVersion + 1);
-    std::string key(outbox_format::kFormatVersionKey);
-    MDB_val k{key.size(), key.data()}, val{v.size(), v.data()};
-    REQUIRE(mdb_put(txn, meta, &k, &val, 0) == 0);
-    REQUIRE(mdb_txn_commit(txn) == 0);
-    mdb_env_close(env);
-  }
+  // Rewrite the version, as a future agentd would have.
+  std::string newer;
+  outbox_format::put_be32(&newer, outbox_format::kFormatVersion + 1);
+  put_raw(d.path, outbox_format::kMetaDb, std::string(outbox_format::kFormatVersionKey), newer);
   OutboxOptions o;
   o.dir = d.path;
   auto r = Outbox::open(o);
@@ -387,21 +416,7 @@ TEST_CASE("a plan record that does not decode is left out of the unfinished plan
     r.plan->status = PlanStatus::kRunning;
     append_ok(*ob, r);
   }
-  {  // A record no agentd wrote, with plain LMDB.
-    MDB_env* env;
-    REQUIRE(mdb_env_create(&env) == 0);
-    REQUIRE(mdb_env_set_maxdbs(env, 8) == 0);
-    REQUIRE(mdb_env_open(env, d.path.c_str(), 0, 0644) == 0);
-    MDB_txn* txn;
-    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-    MDB_dbi plans;
-    REQUIRE(mdb_dbi_open(txn, outbox_format::kPlansDb, 0, &plans) == 0);
-    std::string key = "bad", value = "{not a plan";
-    MDB_val k{key.size(), key.data()}, val{value.size(), value.data()};
-    REQUIRE(mdb_put(txn, plans, &k, &val, 0) == 0);
-    REQUIRE(mdb_txn_commit(txn) == 0);
-    mdb_env_close(env);
-  }
+  put_raw(d.path, outbox_format::kPlansDb, "bad", "{not a plan");  // a record no agentd wrote
   auto ob = open_outbox(d.path);
   auto unfinished = ob->list_unfinished_plans(10);
   REQUIRE_MESSAGE(unfinished.is_ok(), unfinished.status().to_string());
@@ -549,18 +564,12 @@ TEST_CASE(
 
 TEST_CASE("retention with track_pending prunes flushed messages only, keeping each plan's last") {
   TempDir d;
-  OutboxOptions o;
-  o.dir = d.path;
-  o.track_pending = true;
-  o.flushed_retention = std::chrono::seconds(0);
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  auto& ob = *r;
-  for (int i = 1; i <= 10; ++i) append_ok(*ob, message_request("p1", "m" + std::to_string(i)));
+  const OutboxOptions o = pruning_options(d.path);
+  auto ob = open_outbox(o);
+  append_messages(*ob, "p1", 10);
   // Pending ids 1..10 are seqs 1..10.
   REQUIRE(ob->ack_sync({1, 2, 3, 4, 5, 7}).is_ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  REQUIRE(ob->prune_sync().is_ok());
+  prune_acked(*ob);
   CHECK(*ob->first_seq("p1") == 6);  // 6 is pending: it and everything after stays
   CHECK(ob->read_messages("p1", 0, 100)->size() == 5);
   CHECK(ob->read_pending(100, 1 << 20)->size() == 4);  // pending entries still resolve their bytes
@@ -571,26 +580,19 @@ TEST_CASE("retention with track_pending prunes flushed messages only, keeping ea
   // Seq continues after pruning and after reopen.
   CHECK(append_ok(*ob, message_request("p1", "m11")).seq == 11);
   ob.reset();
-  r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  CHECK(append_ok(**r, message_request("p1", "m12")).seq == 12);
+  ob = open_outbox(o);
+  CHECK(append_ok(*ob, message_request("p1", "m12")).seq == 12);
 }
 
 TEST_CASE("retention never prunes a dead-lettered message: not while dead, not after a retry, not after a drop") {
   TempDir d;
-  OutboxOptions o;
-  o.dir = d.path;
-  o.track_pending = true;
-  o.flushed_retention = std::chrono::seconds(0);
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  auto& ob = *r;
-  for (int i = 1; i <= 6; ++i) append_ok(*ob, message_request("p1", "m" + std::to_string(i)));
+  const OutboxOptions o = pruning_options(d.path);
+  auto ob = open_outbox(o);
+  append_messages(*ob, "p1", 6);
   // MongoDB acknowledged all but seq 3, which it rejected.
   REQUIRE(ob->ack_sync({1, 2, 4, 5, 6}).is_ok());
   REQUIRE(ob->dead_letter_sync(3, "rejected").is_ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  REQUIRE(ob->prune_sync().is_ok());
+  prune_acked(*ob);
   CHECK(*ob->first_seq("p1") == 3);  // 1 and 2 went; 3 (not in MongoDB) and what follows stay
   // A retry puts it back as a fresh pending entry (id 7): still kept while pending.
   REQUIRE(ob->retry_dead_letter_sync(3).is_ok());
@@ -605,36 +607,27 @@ TEST_CASE("retention never prunes a dead-lettered message: not while dead, not a
   REQUIRE(ob->drop_dead_letter_sync(7).is_ok());
   REQUIRE(ob->prune_sync().is_ok());
   ob.reset();
-  r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  REQUIRE((*r)->prune_sync().is_ok());
-  CHECK(*(*r)->first_seq("p1") == 3);
-  CHECK((*r)->read_messages("p1", 2, 1)->front().seq == 3);
+  ob = open_outbox(o);
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK(*ob->first_seq("p1") == 3);
+  CHECK(ob->read_messages("p1", 2, 1)->front().seq == 3);
   // A retried message MongoDB then acknowledged is flushed like any other.
-  append_ok(**r, message_request("p2", "x1"));
-  append_ok(**r, message_request("p2", "x2"));
-  REQUIRE((*r)->dead_letter_sync(8, "rejected").is_ok());
-  REQUIRE((*r)->ack_sync({9}).is_ok());
-  REQUIRE((*r)->retry_dead_letter_sync(8).is_ok());
-  REQUIRE((*r)->ack_sync({10}).is_ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  REQUIRE((*r)->prune_sync().is_ok());
-  CHECK(*(*r)->first_seq("p2") == 2);
+  append_ok(*ob, message_request("p2", "x1"));
+  append_ok(*ob, message_request("p2", "x2"));
+  REQUIRE(ob->dead_letter_sync(8, "rejected").is_ok());
+  REQUIRE(ob->ack_sync({9}).is_ok());
+  REQUIRE(ob->retry_dead_letter_sync(8).is_ok());
+  REQUIRE(ob->ack_sync({10}).is_ok());
+  prune_acked(*ob);
+  CHECK(*ob->first_seq("p2") == 2);
 }
 
 TEST_CASE("dedup outlives retention: a repost of a pruned message answers its seq, not a new one") {
   TempDir d;
-  OutboxOptions o;
-  o.dir = d.path;
-  o.track_pending = true;
-  o.flushed_retention = std::chrono::seconds(0);
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  auto& ob = *r;
-  for (int i = 1; i <= 4; ++i) append_ok(*ob, message_request("p1", "m" + std::to_string(i)));
+  auto ob = open_outbox(pruning_options(d.path));
+  append_messages(*ob, "p1", 4);
   REQUIRE(ob->ack_sync({1, 2, 3, 4}).is_ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  REQUIRE(ob->prune_sync().is_ok());
+  prune_acked(*ob);
   REQUIRE(*ob->first_seq("p1") == 4);  // 1..3 pruned: MongoDB holds them
   auto again = append_ok(*ob, message_request("p1", "m2"));
   CHECK(again.duplicate);
@@ -647,14 +640,9 @@ TEST_CASE("dedup outlives retention: a repost of a pruned message answers its se
 
 TEST_CASE("retention with MongoDB removes a finished plan whole once MongoDB holds it, in time-bounded passes") {
   TempDir d;
-  OutboxOptions o;
-  o.dir = d.path;
-  o.track_pending = true;
-  o.flushed_retention = std::chrono::seconds(0);
+  OutboxOptions o = pruning_options(d.path);
   o.prune_time_budget = std::chrono::milliseconds(0);  // one plan per pass
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  auto& ob = *r;
+  auto ob = open_outbox(o);
   auto plan_with = [&](const std::string& id, PlanStatus status, int messages) {
     AppendRequest rec;
     rec.plan = make_plan(id, "alice", "2026-11-26T01:00:00.000Z", status);
@@ -705,28 +693,18 @@ TEST_CASE("retention with MongoDB removes a finished plan whole once MongoDB hol
 
 TEST_CASE("the writer applies retention periodically") {
   TempDir d;
-  OutboxOptions o;
-  o.dir = d.path;
-  o.track_pending = true;
-  o.flushed_retention = std::chrono::seconds(0);
+  OutboxOptions o = pruning_options(d.path);
   o.prune_interval = std::chrono::milliseconds(20);
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  for (int i = 1; i <= 5; ++i) append_ok(**r, message_request("p1", "m" + std::to_string(i)));
-  REQUIRE((*r)->ack_sync({1, 2, 3, 4, 5}).is_ok());
-  for (int i = 0; i < 200 && *(*r)->first_seq("p1") != 5; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  CHECK(*(*r)->first_seq("p1") == 5);
+  auto ob = open_outbox(o);
+  append_messages(*ob, "p1", 5);
+  REQUIRE(ob->ack_sync({1, 2, 3, 4, 5}).is_ok());
+  for (int i = 0; i < 200 && *ob->first_seq("p1") != 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(*ob->first_seq("p1") == 5);
 }
 
 TEST_CASE("embedded retention removes only finished plans older than the cutoff") {
   TempDir d;
-  OutboxOptions o;
-  o.dir = d.path;
-  o.finished_plan_retention = std::chrono::seconds(60);
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  auto& ob = *r;
+  auto ob = open_outbox(embedded_retention_options(d.path));
   std::string old_time = format_rfc3339_ms(now_unix_ms() - 3600 * 1000);
   std::string now_time = now_rfc3339();
   auto add = [&](const std::string& id, PlanStatus s, const std::string& at) {
@@ -761,28 +739,19 @@ TEST_CASE("embedded retention keeps everything while entries of a MongoDB run ar
     a.message = test::make_message("old-done", "m1");
     append_ok(*ob, a);
   }
-  OutboxOptions o;
-  o.dir = d.path;
-  o.finished_plan_retention = std::chrono::seconds(60);
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  REQUIRE((*r)->prune_sync().is_ok());
-  CHECK((*r)->get_plan("old-done")->has_value());
-  auto pending = (*r)->read_pending(10, 1 << 20);
+  auto ob = open_outbox(embedded_retention_options(d.path));
+  REQUIRE(ob->prune_sync().is_ok());
+  CHECK(ob->get_plan("old-done")->has_value());
+  auto pending = ob->read_pending(10, 1 << 20);
   REQUIRE(pending.is_ok());  // the entries still resolve their bytes
   CHECK(pending->size() == 2);
 }
 
 TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and recovers after ack and prune") {
   TempDir d;
-  OutboxOptions o;
-  o.dir = d.path;
-  o.track_pending = true;
+  OutboxOptions o = pruning_options(d.path);
   o.max_bytes = 1 << 20;
-  o.flushed_retention = std::chrono::seconds(0);
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  auto& ob = *r;
+  auto ob = open_outbox(o);
   CHECK(ob->writable().is_ok());
   std::string big(900, 'x');
   std::vector<std::string> stored;
@@ -807,13 +776,8 @@ TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and 
   REQUIRE(msgs->size() == stored.size());
   for (size_t i = 0; i < stored.size(); ++i) CHECK(*(*msgs)[i].bytes == stored[i]);
   // The flusher acks, retention prunes: appends work again, seq continues.
-  std::vector<uint64_t> ids;
-  auto pending = ob->read_pending(100000, 1u << 30);
-  REQUIRE(pending.is_ok());
-  for (auto& e : *pending) ids.push_back(e.id);
-  REQUIRE(ob->ack_sync(ids).is_ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  REQUIRE(ob->prune_sync().is_ok());
+  ack_all(*ob);
+  prune_acked(*ob);
   // Writable again before any append: /readyz must not wait for traffic that
   // a load balancer withholds from an instance it thinks is not ready.
   CHECK(ob->writable().is_ok());
@@ -825,13 +789,7 @@ TEST_CASE("a full outbox fails appends with kOutboxFull, keeps what it has, and 
 
 TEST_CASE("a full outbox fails only the appends that need space: rejections and duplicates keep their answers") {
   TempDir d;
-  OutboxOptions o;
-  o.dir = d.path;
-  o.track_pending = true;
-  o.max_bytes = 1 << 20;
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  auto& ob = *r;
+  auto ob = open_outbox(d.path, /*track_pending=*/true, /*max_bytes=*/1 << 20);
   std::string big(900, 'x');
   auto first = append_ok(*ob, message_request("p1", "m0", big));
   for (int i = 1; i < 5000; ++i) {
@@ -886,11 +844,10 @@ TEST_CASE("the append queue is bounded") {
   OutboxOptions o;
   o.dir = d.path;
   o.max_queue = 4;
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
+  auto ob = open_outbox(o);
   std::atomic<int> ok{0}, unavailable{0}, done{0};
   for (int i = 0; i < 200; ++i) {
-    (*r)->append(message_request("p1", "m" + std::to_string(i)), [&](Result<AppendResult> a) {
+    ob->append(message_request("p1", "m" + std::to_string(i)), [&](Result<AppendResult> a) {
       if (a.is_ok()) ++ok;
       if (a.status().code() == Code::kUnavailable) ++unavailable;
       ++done;
@@ -899,7 +856,7 @@ TEST_CASE("the append queue is bounded") {
   while (done < 200) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   CHECK(ok + unavailable == 200);
   CHECK(unavailable > 0);
-  CHECK(*(*r)->last_seq("p1") == static_cast<uint64_t>(ok.load()));
+  CHECK(*ob->last_seq("p1") == static_cast<uint64_t>(ok.load()));
 }
 
 TEST_CASE("a failed commit is sticky: every later write fails, reads still work, reopen recovers") {
@@ -931,21 +888,20 @@ TEST_CASE("a run with MongoDB after runs without it queues what they appended, o
   // 25,000 messages: more than one backfill transaction (10,000 entries).
   const int kPlans = 5, kPerPlan = 5000;
   {
-    OutboxOptions o;
-    o.dir = d.path;
-    o.sync = false;  // test speed; the backfill does not depend on it
-    auto r = Outbox::open(o);
-    REQUIRE(r.is_ok());
+    OutboxOptions without;
+    without.dir = d.path;
+    without.sync = false;  // test speed; the backfill does not depend on it
+    auto ob = open_outbox(without);
     for (int p = 0; p < kPlans; ++p) {
       AppendRequest pr;
       pr.plan = make_plan("p" + std::to_string(p), "alice", "2026-11-26T01:00:00.000Z");
-      append_ok(**r, std::move(pr));
+      append_ok(*ob, std::move(pr));
     }
     std::atomic<int> left{kPlans * kPerPlan};
     std::atomic<int> failed{0};
     for (int i = 0; i < kPerPlan; ++i) {
       for (int p = 0; p < kPlans; ++p) {
-        (*r)->append(message_request("p" + std::to_string(p), "m" + std::to_string(i)), [&](Result<AppendResult> a) {
+        ob->append(message_request("p" + std::to_string(p), "m" + std::to_string(i)), [&](Result<AppendResult> a) {
           if (!a.is_ok()) failed.fetch_add(1);
           left.fetch_sub(1);
         });
@@ -954,18 +910,13 @@ TEST_CASE("a run with MongoDB after runs without it queues what they appended, o
     }
     while (left.load() > 0) std::this_thread::yield();
     REQUIRE(failed.load() == 0);
-    auto none = (*r)->read_pending(10, 1 << 20);
+    auto none = ob->read_pending(10, 1 << 20);
     REQUIRE(none.is_ok());
     CHECK(none->empty());  // embedded: nothing pending
   }
-  OutboxOptions o;
-  o.dir = d.path;
-  o.track_pending = true;
-  o.flushed_retention = std::chrono::seconds(0);
+  const OutboxOptions o = pruning_options(d.path);
   {
-    auto r = Outbox::open(o);
-    REQUIRE_MESSAGE(r.is_ok(), r.status().to_string());
-    auto& ob = *r;
+    auto ob = open_outbox(o);
     // Retention must not take the backfilled messages for flushed.
     REQUIRE(ob->prune_sync().is_ok());
     auto all = ob->read_pending(1000000, 1u << 30);
@@ -990,9 +941,7 @@ TEST_CASE("a run with MongoDB after runs without it queues what they appended, o
     CHECK(plans_seen == static_cast<size_t>(kPlans));
     for (const auto& [plan, seq] : last_seq) CHECK(seq == static_cast<uint64_t>(kPerPlan));
     // Acked, they are flushed: retention may take them (all but each last).
-    std::vector<uint64_t> ids;
-    for (const auto& e : *all) ids.push_back(e.id);
-    REQUIRE(ob->ack_sync(ids).is_ok());
+    ack_all(*ob);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     for (int i = 0; i < 100; ++i) REQUIRE(ob->prune_sync().is_ok());
     auto left = ob->read_messages("p0", 0, 100000);
@@ -1000,9 +949,8 @@ TEST_CASE("a run with MongoDB after runs without it queues what they appended, o
     CHECK(left->size() == 1);
   }
   // Once queued, never again.
-  auto r = Outbox::open(o);
-  REQUIRE(r.is_ok());
-  auto again = (*r)->read_pending(10, 1 << 20);
+  auto ob = open_outbox(o);
+  auto again = ob->read_pending(10, 1 << 20);
   REQUIRE(again.is_ok());
   CHECK(again->empty());
 }
@@ -1013,27 +961,20 @@ TEST_CASE("opening without MongoDB and writing nothing (the outbox tool does) qu
   with.dir = d.path;
   with.track_pending = true;
   {
-    auto r = Outbox::open(with);
-    REQUIRE(r.is_ok());
+    auto ob = open_outbox(with);
     AppendRequest pr;
     pr.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z");
-    append_ok(**r, std::move(pr));
-    append_ok(**r, message_request("p1", "m1"));
-    auto all = (*r)->read_pending(100, 1 << 20);
-    REQUIRE(all.is_ok());
-    std::vector<uint64_t> ids;
-    for (const auto& e : *all) ids.push_back(e.id);
-    REQUIRE((*r)->ack_sync(ids).is_ok());
+    append_ok(*ob, std::move(pr));
+    append_ok(*ob, message_request("p1", "m1"));
+    ack_all(*ob);
   }
   {
     OutboxOptions without;
     without.dir = d.path;
-    auto r = Outbox::open(without);  // e.g. agentd-outbox inspect / dead-letters
-    REQUIRE(r.is_ok());
+    open_outbox(without);  // e.g. agentd-outbox inspect / dead-letters
   }
-  auto r = Outbox::open(with);
-  REQUIRE(r.is_ok());
-  auto again = (*r)->read_pending(100, 1 << 20);
+  auto ob = open_outbox(with);
+  auto again = ob->read_pending(100, 1 << 20);
   REQUIRE(again.is_ok());
   CHECK(again->empty());
 }
