@@ -132,15 +132,41 @@ void check_landed(MessageStore& store, const std::map<std::string, std::vector<s
   CHECK(*store.count(kMessagesCollection) == total);
 }
 
+// True when the server rejects nested arrays, as FerretDB does. A real
+// MongoDB accepts them; then a rejection scenario has nothing to reject.
+bool rejects_nested_arrays(MessageStore& store) {
+  std::string probe = test::make_envelope("probe", 1, R"({"m":[[1]]})");
+  std::vector<MessageDoc> pd{{"probe", 1, probe}};
+  if (!store.upsert_messages(pd).is_ok()) return true;
+  MESSAGE("server accepts nested arrays; skipping the rejection scenario");
+  return false;
+}
+
+// Waits until the flusher emptied the outbox, then stops it within 5 s.
+void drain_and_stop(Flusher& flusher, Outbox& ob, std::chrono::milliseconds timeout) {
+  REQUIRE(wait_until([&] { return pending(ob) == 0; }, timeout));
+  CHECK(flusher.stop(5s).is_ok());
+}
+
+// One test's outbox in a temp folder, and the registry that exports its
+// gauges (the test's Flusher counts into it too).
+struct OutboxFixture {
+  OutboxFixture() { export_outbox_metrics(ob.get(), metrics); }
+  TempDir dir;
+  std::unique_ptr<Outbox> ob = open_outbox(dir.path);
+  MetricsRegistry metrics;
+};
+
+// ... flushed into the test database.
+struct TestDbFixture : OutboxFixture {
+  std::unique_ptr<MongoPool> pool = open_pool(test::test_mongo_uri());
+  MessageStore store{pool.get()};
+};
+
 }  // namespace
 
-TEST_CASE("every appended message lands exactly once, in seq order, byte-equal; replays change nothing") {
-  TempDir dir;
-  auto ob = open_outbox(dir.path);
-  auto pool = open_pool(test::test_mongo_uri());
-  MessageStore store(pool.get());
-  MetricsRegistry metrics;
-  export_outbox_metrics(ob.get(), metrics);
+TEST_CASE_FIXTURE(TestDbFixture,
+                  "every appended message lands exactly once, in seq order, byte-equal; replays change nothing") {
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   Counter& appended = appended_messages_counter(metrics);
   ob->set_observer([&](const std::vector<CommittedMessage>& batch) {
@@ -236,8 +262,7 @@ TEST_CASE("crash between the MongoDB write and the outbox ack: reopen, no duplic
   export_outbox_metrics(ob.get(), metrics);
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   flusher.start();
-  REQUIRE(wait_until([&] { return pending(*ob) == 0; }, 20s));
-  CHECK(flusher.stop(5s).is_ok());
+  drain_and_stop(flusher, *ob, 20s);
   check_landed(store, expected);
   // The 20 of batch 2 were replayed (FerretDB ignores `ordered`, so its failed
   // insert may have written some of the 10 new ones too) and say so.
@@ -246,15 +271,12 @@ TEST_CASE("crash between the MongoDB write and the outbox ack: reopen, no duplic
   CHECK(replayed <= 30);
 }
 
-TEST_CASE("outage: FerretDB killed mid-run, appends keep succeeding, the backlog drains after restart") {
+TEST_CASE_FIXTURE(OutboxFixture,
+                  "outage: FerretDB killed mid-run, appends keep succeeding, the backlog drains after restart") {
   test::FerretDb db;
   db.start();
-  TempDir dir;
-  auto ob = open_outbox(dir.path);
   auto pool = open_pool(db.uri() + "agentd_outage?serverSelectionTimeoutMS=300&connectTimeoutMS=300");
   MessageStore store(pool.get());
-  MetricsRegistry metrics;
-  export_outbox_metrics(ob.get(), metrics);
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   ob->set_observer([&](const std::vector<CommittedMessage>&) { flusher.notify(); });
   flusher.start();
@@ -294,8 +316,7 @@ TEST_CASE("outage: FerretDB killed mid-run, appends keep succeeding, the backlog
   run = false;
   for (auto& t : producers) t.join();
   CHECK(failures.load() == 0);
-  REQUIRE(wait_until([&] { return pending(*ob) == 0; }, 30s));
-  CHECK(flusher.stop(5s).is_ok());
+  drain_and_stop(flusher, *ob, 30s);
   check_landed(store, expected);
 
   std::string text = metrics.render();
@@ -306,30 +327,17 @@ TEST_CASE("outage: FerretDB killed mid-run, appends keep succeeding, the backlog
   CHECK(metric(metrics, "agentd_dead_letters_total") == 0);
 }
 
-TEST_CASE("a permanently rejected message goes to dead letters and the messages after it still land") {
-  TempDir dir;
-  auto ob = open_outbox(dir.path);
-  auto pool = open_pool(test::test_mongo_uri());
-  MessageStore store(pool.get());
-  // Is the server FerretDB (which rejects nested arrays)? A real MongoDB
-  // accepts them; then there is nothing to reject with this document.
-  std::string probe = test::make_envelope("probe", 1, R"({"m":[[1]]})");
-  std::vector<MessageDoc> pd{{"probe", 1, probe}};
-  if (store.upsert_messages(pd).is_ok()) {
-    MESSAGE("server accepts nested arrays; skipping the rejection scenario");
-    return;
-  }
+TEST_CASE_FIXTURE(TestDbFixture,
+                  "a permanently rejected message goes to dead letters and the messages after it still land") {
+  if (!rejects_nested_arrays(store)) return;
   std::map<std::string, std::vector<std::string>> landed;
   for (int i = 1; i <= 30; ++i) {
     std::string bytes = append(*ob, message("plan-d", i, i == 17 ? R"({"matrix":[[1,2],[3,4]]})" : R"({"ok":1})"));
     if (i != 17) landed["plan-d"].push_back(bytes);
   }
-  MetricsRegistry metrics;
-  export_outbox_metrics(ob.get(), metrics);
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   flusher.start();
-  REQUIRE(wait_until([&] { return pending(*ob) == 0; }, 20s));
-  CHECK(flusher.stop(5s).is_ok());
+  drain_and_stop(flusher, *ob, 20s);
 
   auto got = store.read_messages("plan-d", 0, 100);
   REQUIRE(got.is_ok());
@@ -351,24 +359,15 @@ TEST_CASE("a permanently rejected message goes to dead letters and the messages 
   CHECK(metrics.render().find("agentd_persist_failures_total{reason=\"rejected\"} 1") != std::string::npos);
 }
 
-TEST_CASE("a run of dead letters beyond the limit stops the flusher into retrying instead of dead-lettering on") {
-  TempDir dir;
-  auto ob = open_outbox(dir.path);
-  auto pool = open_pool(test::test_mongo_uri());
-  MessageStore store(pool.get());
-  std::string probe = test::make_envelope("probe", 1, R"({"m":[[1]]})");
-  std::vector<MessageDoc> pd{{"probe", 1, probe}};
-  if (store.upsert_messages(pd).is_ok()) {
-    MESSAGE("server accepts nested arrays; skipping the rejection scenario");
-    return;
-  }
+TEST_CASE_FIXTURE(
+    TestDbFixture,
+    "a run of dead letters beyond the limit stops the flusher into retrying instead of dead-lettering on") {
+  if (!rejects_nested_arrays(store)) return;
   // 15 rejected documents in a row (as an outage answering every document
   // with a "permanent" code would look), then good ones.
   for (int i = 1; i <= 20; ++i) {
     append(*ob, message("plan-run", i, i <= 15 ? R"({"matrix":[[1,2],[3,4]]})" : R"({"ok":1})"));
   }
-  MetricsRegistry metrics;
-  export_outbox_metrics(ob.get(), metrics);
   FlusherOptions o = fast_options();
   o.dead_letter_run_limit = 3;
   o.backoff_base = 10s;  // long enough that the test sees the retrying state
@@ -387,24 +386,17 @@ TEST_CASE("a run of dead letters beyond the limit stops the flusher into retryin
   CHECK_FALSE(flusher.stop(1s).is_ok());  // entries stay pending
 }
 
-TEST_CASE("plan versions: the newest wins, whatever order they arrive in") {
-  TempDir dir;
-  auto ob = open_outbox(dir.path);
-  auto pool = open_pool(test::test_mongo_uri());
-  MessageStore store(pool.get());
+TEST_CASE_FIXTURE(TestDbFixture, "plan versions: the newest wins, whatever order they arrive in") {
   for (int i = 1; i <= 5; ++i) {
     PlanRecord p = test::make_plan("plan-v", "user", "2026-11-26T00:00:00.000Z", 0,
                                    i == 5 ? PlanStatus::kCompleted : PlanStatus::kRunning);
     append(*ob, message("plan-v", i), p);
   }
-  MetricsRegistry metrics;
-  export_outbox_metrics(ob.get(), metrics);
   FlusherOptions o = fast_options();
   o.max_batch_count = 3;  // versions spread over several batches, some within one
   Flusher flusher(ob.get(), &store, &metrics, o);
   flusher.start();
-  REQUIRE(wait_until([&] { return pending(*ob) == 0; }, 20s));
-  CHECK(flusher.stop(5s).is_ok());
+  drain_and_stop(flusher, *ob, 20s);
   auto newest = ob->get_plan("plan-v");
   REQUIRE(newest.is_ok());
   REQUIRE((*newest)->version == 5);
@@ -418,15 +410,11 @@ TEST_CASE("plan versions: the newest wins, whatever order they arrive in") {
   CHECK(encode_plan(**store.get_plan("plan-v")) == encode_plan(**newest));
 }
 
-TEST_CASE("graceful stop with MongoDB unreachable keeps the deadline and the pending entries") {
-  TempDir dir;
-  auto ob = open_outbox(dir.path);
+TEST_CASE_FIXTURE(OutboxFixture, "graceful stop with MongoDB unreachable keeps the deadline and the pending entries") {
   for (int i = 1; i <= 5; ++i) append(*ob, message("plan-s", i));
   auto pool = open_pool("mongodb://127.0.0.1:" + std::to_string(test::free_port()) +
                         "/x?serverSelectionTimeoutMS=100&connectTimeoutMS=100");
   MessageStore store(pool.get());
-  MetricsRegistry metrics;
-  export_outbox_metrics(ob.get(), metrics);
   Flusher flusher(ob.get(), &store, &metrics, fast_options());
   flusher.start();
   std::this_thread::sleep_for(300ms);
@@ -440,15 +428,11 @@ TEST_CASE("graceful stop with MongoDB unreachable keeps the deadline and the pen
   CHECK(metric(metrics, "agentd_outbox_pending_messages") == 5);
 }
 
-TEST_CASE("while idle, mongo_up follows the server: down when killed, up after restart") {
+TEST_CASE_FIXTURE(OutboxFixture, "while idle, mongo_up follows the server: down when killed, up after restart") {
   test::FerretDb db;
   db.start();
-  TempDir dir;
-  auto ob = open_outbox(dir.path);
   auto pool = open_pool(db.uri() + "agentd_idle?serverSelectionTimeoutMS=200&connectTimeoutMS=200");
   MessageStore store(pool.get());
-  MetricsRegistry metrics;
-  export_outbox_metrics(ob.get(), metrics);
   FlusherOptions o = fast_options();
   o.health_interval = 100ms;
   Flusher flusher(ob.get(), &store, &metrics, o);
