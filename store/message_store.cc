@@ -252,6 +252,13 @@ Status append_message_doc(bson_t* doc, const std::string& id, std::string_view e
   return st;
 }
 
+// Adds `wc` to a write's options (a transient failure when the driver
+// cannot encode it).
+WriteStatus append_write_concern(mongoc_write_concern_t* wc, bson_t* opts) {
+  if (mongoc_write_concern_append(wc, opts)) return WriteStatus::ok();
+  return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
+}
+
 }  // namespace
 
 Status check_message_document(std::string_view plan_id, uint64_t seq, std::string_view envelope) {
@@ -466,9 +473,7 @@ WriteStatus MessageStore::bulk_write(std::span<const MessageDoc> batch, BulkMode
   Collection coll(lease, pool_->database(), kMessagesCollection);
   Bson opts, upsert;
   BSON_APPEND_BOOL(opts.get(), "ordered", true);
-  if (!mongoc_write_concern_append(write_concern_, opts.get())) {
-    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
-  }
+  if (WriteStatus s = append_write_concern(write_concern_, opts.get()); !s.is_ok()) return s;
   BSON_APPEND_BOOL(upsert.get(), "upsert", true);
   mongoc_bulk_operation_t* bulk = mongoc_collection_create_bulk_operation_with_opts(coll.get(), opts.get());
   for (const MessageDoc& m : batch) {
@@ -540,9 +545,7 @@ WriteStatus MessageStore::upsert_plan(std::string_view plan_id, uint64_t version
   BSON_APPEND_INT64(&lt, "$lt", static_cast<int64_t>(version));
   bson_append_document_end(filter.get(), &lt);
   BSON_APPEND_BOOL(opts.get(), "upsert", true);
-  if (!mongoc_write_concern_append(write_concern_, opts.get())) {
-    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
-  }
+  if (WriteStatus s = append_write_concern(write_concern_, opts.get()); !s.is_ok()) return s;
   bson_error_t err;
   if (!mongoc_collection_replace_one(coll.get(), filter.get(), doc->get(), opts.get(), reply.get(), &err)) {
     MongoFailure f = classify(err, reply.get());
@@ -561,8 +564,8 @@ WriteStatus MessageStore::upsert_one(std::string_view collection, const bson_t* 
   Collection coll(lease, pool_->database(), collection);
   Bson opts, reply;
   BSON_APPEND_BOOL(opts.get(), "upsert", true);
-  if (concern == Concern::kConfigured && !mongoc_write_concern_append(write_concern_, opts.get())) {
-    return WriteStatus(make(FailureKind::kTransient, "server", "cannot encode write concern", 0));
+  if (concern == Concern::kConfigured) {
+    if (WriteStatus s = append_write_concern(write_concern_, opts.get()); !s.is_ok()) return s;
   }
   bson_error_t err;
   if (!mongoc_collection_update_one(coll.get(), selector, update, opts.get(), reply.get(), &err)) {
