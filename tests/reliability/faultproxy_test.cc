@@ -105,6 +105,14 @@ long ms_since(Clock::time_point t) {
   return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
 }
 
+// An echo server behind a proxy, and a client connected through it.
+struct ProxiedConnection {
+  ProxiedConnection() { REQUIRE(s.connect(proxy->port())); }
+  EchoServer echo;
+  std::unique_ptr<faultproxy::FaultProxy> proxy = start_proxy(echo.port());
+  RawSocket s;
+};
+
 }  // namespace
 
 TEST_CASE("bytes pass intact both ways, on many connections") {
@@ -127,11 +135,7 @@ TEST_CASE("bytes pass intact both ways, on many connections") {
   CHECK(st.bytes_down == 4 * blob.size());
 }
 
-TEST_CASE("latency delays each chunk; clear() removes it") {
-  EchoServer echo;
-  auto proxy = start_proxy(echo.port());
-  RawSocket s;
-  REQUIRE(s.connect(proxy->port()));
+TEST_CASE_FIXTURE(ProxiedConnection, "latency delays each chunk; clear() removes it") {
   CHECK(round_trip(s, "warm") == "warm");
   proxy->set_latency(150ms);
   auto t = Clock::now();
@@ -143,11 +147,7 @@ TEST_CASE("latency delays each chunk; clear() removes it") {
   CHECK(ms_since(t) < 250);
 }
 
-TEST_CASE("a black hole holds bytes and new connections until it ends; nothing is lost") {
-  EchoServer echo;
-  auto proxy = start_proxy(echo.port());
-  RawSocket s;
-  REQUIRE(s.connect(proxy->port()));
+TEST_CASE_FIXTURE(ProxiedConnection, "a black hole holds bytes and new connections until it ends; nothing is lost") {
   CHECK(round_trip(s, "before") == "before");
   proxy->blackhole(600ms);
   auto t = Clock::now();
@@ -163,11 +163,7 @@ TEST_CASE("a black hole holds bytes and new connections until it ends; nothing i
   CHECK(round_trip(s, "after") == "after");
 }
 
-TEST_CASE("reset() resets open connections; refuse() closes new ones; both recover") {
-  EchoServer echo;
-  auto proxy = start_proxy(echo.port());
-  RawSocket s;
-  REQUIRE(s.connect(proxy->port()));
+TEST_CASE_FIXTURE(ProxiedConnection, "reset() resets open connections; refuse() closes new ones; both recover") {
   CHECK(round_trip(s, "x") == "x");
   proxy->reset();
   CHECK(s.wait_closed(2000));
