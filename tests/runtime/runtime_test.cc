@@ -1188,9 +1188,7 @@ TEST_CASE("an append that fails (not outbox full) ends the plan failed, frees it
   // The slot was freed: the next plan runs (max_concurrent_plans is 1).
   auto next = h.submit("second", true);
   h.wait_status(next.plan_id, PlanStatus::kCompleted);
-  auto until = std::chrono::steady_clock::now() + 5s;
-  while (h.runtime->active_plans() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
-  CHECK(h.runtime->active_plans() == 0);
+  CHECK(h.wait_inactive() == 0);
 }
 
 namespace {
@@ -1228,9 +1226,7 @@ TEST_CASE("an exception escaping a plan ends it failed, frees its slot and its r
   auto msgs = h.messages(s.plan_id);
   REQUIRE(msgs.back().type == "error_message");
   CHECK(h.field(msgs.back(), "content").find("injected throw from a callback") != std::string::npos);
-  auto until = std::chrono::steady_clock::now() + 5s;
-  while (h.runtime->active_plans() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
-  CHECK(h.runtime->active_plans() == 0);
+  CHECK(h.wait_inactive() == 0);
   auto next = h.submit("fine", true);  // its step needs the slot the failed plan held
   h.wait_status(next.plan_id, PlanStatus::kAwaitingClarification);
 }
@@ -1285,7 +1281,5 @@ TEST_CASE("a model client that throws fails the step, not the process") {
   CHECK(h.field(msgs.back(), "content").find("injected throw") != std::string::npos);
   auto next = h.submit("fine", true);
   h.wait_status(next.plan_id, PlanStatus::kCompleted);
-  auto until = std::chrono::steady_clock::now() + 5s;
-  while (h.runtime->active_plans() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
-  CHECK(h.runtime->active_plans() == 0);
+  CHECK(h.wait_inactive() == 0);
 }
