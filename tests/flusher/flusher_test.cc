@@ -82,6 +82,19 @@ std::string append(Outbox& ob, PreparedMessage m, std::optional<PlanRecord> plan
   return *r->bytes;
 }
 
+// A producer's append: on success its final bytes go to the end of its
+// plan's list in `expected` (under `mu`; one producer per plan keeps them in
+// seq order). False when the append failed.
+bool append_recorded(Outbox& ob, AppendRequest req, std::mutex& mu,
+                     std::map<std::string, std::vector<std::string>>& expected) {
+  std::string plan = req.message->plan_id;
+  auto r = ob.append_sync(std::move(req));
+  if (!r.is_ok()) return false;
+  std::lock_guard lock(mu);
+  expected[plan].push_back(*r->bytes);
+  return true;
+}
+
 template <typename Pred>
 bool wait_until(Pred pred, std::chrono::milliseconds timeout) {
   auto end = std::chrono::steady_clock::now() + timeout;
@@ -192,13 +205,7 @@ TEST_CASE_FIXTURE(TestDbFixture,
           req.message =
               message(plan, i, R"({"content":"msg )" + std::to_string(i) + R"(","n":)" + std::to_string(i) + "}");
           req.plan = rec;
-          auto r = ob->append_sync(std::move(req));
-          if (!r.is_ok()) {
-            ++failures;
-            continue;
-          }
-          std::lock_guard lock(mu);
-          expected[plan].push_back(*r->bytes);
+          if (!append_recorded(*ob, std::move(req), mu, expected)) ++failures;
         }
       }
     });
@@ -292,14 +299,9 @@ TEST_CASE_FIXTURE(OutboxFixture,
       for (int i = 1; run.load(); ++i) {
         AppendRequest req;
         req.message = message(plan, i);
-        auto r = ob->append_sync(std::move(req));
-        if (!r.is_ok()) {
+        if (!append_recorded(*ob, std::move(req), mu, expected)) {
           ++failures;
           continue;
-        }
-        {
-          std::lock_guard lock(mu);
-          expected[plan].push_back(*r->bytes);
         }
         std::this_thread::sleep_for(2ms);
       }
