@@ -144,6 +144,14 @@ struct Harness {
                  << plan_status_name(plan(id).status));
     return {};
   }
+  // Waits for the plan to fail; its last message is the error_message whose
+  // content contains `what`.
+  void wait_failed_with(const std::string& id, const std::string& what) {
+    wait_status(id, PlanStatus::kFailed);
+    auto msgs = messages(id);
+    REQUIRE(msgs.back().type == "error_message");
+    CHECK(field(msgs.back(), "content").find(what) != std::string::npos);
+  }
   // The runtime's active plans once none is left, or after 5 s: a plan is
   // forgotten just after its end commits (which wait_status sees).
   size_t wait_inactive() {
@@ -1181,10 +1189,7 @@ TEST_CASE("an append that fails (not outbox full) ends the plan failed, frees it
   flaky.fail = 1;
   Harness h({team_from(script_team("t1"))}, o, nullptr, test::make_temp_dir("agentd-runtime"), &flaky);
   auto s = h.submit("first", true);
-  h.wait_status(s.plan_id, PlanStatus::kFailed);
-  auto msgs = h.messages(s.plan_id);
-  REQUIRE(msgs.back().type == "error_message");
-  CHECK(h.field(msgs.back(), "content").find("injected append failure") != std::string::npos);
+  h.wait_failed_with(s.plan_id, "injected append failure");
   // The slot was freed: the next plan runs (max_concurrent_plans is 1).
   auto next = h.submit("second", true);
   h.wait_status(next.plan_id, PlanStatus::kCompleted);
@@ -1222,10 +1227,7 @@ TEST_CASE("an exception escaping a plan ends it failed, frees its slot and its r
     throw std::runtime_error("injected throw from a callback");
   });
   CHECK(answered.get_future().get().is_ok());
-  h.wait_status(s.plan_id, PlanStatus::kFailed);
-  auto msgs = h.messages(s.plan_id);
-  REQUIRE(msgs.back().type == "error_message");
-  CHECK(h.field(msgs.back(), "content").find("injected throw from a callback") != std::string::npos);
+  h.wait_failed_with(s.plan_id, "injected throw from a callback");
   CHECK(h.wait_inactive() == 0);
   auto next = h.submit("fine", true);  // its step needs the slot the failed plan held
   h.wait_status(next.plan_id, PlanStatus::kAwaitingClarification);
@@ -1275,10 +1277,7 @@ TEST_CASE("a model client that throws fails the step, not the process") {
   ThrowingModel model;
   Harness h({team_from(llm_team())}, o, &model);
   auto s = h.submit("THROW please", true);
-  h.wait_status(s.plan_id, PlanStatus::kFailed);
-  auto msgs = h.messages(s.plan_id);
-  REQUIRE(msgs.back().type == "error_message");
-  CHECK(h.field(msgs.back(), "content").find("injected throw") != std::string::npos);
+  h.wait_failed_with(s.plan_id, "injected throw");
   auto next = h.submit("fine", true);
   h.wait_status(next.plan_id, PlanStatus::kCompleted);
   CHECK(h.wait_inactive() == 0);
