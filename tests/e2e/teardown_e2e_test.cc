@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -21,6 +23,24 @@ namespace {
 std::string message_body(const std::string& plan_id, int writer, int i) {
   return R"({"plan_id":")" + plan_id + R"(","agent":"Ext","agent_type":"AI_Agent","content":"w)" +
          std::to_string(writer) + " m" + std::to_string(i) + "\"}";
+}
+
+// Once the load counted `at_least` answers (at most 10 s), SIGTERM: agentd
+// must exit 0 within 20 s. `after_exit` (the load's threads ending) runs
+// between the exit and those checks.
+void sigterm_under_load(Agentd& a, const std::atomic<int>& answered, int at_least,
+                        const std::function<void()>& after_exit) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (answered.load() < at_least && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(answered.load() >= at_least);
+  a.proc().signal(SIGTERM);
+  int status = a.proc().wait(20000);
+  after_exit();
+  REQUIRE_MESSAGE(status != -1, "agentd did not exit within 20 s of SIGTERM");
+  CHECK_MESSAGE(WIFEXITED(status), "agentd ended by signal " << WTERMSIG(status));
+  if (WIFEXITED(status)) CHECK(WEXITSTATUS(status) == 0);
 }
 
 // One round: `writers` clients post agent_messages back to back (and one
@@ -44,17 +64,9 @@ void sigterm_during_appends(const std::vector<std::string>& flags, int writers) 
     });
   }
   // Let the stream reach a steady rate (some appends committed), then stop.
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (ok.load() < 50 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  CHECK(ok.load() >= 50);
-  a.proc().signal(SIGTERM);
-  int status = a.proc().wait(20000);
-  for (auto& t : threads) t.join();
-  REQUIRE_MESSAGE(status != -1, "agentd did not exit within 20 s of SIGTERM");
-  CHECK_MESSAGE(WIFEXITED(status), "agentd ended by signal " << WTERMSIG(status));
-  if (WIFEXITED(status)) CHECK(WEXITSTATUS(status) == 0);
+  sigterm_under_load(a, ok, 50, [&] {
+    for (auto& t : threads) t.join();
+  });
   MESSAGE("appends answered before the stop: " << ok.load());
   // ~Agentd fails the test on a sanitizer report in agentd's log.
 }
@@ -94,17 +106,9 @@ TEST_CASE("SIGTERM while plans run and append: exit 0, no sanitizer report") {
         submitted.fetch_add(1);
       }
     });
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (submitted.load() < 10 && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    CHECK(submitted.load() >= 10);
-    a.proc().signal(SIGTERM);
-    int status = a.proc().wait(20000);
-    stop.store(true);
-    submitter.join();
-    REQUIRE_MESSAGE(status != -1, "agentd did not exit within 20 s of SIGTERM");
-    CHECK_MESSAGE(WIFEXITED(status), "agentd ended by signal " << WTERMSIG(status));
-    if (WIFEXITED(status)) CHECK(WEXITSTATUS(status) == 0);
+    sigterm_under_load(a, submitted, 10, [&] {
+      stop.store(true);
+      submitter.join();
+    });
   }
 }
