@@ -53,40 +53,38 @@ const rapidjson::Value* Body::raw(const char* name) const {
   return &it->value;
 }
 
-const rapidjson::Value* Body::field(const char* name, bool required, const char* /*want*/) {
+const rapidjson::Value* Body::field(const char* name, bool required, bool (rapidjson::Value::*is)() const,
+                                    const char* msg, const char* type) {
   if (!parsed_) return nullptr;
   const rapidjson::Value* v = raw(name);
-  if (!v && required) errors_.push_back({{"body", name}, "field required", "value_error.missing"});
+  if (!v) {
+    if (required) errors_.push_back({{"body", name}, "field required", "value_error.missing"});
+    return nullptr;
+  }
+  if (!(v->*is)()) {
+    errors_.push_back({{"body", name}, msg, type});
+    return nullptr;
+  }
   return v;
 }
 
 std::optional<std::string> Body::string(const char* name, bool required) {
-  const rapidjson::Value* v = field(name, required, "string");
+  const rapidjson::Value* v = field(name, required, &rapidjson::Value::IsString, "str type expected", "type_error.str");
   if (!v) return std::nullopt;
-  if (!v->IsString()) {
-    errors_.push_back({{"body", name}, "str type expected", "type_error.str"});
-    return std::nullopt;
-  }
   return std::string(v->GetString(), v->GetStringLength());
 }
 
 std::optional<bool> Body::boolean(const char* name, bool required) {
-  const rapidjson::Value* v = field(name, required, "bool");
+  const rapidjson::Value* v =
+      field(name, required, &rapidjson::Value::IsBool, "value could not be parsed to a boolean", "type_error.bool");
   if (!v) return std::nullopt;
-  if (!v->IsBool()) {
-    errors_.push_back({{"body", name}, "value could not be parsed to a boolean", "type_error.bool"});
-    return std::nullopt;
-  }
   return v->GetBool();
 }
 
 std::optional<std::string> Body::object(const char* name, bool required) {
-  const rapidjson::Value* v = field(name, required, "object");
+  const rapidjson::Value* v =
+      field(name, required, &rapidjson::Value::IsObject, "value is not a valid dict", "type_error.dict");
   if (!v) return std::nullopt;
-  if (!v->IsObject()) {
-    errors_.push_back({{"body", name}, "value is not a valid dict", "type_error.dict"});
-    return std::nullopt;
-  }
   return write_canonical(*v);
 }
 

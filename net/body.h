@@ -44,7 +44,11 @@ class Body {
   std::string detail() const { return validation_detail(errors_); }
 
  private:
-  const rapidjson::Value* field(const char* name, bool required, const char* want);
+  // The field when present (not null) and (value.*is)(); else null, with a
+  // FieldError when it is required but missing ("field required") or of
+  // another type (`msg`, `type`).
+  const rapidjson::Value* field(const char* name, bool required, bool (rapidjson::Value::*is)() const, const char* msg,
+                                const char* type);
   rapidjson::Document doc_;
   bool parsed_ = false;
   std::vector<FieldError> errors_;

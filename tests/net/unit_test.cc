@@ -179,6 +179,13 @@ TEST_CASE("Body reports FastAPI-style field errors") {
   CHECK(!ok.string("session_id", false));  // null counts as absent
   CHECK(ok.ok());
 
+  Body objects(R"({"metadata":[1],"data":{"a":1}})", 1 << 20);
+  CHECK(objects.object("data", true) == R"({"a":1})");
+  CHECK(!objects.object("metadata", false));
+  CHECK(!objects.object("missing", false));
+  CHECK(objects.detail() ==
+        R"({"detail":[{"loc":["body","metadata"],"msg":"value is not a valid dict","type":"type_error.dict"}]})");
+
   Body broken("{not json", 1 << 20);
   CHECK(!broken.ok());
   CHECK(broken.detail().find("\"loc\":[\"body\"") != std::string::npos);
