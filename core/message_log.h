@@ -54,6 +54,17 @@ struct AppendResult {
 
 using AppendCallback = std::function<void(Result<AppendResult>)>;
 
+// One committed message, as a log reports it to its commit observer (the
+// outbox: Outbox::set_observer) in seq order per plan, on the log's writer
+// thread, right after the commit. Net's hub fans these out to the streams;
+// the type lives here so that net needs the log's contract, not the outbox.
+struct CommittedMessage {
+  std::string plan_id;
+  uint64_t seq = 0;
+  std::shared_ptr<const std::string> bytes;
+};
+using CommitObserver = std::function<void(const std::vector<CommittedMessage>&)>;
+
 struct StoredMessage {
   uint64_t seq = 0;
   std::shared_ptr<const std::string> bytes;

@@ -15,9 +15,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/message_log.h"
 #include "core/status.h"
 #include "core/thread_annotations.h"
-#include "outbox/outbox.h"
 
 namespace agentd::net {
 

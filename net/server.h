@@ -18,10 +18,10 @@
 #include <thread>
 #include <vector>
 
+#include "core/message_log.h"
 #include "core/status.h"
 #include "net/config.h"
 #include "net/state.h"
-#include "outbox/outbox.h"
 
 namespace agentd::net {
 

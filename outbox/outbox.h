@@ -74,14 +74,6 @@ struct OutboxOptions {
   std::chrono::milliseconds prune_time_budget{50};
 };
 
-// One committed message, reported to the observer in seq order per plan.
-struct CommittedMessage {
-  std::string plan_id;
-  uint64_t seq = 0;
-  std::shared_ptr<const std::string> bytes;
-};
-using CommitObserver = std::function<void(const std::vector<CommittedMessage>&)>;
-
 enum class PendingKind : uint8_t { kMessage = 1, kPlan = 2 };
 
 // Something MongoDB has not acknowledged yet.
