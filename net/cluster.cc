@@ -91,7 +91,7 @@ void Cluster::stop() {
   if (stopped_) return;
   stopped_ = true;
   {
-    std::lock_guard lk(mu_);
+    MutexLock l(&mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -102,13 +102,15 @@ void Cluster::stop() {
 }
 
 void Cluster::run() {
-  std::unique_lock lk(mu_);
-  while (!stop_) {
-    cv_.wait_for(lk, cfg_.heartbeat, [this] { return stop_; });
-    if (stop_) break;
-    lk.unlock();
-    beat();
-    lk.lock();
+  for (;;) {
+    {
+      MutexLock l(&mu_);
+      auto next = std::chrono::steady_clock::now() + cfg_.heartbeat;
+      while (!stop_ && cv_.wait_until(next)) {
+      }
+      if (stop_) return;
+    }
+    beat();  // MongoDB: with mu_ released
   }
 }
 
@@ -130,7 +132,7 @@ void Cluster::refresh() {
     spdlog::warn("cluster: reading the instance registry: {}", all.status().message());
     return;
   }
-  std::lock_guard lk(mu_);
+  MutexLock l(&mu_);
   for (auto& d : *all) instances_[d.id] = std::move(d);
 }
 
@@ -148,7 +150,7 @@ Result<PeerReply> Cluster::call_owner(const Peer& owner, http::verb verb, std::s
 std::vector<Peer> Cluster::live_peers() const {
   int64_t now = now_unix_ms();
   std::vector<Peer> out;
-  std::lock_guard lk(mu_);
+  MutexLock l(&mu_);
   for (const auto& [id, d] : instances_) {
     if (id == cfg_.instance_id || now - d.heartbeat_ms > cfg_.stale_after.count()) continue;
     auto hp = parse_peer_url(d.url);
@@ -159,7 +161,7 @@ std::vector<Peer> Cluster::live_peers() const {
 }
 
 std::optional<Peer> Cluster::known(std::string_view id) const {
-  std::lock_guard lk(mu_);
+  MutexLock l(&mu_);
   auto it = instances_.find(std::string(id));
   if (it == instances_.end()) return std::nullopt;
   auto hp = parse_peer_url(it->second.url);
@@ -168,7 +170,7 @@ std::optional<Peer> Cluster::known(std::string_view id) const {
 }
 
 void Cluster::remember(std::string_view plan_id, const std::string& owner) {
-  std::lock_guard lk(mu_);
+  MutexLock l(&mu_);
   if (owners_.size() >= kMaxOwnerCache) owners_.clear();  // ownership never changes: refilling is only a cost
   owners_[std::string(plan_id)] = owner;
 }
@@ -176,7 +178,7 @@ void Cluster::remember(std::string_view plan_id, const std::string& owner) {
 PlanOwner Cluster::owner_of(std::string_view plan_id) {
   std::string owner;
   {
-    std::lock_guard lk(mu_);
+    MutexLock l(&mu_);
     if (auto it = owners_.find(std::string(plan_id)); it != owners_.end()) owner = it->second;
   }
   if (owner.empty()) {

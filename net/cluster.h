@@ -33,10 +33,8 @@
 #include <boost/beast/http/verb.hpp>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,6 +46,7 @@
 #include "core/metrics.h"
 #include "core/plan_record.h"
 #include "core/status.h"
+#include "core/thread_annotations.h"
 #include "net/history.h"
 #include "store/message_store.h"
 
@@ -153,11 +152,12 @@ class Cluster final : public RemotePlans {
   Result<std::optional<std::string>> user_team(std::string_view user);
 
  private:
-  void beat();
-  void refresh();  // re-reads the instance registry (blocking)
-  void run();
-  std::optional<Peer> known(std::string_view id) const;
-  void remember(std::string_view plan_id, const std::string& owner);
+  // MongoDB and peer calls run with mu_ released: EXCLUDES(mu_).
+  void beat() EXCLUDES(mu_);
+  void refresh() EXCLUDES(mu_);  // re-reads the instance registry (blocking)
+  void run() EXCLUDES(mu_);
+  std::optional<Peer> known(std::string_view id) const EXCLUDES(mu_);
+  void remember(std::string_view plan_id, const std::string& owner) EXCLUDES(mu_);
 
   const ClusterConfig cfg_;
   MessageLog* const log_;
@@ -167,11 +167,11 @@ class Cluster final : public RemotePlans {
   Counter& heartbeat_failures_;
   const int64_t started_ms_;
 
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, InstanceDoc> instances_;  // GUARDED_BY(mu_): every registered instance
-  std::unordered_map<std::string, std::string> owners_;     // GUARDED_BY(mu_): plan -> owner id (bounded)
-  bool stop_ = false;                                       // GUARDED_BY(mu_)
-  std::condition_variable cv_;
+  mutable Mutex mu_;
+  std::unordered_map<std::string, InstanceDoc> instances_ GUARDED_BY(mu_);  // every registered instance
+  std::unordered_map<std::string, std::string> owners_ GUARDED_BY(mu_);     // plan -> owner id (bounded)
+  bool stop_ GUARDED_BY(mu_) = false;
+  CondVar cv_{&mu_};  // signalled by stop()
   std::thread thread_;
   bool stopped_ = false;  // stop() ran (caller's thread)
 };

@@ -1,5 +1,8 @@
 // Router's part in several instances on one MongoDB (net/cluster.h): the
 // peer-only internal routes, and writes forwarded to a plan's owner.
+// Lifetimes as in handlers.cc: every closure that captures the Router's
+// `this` also holds `respond` (and so the session that owns the Router), or
+// runs inside ServerState::run_read next to such a `done`.
 #include <boost/asio/post.hpp>
 
 #include <spdlog/spdlog.h>

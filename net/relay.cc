@@ -263,7 +263,7 @@ Relays::~Relays() = default;
 std::shared_ptr<void> Relays::watch(const std::string& plan_id) {
   auto local = st_.deps.log->get_plan(plan_id);
   if (!local || local->has_value()) return nullptr;
-  std::lock_guard lk(mu_);
+  MutexLock l(&mu_);
   auto& slot = handles_[plan_id];
   if (auto h = slot.lock()) return h;
   if (handles_.size() > 1024) {

@@ -24,11 +24,11 @@
 
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 
 #include "core/metrics.h"
+#include "core/thread_annotations.h"
 
 namespace agentd::net {
 
@@ -57,8 +57,8 @@ class Relays {
   Counter& reconnects_;
   Counter& relayed_;
   Counter& tailed_;
-  std::mutex mu_;
-  std::unordered_map<std::string, std::weak_ptr<void>> handles_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::unordered_map<std::string, std::weak_ptr<void>> handles_ GUARDED_BY(mu_);
 };
 
 }  // namespace agentd::net
