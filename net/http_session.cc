@@ -145,6 +145,48 @@ void HttpSession::handle(Request req) {
   });
 }
 
+namespace {
+
+// Where a WebSocket starts, read on the read pool (MongoDB may answer).
+struct WsFound {
+  Result<std::optional<PlanRecord>> plan{std::optional<PlanRecord>()};
+  WsStart start;
+};
+
+WsFound find_ws_start(ServerState& st, const std::string& plan_id, std::optional<uint64_t> asked,
+                      const std::string& user) {
+  WsFound f;
+  f.plan = st.reader.get_plan(plan_id);
+  if (!f.plan || !f.plan->has_value() || (*f.plan)->user_id != user) return f;
+  const PlanRecord& rec = **f.plan;
+  if (asked) {
+    f.start.after_seq = *asked;
+    return f;
+  }
+  // No after_seq (the MACAE UIs): from this user's cursor, else live; plus
+  // the plan's open request (contract decision 5).
+  f.start.track_cursor = true;
+  auto last = st.deps.log->last_seq(plan_id);
+  uint64_t live = std::max(rec.last_seq, last ? *last : 0);
+  f.start.cursor = st.cursors.open(user, plan_id, live);
+  // Several instances: a foreign plan's cursor is its owner's.
+  if (st.deps.cluster) f.start.cursor_owner = st.deps.cluster->foreign_owner(plan_id);
+  if (f.start.cursor_owner) {
+    auto c = st.deps.cluster->remote_cursor(*f.start.cursor_owner, "open", user, plan_id, live);
+    if (c) f.start.cursor = ResumeCursors::Ticket{c->start_seq, c->generation};
+    if (!c) f.start.cursor_owner.reset();  // owner down: this instance's cursor
+  }
+  f.start.after_seq = f.start.cursor.start_seq;
+  // An awaiting_* status is recorded with the request that asks: the
+  // record's last_seq is that request.
+  if (rec.status == PlanStatus::kAwaitingApproval || rec.status == PlanStatus::kAwaitingClarification) {
+    f.start.open_request_seq = rec.last_seq;
+  }
+  return f;
+}
+
+}  // namespace
+
 void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
   // Browsers open cross-site WebSockets with the user's cookies and no CORS
   // check: only the server's own origin and --cors-origins may upgrade.
@@ -167,75 +209,62 @@ void HttpSession::upgrade(Request req, const RouteMatch& m, const Target& t) {
   if (t.get("after_seq")) asked = *after;
   std::string plan_id = m.param;
   std::string user = id->user_id;  // a named copy: the second lambda below moves *id
-  auto self = shared_from_this();
-  struct Found {
-    Result<std::optional<PlanRecord>> plan{std::optional<PlanRecord>()};
-    WsStart start;
-  };
-  st_.run_read(
-      [this, plan_id, asked, user] {
-        Found f;
-        f.plan = st_.reader.get_plan(plan_id);
-        if (!f.plan || !f.plan->has_value() || (*f.plan)->user_id != user) return f;
-        const PlanRecord& rec = **f.plan;
-        if (asked) {
-          f.start.after_seq = *asked;
-          return f;
-        }
-        // No after_seq (the MACAE UIs): from this user's cursor, else live;
-        // plus the plan's open request (contract decision 5).
-        f.start.track_cursor = true;
-        auto last = st_.deps.log->last_seq(plan_id);
-        uint64_t live = std::max(rec.last_seq, last ? *last : 0);
-        f.start.cursor = st_.cursors.open(user, plan_id, live);
-        // Several instances: a foreign plan's cursor is its owner's.
-        if (st_.deps.cluster) f.start.cursor_owner = st_.deps.cluster->foreign_owner(plan_id);
-        if (f.start.cursor_owner) {
-          auto c = st_.deps.cluster->remote_cursor(*f.start.cursor_owner, "open", user, plan_id, live);
-          if (c) f.start.cursor = ResumeCursors::Ticket{c->start_seq, c->generation};
-          if (!c) f.start.cursor_owner.reset();  // owner down: this instance's cursor
-        }
-        f.start.after_seq = f.start.cursor.start_seq;
-        // An awaiting_* status is recorded with the request that asks: the
-        // record's last_seq is that request.
-        if (rec.status == PlanStatus::kAwaitingApproval || rec.status == PlanStatus::kAwaitingClarification) {
-          f.start.open_request_seq = rec.last_seq;
-        }
-        return f;
-      },
-      [self, plan_id, ident = std::move(*id), req = std::make_shared<Request>(std::move(req))](Found f) mutable {
-        asio::post(
-            self->stream_.get_executor(), [self, plan_id, ident = std::move(ident), req, f = std::move(f)]() mutable {
-              auto& p = f.plan;
-              if (!p) return self->send(error_response(p.status(), self->st_.cfg.retry_after_seconds), false);
-              if (!p->has_value() || (*p)->user_id != ident.user_id) {
-                return self->send(json_response(http::status::not_found, R"({"detail":"Plan not found"})"), false);
-              }
-              if (self->closing_) {
-                return self->send(
-                    json_response(http::status::service_unavailable, R"({"detail":"server shutting down"})"), false);
-              }
-              // Refused before the handshake rather than closed after it:
-              // the v4 UI reconnects every second after any close of an
-              // open socket, but gives up on a refused handshake.
-              if (self->st_.hub.subscribers(plan_id) >= self->st_.cfg.ws_max_per_plan) {
-                auto res = json_response(http::status::too_many_requests,
-                                         R"({"detail":"too many WebSockets for this plan; retry later"})");
-                res.set(http::field::retry_after, std::to_string(self->st_.cfg.retry_after_seconds));
-                return self->send(std::move(res), false);
-              }
-              self->upgraded_ = true;
-              auto ws = std::make_shared<WebsocketSession>(self->stream_.release_socket(), self->st_, plan_id,
-                                                           ident.user_id, f.start, ident.ws_protocol);
-              spdlog::info(
-                  "{} {} 101 user={} {:.1f}ms", self->method_, self->log_target_, ident.user_id,
-                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - self->start_).count());
-              self->st_.metrics.record_request(
-                  self->route_, 101,
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - self->start_).count());
-              ws->run(std::move(*req));
-            });
-      });
+  ServerState& st = st_;           // outlives every session (the server joins the read pool first)
+  st_.run_read([&st, plan_id, asked, user] { return find_ws_start(st, plan_id, asked, user); },
+               [self = shared_from_this(), plan_id, ident = std::move(*id),
+                req = std::make_shared<Request>(std::move(req))](WsFound f) mutable {
+                 asio::post(self->stream_.get_executor(),
+                            [self, plan_id, ident = std::move(ident), req, f = std::move(f)]() mutable {
+                              self->start_websocket(plan_id, ident, std::move(*req), f.plan, f.start);
+                            });
+               });
+}
+
+bool HttpSession::refuse_stream(const Result<std::optional<PlanRecord>>& plan, std::string_view user,
+                                const std::string& plan_id, std::string_view kind) {
+  if (!plan) {
+    send(error_response(plan.status(), st_.cfg.retry_after_seconds), false);
+    return true;
+  }
+  if (!plan->has_value() || (*plan)->user_id != user) {
+    send(json_response(http::status::not_found, R"({"detail":"Plan not found"})"), false);
+    return true;
+  }
+  if (closing_ || st_.stopping.load()) {
+    auto res = json_response(http::status::service_unavailable, R"({"detail":"server shutting down"})");
+    res.set(http::field::retry_after, std::to_string(st_.cfg.retry_after_seconds));
+    send(std::move(res), false);
+    return true;
+  }
+  // Refused before the handshake rather than closed after it: the v4 UI
+  // reconnects every second after any close of an open socket, but gives up
+  // on a refused handshake. The per-plan cap is shared by WebSockets and SSE
+  // (one hub).
+  if (st_.hub.subscribers(plan_id) >= st_.cfg.ws_max_per_plan) {
+    std::string detail = "too many " + std::string(kind) + " for this plan; retry later";
+    auto res = json_response(http::status::too_many_requests, JsonObject().str("detail", detail).done());
+    res.set(http::field::retry_after, std::to_string(st_.cfg.retry_after_seconds));
+    send(std::move(res), false);
+    return true;
+  }
+  return false;
+}
+
+double HttpSession::log_handover(unsigned status, std::string_view what) {
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  st_.metrics.record_request(route_, status, secs);
+  spdlog::info("{} {} {} {} {:.1f}ms", method_, log_target_, status, what, secs * 1000);
+  return secs;
+}
+
+void HttpSession::start_websocket(const std::string& plan_id, const Identity& ident, Request req,
+                                  const Result<std::optional<PlanRecord>>& plan, const WsStart& start) {
+  if (refuse_stream(plan, ident.user_id, plan_id, "WebSockets")) return;
+  upgraded_ = true;
+  auto ws = std::make_shared<WebsocketSession>(stream_.release_socket(), st_, plan_id, ident.user_id, start,
+                                               ident.ws_protocol);
+  log_handover(101, "user=" + ident.user_id);
+  ws->run(std::move(req));
 }
 
 void HttpSession::cors(Response& res) const {
@@ -326,80 +355,65 @@ void HttpSession::events(Request req, const RouteMatch& m, const Target& t) {
     if (st_.auth.mode() == AuthMode::kToken) res.set(http::field::www_authenticate, "Bearer");
     return send(std::move(res), false);
   }
-  // Where to start: Last-Event-ID (an EventSource reconnecting) wins over
-  // ?after_seq= (the URL it was opened with).
-  auto invalid = [this](std::string_view where, std::string_view field, const Status& s) {
-    send(json_response(
-             http::status::unprocessable_entity,
-             validation_detail({{{std::string(where), std::string(field)}, s.message(), "type_error.integer"}})),
+  auto start = sse_start(req, t);
+  if (!start) return;
+  std::string plan_id = m.param;
+  std::string user = id->user_id;
+  ServerState& st = st_;  // outlives every session (the server joins the read pool first)
+  st_.run_read([&st, plan_id] { return st.reader.get_plan(plan_id); },
+               [self = shared_from_this(), plan_id, user, start = *start](Result<std::optional<PlanRecord>> p) {
+                 asio::post(self->stream_.get_executor(), [self, plan_id, user, start, p = std::move(p)] {
+                   self->start_sse(plan_id, user, start, p);
+                 });
+               });
+}
+
+std::optional<SseStart> HttpSession::sse_start(const Request& req, const Target& t) {
+  auto invalid = [this](std::string_view where, std::string_view field, std::string_view msg, const char* type) {
+    send(json_response(http::status::unprocessable_entity,
+                       validation_detail({{{std::string(where), std::string(field)}, std::string(msg), type}})),
          false);
+    return std::nullopt;
   };
-  // Both are checked, whichever is used.
+  // Where to start: Last-Event-ID (an EventSource reconnecting) wins over
+  // ?after_seq= (the URL it was opened with). Both are checked, whichever
+  // is used.
   SseStart start;
   auto after = t.get_u64("after_seq", 0);
-  if (!after) return invalid("query", "after_seq", after.status());
+  if (!after) return invalid("query", "after_seq", after.status().message(), "type_error.integer");
   start.after_seq = *after;
   if (auto it = req.find("Last-Event-ID"); it != req.end()) {
     Target h;
     h.query.emplace("last-event-id", std::string(it->value()));
     auto v = h.get_u64("last-event-id", 0);
-    if (!v) return invalid("header", "last-event-id", v.status());
+    if (!v) return invalid("header", "last-event-id", v.status().message(), "type_error.integer");
     start.after_seq = *v;
   }
   std::string follow = t.get("follow").value_or("0");
   if (follow != "0" && follow != "1" && follow != "true" && follow != "false") {
-    return send(
-        json_response(
-            http::status::unprocessable_entity,
-            validation_detail(
-                {{{"query", "follow"}, "value is not a valid boolean (0, 1, true, false)", "type_error.bool"}})),
-        false);
+    return invalid("query", "follow", "value is not a valid boolean (0, 1, true, false)", "type_error.bool");
   }
   start.follow = follow == "1" || follow == "true";
-  std::string plan_id = m.param;
-  std::string user = id->user_id;
-  auto self = shared_from_this();
-  st_.run_read([this, plan_id] { return st_.reader.get_plan(plan_id); },
-               [self, plan_id, user, start](Result<std::optional<PlanRecord>> p) mutable {
-                 asio::post(self->stream_.get_executor(), [self, plan_id, user, start, p = std::move(p)]() mutable {
-                   if (!p) return self->send(error_response(p.status(), self->st_.cfg.retry_after_seconds), false);
-                   if (!p->has_value() || (*p)->user_id != user) {
-                     return self->send(json_response(http::status::not_found, R"({"detail":"Plan not found"})"), false);
-                   }
-                   if (self->closing_ || self->st_.stopping.load()) {
-                     auto res =
-                         json_response(http::status::service_unavailable, R"({"detail":"server shutting down"})");
-                     res.set(http::field::retry_after, std::to_string(self->st_.cfg.retry_after_seconds));
-                     return self->send(std::move(res), false);
-                   }
-                   // The per-plan cap is shared with WebSockets (one hub).
-                   if (self->st_.hub.subscribers(plan_id) >= self->st_.cfg.ws_max_per_plan) {
-                     auto res = json_response(http::status::too_many_requests,
-                                              R"({"detail":"too many streams for this plan; retry later"})");
-                     res.set(http::field::retry_after, std::to_string(self->st_.cfg.retry_after_seconds));
-                     return self->send(std::move(res), false);
-                   }
-                   start.plan_final = is_final((*p)->status);
-                   Response res{http::status::ok, 11};
-                   res.set(http::field::content_type, "text/event-stream; charset=utf-8");
-                   res.set(http::field::cache_control, "no-cache");
-                   res.set("X-Accel-Buffering", "no");  // proxies: do not buffer the stream
-                   res.keep_alive(false);               // the stream ends with the connection
-                   self->cors(res);
-                   std::string head = "HTTP/1.1 200 OK\r\n";
-                   for (const auto& f : res.base()) {
-                     head += std::string(f.name_string()) + ": " + std::string(f.value()) + "\r\n";
-                   }
-                   head += "\r\n";
-                   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - self->start_).count();
-                   self->st_.metrics.record_request(self->route_, 200, secs);
-                   spdlog::info("{} {} 200 event-stream user={} after_seq={} {:.1f}ms", self->method_,
-                                self->log_target_, user, start.after_seq, secs * 1000);
-                   self->upgraded_ = true;
-                   auto sse = std::make_shared<SseSession>(self->stream_.release_socket(), self->st_, plan_id, start);
-                   sse->run(std::move(head));
-                 });
-               });
+  return start;
+}
+
+void HttpSession::start_sse(const std::string& plan_id, const std::string& user, SseStart start,
+                            const Result<std::optional<PlanRecord>>& plan) {
+  if (refuse_stream(plan, user, plan_id, "streams")) return;
+  start.plan_final = is_final((*plan)->status);
+  Response res{http::status::ok, 11};
+  res.set(http::field::content_type, "text/event-stream; charset=utf-8");
+  res.set(http::field::cache_control, "no-cache");
+  res.set("X-Accel-Buffering", "no");  // proxies: do not buffer the stream
+  res.keep_alive(false);               // the stream ends with the connection
+  cors(res);
+  std::string head = "HTTP/1.1 200 OK\r\n";
+  for (const auto& f : res.base()) head += std::string(f.name_string()) + ": " + std::string(f.value()) + "\r\n";
+  head += "\r\n";
+  log_handover(200, "event-stream user=" + user + " after_seq=" + std::to_string(start.after_seq));
+  upgraded_ = true;
+  auto sse = std::make_shared<SseSession>(stream_.release_socket(), st_, plan_id, start);
+  sse->run(std::move(head));
 }
 
 }  // namespace agentd::net
