@@ -6,6 +6,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -194,11 +195,70 @@ std::string write_canonical(const rapidjson::Value& v) {
   return std::string(buf.GetString(), buf.GetSize());
 }
 
+namespace {
+
+// How rapidjson's Writer (write_canonical) escapes a byte in a string: '"'
+// and '\\' get a backslash, \b \t \n \f \r their short forms, the other
+// bytes below 0x20 \u00XX (upper-case hex); every other byte is itself.
+// kEscapeExtra: the bytes the escape adds (0, 1 or 5); kEscapeChar: the
+// byte written (after the backslash when one is added).
+constexpr std::array<uint8_t, 256> kEscapeExtra = [] {
+  std::array<uint8_t, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[c] = 5;
+  for (int c : {'"', '\\', '\b', '\t', '\n', '\f', '\r'}) t[c] = 1;
+  return t;
+}();
+constexpr std::array<char, 256> kEscapeChar = [] {
+  std::array<char, 256> t{};
+  for (int c = 0; c < 256; ++c) t[c] = static_cast<char>(c);
+  t['\b'] = 'b';
+  t['\t'] = 't';
+  t['\n'] = 'n';
+  t['\f'] = 'f';
+  t['\r'] = 'r';
+  return t;
+}();
+
+}  // namespace
+
 void append_json_string(std::string* out, std::string_view s) {
-  rapidjson::StringBuffer buf;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
-  out->append(buf.GetString(), buf.GetSize());
+  // Room for the worst case (counted by compares, which vectorize), the
+  // bytes written in place without a branch per byte, then the unused
+  // room cut off (GET /plan escapes megabytes here).
+  size_t controls = 0, quotes = 0;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    controls += c < 0x20;
+    quotes += (c == '"') | (c == '\\');
+  }
+  const size_t at = out->size();
+  out->resize(at + s.size() + 5 * controls + quotes + 2);
+  char* const begin = out->data() + at;
+  char* p = begin;
+  *p++ = '"';
+  if (controls + quotes == 0) {
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+  } else {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    for (char ch : s) {
+      const auto c = static_cast<unsigned char>(ch);
+      const uint8_t e = kEscapeExtra[c];
+      if (e == 5) [[unlikely]] {
+        std::memcpy(p, "\\u00", 4);
+        p[4] = kHex[c >> 4];
+        p[5] = kHex[c & 0xF];
+        p += 6;
+        continue;
+      }
+      // e == 0: the byte itself at p[0]; e == 1: a backslash, then its char.
+      p[0] = '\\';
+      p[e] = kEscapeChar[c];
+      p += 1 + e;
+    }
+  }
+  *p++ = '"';
+  out->resize(at + static_cast<size_t>(p - begin));
 }
 
 JsonObject::JsonObject() { out_ = "{"; }

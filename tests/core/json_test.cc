@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
+#include <random>
 #include <string>
 
 #include "core/json.h"
@@ -111,4 +114,34 @@ TEST_CASE("integers beyond int64 are rejected") {
   CHECK(r.status().message().find("n: integer out of range") == 0);
   CHECK(parse_strict(R"({"n":9223372036854775807})").is_ok());
   CHECK(parse_strict(R"({"n":-9223372036854775808})").is_ok());
+}
+
+TEST_CASE("append_json_string escapes exactly as write_canonical does, appending to what is there") {
+  auto canonical = [](std::string_view v) {
+    rapidjson::StringBuffer buf;
+    rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+    return std::string(buf.GetString(), buf.GetSize());
+  };
+  for (int b = 0; b < 256; ++b) {
+    std::string v = "a" + std::string(1, static_cast<char>(b)) + "z";
+    std::string out = "x";
+    append_json_string(&out, v);
+    CHECK_MESSAGE(out == "x" + canonical(v), "byte " << b);
+  }
+  CHECK([] {
+    std::string out;
+    append_json_string(&out, "");
+    return out;
+  }() == "\"\"");
+  std::mt19937 rng(14);
+  for (int i = 0; i < 2000; ++i) {
+    std::string v(rng() % 40, '\0');
+    // Mostly the bytes that need an escape, and runs of plain ones.
+    static constexpr char kSome[] = {'"', '\\', '\n', '\x01', 'a', '\x7f', '\xc3', '\xa9'};
+    for (char& c : v) c = rng() % 3 == 0 ? static_cast<char>(rng() % 256) : kSome[rng() % sizeof kSome];
+    std::string out;
+    append_json_string(&out, v);
+    REQUIRE(out == canonical(v));
+  }
 }
