@@ -203,29 +203,29 @@ void Router::plan(const std::string& user, const Target& t, Respond respond) {
         // A WebSocket this user opens next without after_seq continues from
         // here (net/resume_cursors.h).
         st_.cursors.set(user, o.plan.plan_id, o.messages.empty() ? 0 : o.messages.back().seq);
-        std::string messages = chat_view(o.messages, o.plan);
-        std::string out;
-        out.reserve(messages.size() + 2 * o.plan.m_plan.size() + 512);
-        out += "{\"plan\":";
-        out += plan_json(o.plan);
-        out += ",\"messages\":";
-        out += messages;
-        out += ",\"m_plan\":";
-        out += current_m_plan(o.plan);
-        out += ",\"team\":";
+        // What follows the chat view first, so that the view (megabytes for
+        // a long plan) is written once, into an answer with room for all.
+        std::string tail = ",\"m_plan\":";
+        tail += current_m_plan(o.plan);
+        tail += ",\"team\":";
         std::optional<std::string> team, streaming;
         if (st_.deps.plans) {
           if (!o.plan.team_id.empty()) team = st_.deps.plans->team_config(o.plan.team_id);
           streaming = st_.deps.plans->streaming_message(o.plan.plan_id);
         }
-        out += team ? *team : "null";
-        out += ",\"streaming_message\":";
-        out += streaming ? jstr(*streaming) : "null";
-        out += ",\"truncated\":";
-        out += truncated ? "true" : "false";
-        if (truncated) out += ",\"next_after_seq\":" + std::to_string(o.messages.back().seq);
-        if (!truncated) out += cluster_note_json(o.note, o.messages.empty() ? 0 : o.messages.back().seq);
-        out += '}';
+        tail += team ? *team : "null";
+        tail += ",\"streaming_message\":";
+        tail += streaming ? jstr(*streaming) : "null";
+        tail += ",\"truncated\":";
+        tail += truncated ? "true" : "false";
+        if (truncated) tail += ",\"next_after_seq\":" + std::to_string(o.messages.back().seq);
+        if (!truncated) tail += cluster_note_json(o.note, o.messages.empty() ? 0 : o.messages.back().seq);
+        tail += '}';
+        std::string out = "{\"plan\":";
+        out += plan_json(o.plan);
+        out += ",\"messages\":";
+        append_chat_view(&out, o.messages, o.plan, tail.size());
+        out += tail;
         respond(json_response(http::status::ok, std::move(out)));
       });
 }

@@ -1,8 +1,8 @@
 #include "net/macae.h"
 
 #include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
+
+#include <cstddef>
 
 #include "core/envelope.h"
 #include "core/json.h"
@@ -18,41 +18,52 @@ std::string_view member_str(const rapidjson::Value& o, const char* key) {
   return {it->value.GetString(), it->value.GetStringLength()};
 }
 
+// A chat bubble; the views point into the parsed envelope, the literals
+// below, or the caller's scratch string.
 struct Bubble {
-  std::string agent, agent_type, content;
+  std::string_view agent, agent_type, content;
 };
 
 constexpr std::string_view kManager = "Group_Chat_Manager";
 
-Bubble system_bubble(std::string_view text) { return {"system", "SYSTEM_AGENT", "\u26a0\ufe0f " + std::string(text)}; }
+Bubble system_bubble(std::string_view text, std::string* scratch) {
+  scratch->assign("\u26a0\ufe0f ");
+  scratch->append(text);
+  return {"system", "SYSTEM_AGENT", *scratch};
+}
 
-// The bubble a message is shown as, or nullopt.
-std::optional<Bubble> bubble_of(std::string_view type, const rapidjson::Value& d, bool open_request) {
+// The bubble a message is shown as, or nullopt. `scratch` holds a content
+// made here (a prefix added); the bubble is used before the next call.
+std::optional<Bubble> bubble_of(std::string_view type, const rapidjson::Value& d, bool open_request,
+                                std::string* scratch) {
   if (type == msgtype::kAgentMessage) {
     std::string_view agent = member_str(d, "agent_name");
     if (agent.empty()) agent = member_str(d, "agent");
     std::string_view agent_type = member_str(d, "agent_type");
-    return Bubble{std::string(agent), agent_type.empty() ? "AI_Agent" : std::string(agent_type),
-                  std::string(member_str(d, "content"))};
+    return Bubble{agent, agent_type.empty() ? "AI_Agent" : agent_type, member_str(d, "content")};
   }
   if (type == msgtype::kUserClarificationRequest) {
     if (open_request) return std::nullopt;
-    return Bubble{std::string(kManager), "AI_Agent", std::string(member_str(d, "question"))};
+    return Bubble{kManager, "AI_Agent", member_str(d, "question")};
   }
   if (type == msgtype::kUserClarificationResponse) {
-    return Bubble{"Human_Agent", "Human_Agent", std::string(member_str(d, "answer"))};
+    return Bubble{"Human_Agent", "Human_Agent", member_str(d, "answer")};
   }
   if (type == msgtype::kFinalResultMessage) {
-    if (member_str(d, "status") != "completed") return system_bubble(member_str(d, "content"));
-    return Bubble{std::string(kManager), "AI_Agent", "\U0001F389\U0001F389 " + std::string(member_str(d, "content"))};
+    if (member_str(d, "status") != "completed") return system_bubble(member_str(d, "content"), scratch);
+    scratch->assign("\U0001F389\U0001F389 ");
+    scratch->append(member_str(d, "content"));
+    return Bubble{kManager, "AI_Agent", *scratch};
   }
-  if (type == msgtype::kErrorMessage || type == msgtype::kSystemMessage) return system_bubble(member_str(d, "content"));
-  if (type == msgtype::kTimeoutNotification) return system_bubble(member_str(d, "message"));
+  if (type == msgtype::kErrorMessage || type == msgtype::kSystemMessage) {
+    return system_bubble(member_str(d, "content"), scratch);
+  }
+  if (type == msgtype::kTimeoutNotification) return system_bubble(member_str(d, "message"), scratch);
   if (type == msgtype::kPlanApprovalResponse) {
     auto it = d.FindMember("approved");
     if (it == d.MemberEnd() || !it->value.IsBool() || it->value.GetBool()) return std::nullopt;
     std::string why(member_str(d, "feedback"));
-    return system_bubble("Plan rejected" + (why.empty() ? std::string() : ": " + why));
+    return system_bubble("Plan rejected" + (why.empty() ? std::string() : ": " + why), scratch);
   }
   return std::nullopt;
 }
@@ -78,52 +89,63 @@ bool may_be_bubble(std::string_view type) {
 
 }  // namespace
 
-std::string chat_view(const std::vector<StoredMessage>& log, const PlanRecord& plan) {
+void append_chat_view(std::string* out, const std::vector<StoredMessage>& log, const PlanRecord& plan, size_t then) {
   // The open request is the message that moved the plan to awaiting_*: the
   // record's last_seq names it (it was appended with that record).
   uint64_t open_seq = plan.status == PlanStatus::kAwaitingClarification ? plan.last_seq : 0;
-  size_t bytes = 2;
-  for (const StoredMessage& m : log) bytes += m.bytes->size() * 5 / 4 + 200;
-  // One writer for the whole array: a long plan is tens of thousands of
-  // strings, each escaped once, with no allocation of its own.
-  rapidjson::StringBuffer buf(nullptr, bytes);
-  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-  auto put = [&w](const char* key, std::string_view v) {
-    w.Key(key);
-    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  // Written straight into `out` (a long plan's view is megabytes: no
+  // buffer to copy from). Reserved for the usual case, the envelope escaped
+  // once (its quotes doubled) plus its content again; pages not written are
+  // never touched.
+  size_t bytes = 2 + then;
+  for (const StoredMessage& m : log) bytes += m.bytes->size() * 2 + 256;
+  out->reserve(out->size() + bytes);
+  // One parse per envelope, in place in a reused copy (strings are not
+  // copied out) into a reused pool (no allocation for the usual envelope);
+  // bubbles borrow its strings until the next envelope.
+  alignas(std::max_align_t) char pool_buffer[16 << 10];  // the pool puts its chunk header first
+  rapidjson::MemoryPoolAllocator<> pool(pool_buffer, sizeof pool_buffer);
+  rapidjson::Document doc(&pool);
+  std::string text, scratch;
+  auto put = [out](std::string_view key, std::string_view v) {
+    out->append(key);
+    append_json_string(out, v);
   };
-  w.StartArray();
-  rapidjson::Document doc;
+  out->push_back('[');
+  bool first = true;
   for (const StoredMessage& m : log) {
     std::string_view type = envelope_type(*m.bytes);
     if (!may_be_bubble(type)) continue;  // never a bubble: not even parsed
+    doc.SetNull();
+    pool.Clear();
     // The log holds only envelopes that passed the strict codec: a plain
     // (fast) parse is enough here.
-    doc.Parse(m.bytes->data(), m.bytes->size());
+    text.assign(*m.bytes);
+    doc.ParseInsitu(text.data());
     if (doc.HasParseError() || !doc.IsObject()) continue;
     auto data = doc.FindMember("data");
     if (data == doc.MemberEnd() || !data->value.IsObject()) continue;
-    auto b = bubble_of(type, data->value, m.seq == open_seq);
+    auto b = bubble_of(type, data->value, m.seq == open_seq, &scratch);
     if (!b || b->content.empty()) continue;
-    w.StartObject();
-    put("agent", b->agent);
-    put("agent_type", b->agent_type);
-    put("content", b->content);
-    put("timestamp", member_str(doc, "timestamp"));
-    put("raw_data", *m.bytes);
-    w.Key("steps");
-    w.StartArray();
-    w.EndArray();
-    w.Key("next_steps");
-    w.StartArray();
-    w.EndArray();
-    w.Key("seq");
-    w.Uint64(m.seq);
-    put("message_id", member_str(doc, "message_id"));
-    w.EndObject();
+    if (!first) out->push_back(',');
+    first = false;
+    put("{\"agent\":", b->agent);
+    put(",\"agent_type\":", b->agent_type);
+    put(",\"content\":", b->content);
+    put(",\"timestamp\":", member_str(doc, "timestamp"));
+    put(",\"raw_data\":", *m.bytes);
+    out->append(",\"steps\":[],\"next_steps\":[],\"seq\":");
+    out->append(std::to_string(m.seq));
+    put(",\"message_id\":", member_str(doc, "message_id"));
+    out->push_back('}');
   }
-  w.EndArray();
-  return std::string(buf.GetString(), buf.GetSize());
+  out->push_back(']');
+}
+
+std::string chat_view(const std::vector<StoredMessage>& log, const PlanRecord& plan) {
+  std::string out;
+  append_chat_view(&out, log, plan);
+  return out;
 }
 
 std::string current_m_plan(const PlanRecord& plan) {

@@ -27,7 +27,10 @@ namespace agentd::net {
 //   timeout_notification, a rejection
 // Everything else (approval requests: m_plan is the card; streaming) is
 // not a chat bubble. `plan` tells which request is still open.
+// append_chat_view writes it at the end of `out` (GET /plan's answer: no
+// copy), with room reserved for it and for `then` more bytes.
 std::string chat_view(const std::vector<StoredMessage>& log, const PlanRecord& plan);
+void append_chat_view(std::string* out, const std::vector<StoredMessage>& log, const PlanRecord& plan, size_t then = 0);
 
 // The plan's m_plan as the UIs read it: the stored MPlan with
 // "overall_status" set to the plan's current one ("null" stays "null").
