@@ -32,6 +32,17 @@ std::string jstr(std::string_view s) {
 
 Response unprocessable(const Body& b) { return json_response(http::status::unprocessable_entity, b.detail()); }
 
+// Ok when the document a posted message becomes, with the longest seq, fits
+// in MongoDB's 16 MiB. Keys and integers MongoDB refuses were refused by the
+// strict body parse, so only the size is left, and only a long envelope can
+// fail it: the document is built for those alone (kEnvelopeSurelyFits).
+Status fits_mongodb(const MessageDraft& d) {
+  constexpr uint64_t kLongestSeq = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  const std::string envelope = finalize(kLongestSeq, prepare(MessageDraft(d)).tail);
+  if (envelope.size() <= kEnvelopeSurelyFits) return Status::ok();
+  return check_message_document(d.plan_id, kLongestSeq, envelope);
+}
+
 // POST /agent_message's data: {agent_name, agent_type, content[, is_final]
 // [, raw_data][, streaming_message]}.
 std::string agent_message_data(const std::string& agent_name, const std::string& agent_type, const std::string& content,
@@ -361,16 +372,10 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
                               agent_type ? *agent_type : "AI_Agent", *content, is_final, raw ? &raw_text : nullptr,
                               streaming);
   d.metadata = metadata ? *metadata : R"({"source":"rest"})";
-  // What MongoDB would refuse is refused here (a dead letter otherwise): the
-  // document this message becomes, with the longest seq, must fit in 16 MiB.
-  // (Keys were checked by the strict body parse.)
-  {
-    constexpr uint64_t kLongestSeq = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-    const std::string envelope = finalize(kLongestSeq, prepare(MessageDraft(d)).tail);
-    if (Status fits = check_message_document(d.plan_id, kLongestSeq, envelope); !fits.is_ok()) {
-      return respond(json_response(http::status::unprocessable_entity,
-                                   validation_detail({{{"body"}, fits.message(), "value_error.mongodb"}})));
-    }
+  // What MongoDB would refuse is refused here (a dead letter otherwise).
+  if (Status fits = fits_mongodb(d); !fits.is_ok()) {
+    return respond(json_response(http::status::unprocessable_entity,
+                                 validation_detail({{{"body"}, fits.message(), "value_error.mongodb"}})));
   }
   auto draft = std::make_shared<MessageDraft>(std::move(d));
   int retry = st_.cfg.retry_after_seconds;

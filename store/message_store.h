@@ -111,6 +111,16 @@ inline constexpr size_t kMaxMongoDocumentBytes = 16u << 20;
 // than a dead letter).
 Status check_message_document(std::string_view plan_id, uint64_t seq, std::string_view envelope);
 
+// The longest envelope whose message document stays under
+// kMaxMongoDocumentBytes whatever it holds, so that the size half of
+// check_message_document need not build it. Compact JSON costs BSON at most
+// 6.5 bytes per byte: worst is a one-digit integer in an array ("0," is two
+// bytes; its element is a type byte, an index key of at most 7 digits and
+// its NUL, and an int32: 13 bytes); a member of an object, a string, an
+// empty array or object, a double cost less per byte. 4 KiB covers the
+// document's own header, _id (plan ids are short) and _hash.
+inline constexpr size_t kEnvelopeSurelyFits = (kMaxMongoDocumentBytes - 4096) / 7;
+
 // Write concern of every write. The default is {w: "majority", j: true}: the
 // flusher acks (and retention may then prune) only what a failover cannot
 // roll back — w:1 would override the majority default of MongoDB 5.0+

@@ -1,7 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <limits>
+#include <string>
+
 #include "core/envelope.h"
 #include "store/bson_codec.h"
+#include "store/message_store.h"
 
 using namespace agentd;
 
@@ -53,4 +58,26 @@ TEST_CASE("bson_to_json refuses types outside the JSON mapping") {
   CHECK(skipped.is_ok());
   CHECK(*skipped == "{}");
   bson_destroy(b);
+}
+
+TEST_CASE("kEnvelopeSurelyFits: the envelopes BSON grows most, at that length, still make documents MongoDB takes") {
+  // Each shape repeats one array element: a one-digit integer (the worst:
+  // 2 JSON bytes, 13 BSON bytes with a 7-digit index), an empty array, an
+  // empty object, an empty string, a boolean, a double.
+  const std::string plan_id(200, 'p');  // the longest plan id
+  constexpr uint64_t kLongestSeq = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  for (std::string element : {"0", "[]", "{}", "\"\"", "true", "0.5"}) {
+    std::string env = R"({"seq":1,"data":[)";
+    while (env.size() + element.size() + 3 <= kEnvelopeSurelyFits) env += element + ",";
+    env.back() = ']';
+    env += "}";
+    REQUIRE(env.size() <= kEnvelopeSurelyFits);
+    CAPTURE(element);
+    Status fits = check_message_document(plan_id, kLongestSeq, env);
+    CHECK_MESSAGE(fits.is_ok(), fits.to_string());
+    // The bound's premise: at most 6.5 BSON bytes per JSON byte.
+    auto b = json_to_bson(env);
+    REQUIRE(b.is_ok());
+    CHECK(b->get()->len <= env.size() * 13 / 2 + 64);
+  }
 }
