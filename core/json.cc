@@ -36,6 +36,15 @@ bool has_surrogate(const char* s, size_t n) {
   return false;
 }
 
+// check_key()'s rules: the reason (after the path) a key breaks one, or
+// null. The parse asks for every key and builds the path only on failure.
+const char* key_rule_broken(std::string_view key) {
+  if (!key.empty() && key.front() == '$') return ": key starts with '$' (reserved for MongoDB operators)";
+  if (key.find('.') != std::string_view::npos) return ": key contains '.' (MongoDB reads it as a path)";
+  if (key.find('\0') != std::string_view::npos) return ": key contains a NUL character";
+  return nullptr;
+}
+
 // SAX filter in front of the Document builder: tracks the field path, and
 // stops the parse at the first depth, key or integer violation.
 class StrictHandler {
@@ -81,8 +90,7 @@ class StrictHandler {
       return fail(invalid_argument(path() + ": key holds a lone UTF-16 surrogate"));
     }
     f.key.assign(s, n);
-    Status st = check_key(f.key, path());
-    if (!st.is_ok()) return fail(std::move(st));
+    if (const char* why = key_rule_broken(f.key)) return fail(invalid_argument(path() + why));
     if (limits_.client_input) {
       if (n == 0) return fail(invalid_argument(path() + ": empty key (the MongoDB driver refuses the document)"));
       if (!f.keys.insert(f.key).second) {
@@ -153,15 +161,7 @@ class StrictHandler {
 }  // namespace
 
 Status check_key(std::string_view key, std::string_view path) {
-  if (!key.empty() && key.front() == '$') {
-    return invalid_argument(std::string(path) + ": key starts with '$' (reserved for MongoDB operators)");
-  }
-  if (key.find('.') != std::string_view::npos) {
-    return invalid_argument(std::string(path) + ": key contains '.' (MongoDB reads it as a path)");
-  }
-  if (key.find('\0') != std::string_view::npos) {
-    return invalid_argument(std::string(path) + ": key contains a NUL character");
-  }
+  if (const char* why = key_rule_broken(key)) return invalid_argument(std::string(path) + why);
   return Status::ok();
 }
 
