@@ -237,7 +237,7 @@ void append_json_string(std::string* out, std::string_view s) {
   char* p = begin;
   *p++ = '"';
   if (controls + quotes == 0) {
-    std::memcpy(p, s.data(), s.size());
+    if (!s.empty()) std::memcpy(p, s.data(), s.size());  // an empty view's data() may be null
     p += s.size();
   } else {
     static constexpr char kHex[] = "0123456789ABCDEF";
