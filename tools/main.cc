@@ -4,7 +4,9 @@
 
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstdint>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include "core/clock.h"
@@ -36,6 +38,52 @@ bool parse_time(const std::string& s, int64_t* ms) {
   if (agentd::parse_rfc3339_ms(s, ms)) return true;
   if (s.size() == 20 && s.back() == 'Z') return agentd::parse_rfc3339_ms(s.substr(0, 19) + ".000Z", ms);
   return false;
+}
+
+// An optional time flag into *ms (left alone when `value` is empty); false
+// after saying why when it is not a time.
+bool parse_time_flag(const char* flag, const std::string& value, std::optional<int64_t>* ms) {
+  if (value.empty()) return true;
+  int64_t parsed = 0;
+  if (!parse_time(value, &parsed)) {
+    std::cerr << "agentd-outbox: " << flag << " " << value << ": not an RFC 3339 UTC time like 2026-11-26T02:31:00Z\n";
+    return false;
+  }
+  *ms = parsed;
+  return true;
+}
+
+// --plan's value (empty: not given); false after saying why when too long.
+bool plan_id_fits(const std::string& plan) {
+  if (plan.size() <= agentd::outbox_format::kMaxPlanIdLen) return true;
+  std::cerr << "agentd-outbox: --plan is " << plan.size() << " bytes; plan ids have at most "
+            << agentd::outbox_format::kMaxPlanIdLen << "\n";
+  return false;
+}
+
+struct DeadLetterCommands {
+  CLI::App* list;
+  CLI::App* retry;
+  CLI::App* drop;
+};
+
+DeadLetterCommands add_dead_letter_commands(CLI::App& app, agentd::tool::DeadLetterOptions& dl) {
+  auto* dead = app.add_subcommand("dead-letters", "list, retry or drop dead letters");
+  dead->require_subcommand(1);
+  DeadLetterCommands c;
+  c.list = dead->add_subcommand("list", "list dead letters (read-only)");
+  c.list->add_option("dir", dl.dir, "outbox folder")->required();
+  c.list->add_flag("--json", dl.json, "JSON Lines");
+  c.retry = dead->add_subcommand("retry", "put dead letters back on the pending queue (needs agentd stopped)");
+  c.drop = dead->add_subcommand("drop", "delete dead letters for good (asks first; needs agentd stopped)");
+  for (auto* sub : {c.retry, c.drop}) {
+    sub->add_option("dir", dl.dir, "outbox folder")->required();
+    auto* id = sub->add_option("--id", dl.ids, "dead letter id (repeatable)");
+    auto* all = sub->add_flag("--all", dl.all, "every dead letter");
+    id->excludes(all);
+  }
+  c.drop->add_flag("--yes", dl.yes, "do not ask for confirmation");
+  return c;
 }
 
 }  // namespace
@@ -91,20 +139,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(-1, 1));
 
   DeadLetterOptions dl;
-  auto* c_dead = app.add_subcommand("dead-letters", "list, retry or drop dead letters");
-  c_dead->require_subcommand(1);
-  auto* c_list = c_dead->add_subcommand("list", "list dead letters (read-only)");
-  c_list->add_option("dir", dl.dir, "outbox folder")->required();
-  c_list->add_flag("--json", dl.json, "JSON Lines");
-  auto* c_retry = c_dead->add_subcommand("retry", "put dead letters back on the pending queue (needs agentd stopped)");
-  auto* c_drop = c_dead->add_subcommand("drop", "delete dead letters for good (asks first; needs agentd stopped)");
-  for (auto* c : {c_retry, c_drop}) {
-    c->add_option("dir", dl.dir, "outbox folder")->required();
-    auto* id = c->add_option("--id", dl.ids, "dead letter id (repeatable)");
-    auto* a = c->add_flag("--all", dl.all, "every dead letter");
-    id->excludes(a);
-  }
-  c_drop->add_flag("--yes", dl.yes, "do not ask for confirmation");
+  DeadLetterCommands c_dead = add_dead_letter_commands(app, dl);
 
   try {
     app.parse(argc, argv);
@@ -113,36 +148,18 @@ int main(int argc, char** argv) {
     return rc == 0 ? kExitOk : kExitUsage;
   }
 
-  for (const std::string* plan : {&dump.plan, &replay.plan}) {
-    if (plan->size() > agentd::outbox_format::kMaxPlanIdLen) {
-      std::cerr << "agentd-outbox: --plan is " << plan->size() << " bytes; plan ids have at most "
-                << agentd::outbox_format::kMaxPlanIdLen << "\n";
-      return kExitUsage;
-    }
-  }
+  if (!plan_id_fits(dump.plan) || !plan_id_fits(replay.plan)) return kExitUsage;
   if (*c_inspect) return run_inspect(inspect);
   if (*c_dump) {
-    int64_t ms = 0;
-    if (!since.empty()) {
-      if (!parse_time(since, &ms)) {
-        std::cerr << "agentd-outbox: --since " << since << ": not an RFC 3339 UTC time like 2026-11-26T02:31:00Z\n";
-        return kExitUsage;
-      }
-      dump.since_ms = ms;
-    }
-    if (!until.empty()) {
-      if (!parse_time(until, &ms)) {
-        std::cerr << "agentd-outbox: --until " << until << ": not an RFC 3339 UTC time like 2026-11-26T02:31:00Z\n";
-        return kExitUsage;
-      }
-      dump.until_ms = ms;
+    if (!parse_time_flag("--since", since, &dump.since_ms) || !parse_time_flag("--until", until, &dump.until_ms)) {
+      return kExitUsage;
     }
     return run_dump(dump);
   }
   if (*c_verify) return run_verify(verify);
   if (*c_replay) return run_replay(replay);
-  if (*c_list) return run_dead_letters_list(dl);
-  if (*c_retry) return run_dead_letters_retry(dl);
-  if (*c_drop) return run_dead_letters_drop(dl);
+  if (*c_dead.list) return run_dead_letters_list(dl);
+  if (*c_dead.retry) return run_dead_letters_retry(dl);
+  if (*c_dead.drop) return run_dead_letters_drop(dl);
   return kExitUsage;
 }

@@ -376,7 +376,10 @@ void print_counts(const char* verb, const Counts& c, bool dry_run) {
 
 }  // namespace
 
-int run_replay(const ReplayOptions& o) {
+namespace {
+
+// The flag combinations replay refuses; kExitOk when none.
+int check_replay_options(const ReplayOptions& o) {
   if (o.ack && (o.all || !o.plan.empty())) {
     std::cerr << "agentd-outbox: --ack works with the pending queue only (not with --all or --plan)\n";
     return kExitUsage;
@@ -389,71 +392,58 @@ int run_replay(const ReplayOptions& o) {
     std::cerr << "agentd-outbox: replay needs --mongo-uri (or --dry-run)\n";
     return kExitUsage;
   }
-  int exit = kExitOk;
-  auto reader = open_read_only(o.dir, &exit);
-  if (!reader) return exit;
-  auto total = count_items(*reader, o);
-  if (!total.is_ok()) return report_error("replay", total.status(), exit_code(total.status()));
+  return kExitOk;
+}
 
-  if (*total == 0 && !o.all && o.plan.empty()) {
-    std::cerr << "agentd-outbox: nothing pending in " << o.dir
-              << " (an agentd without MongoDB tracks nothing; --all pushes every stored message)\n";
-  }
-  if (o.dry_run) {
-    Counts c;
-    std::unique_ptr<Source> src = (o.all || !o.plan.empty())
-                                      ? std::unique_ptr<Source>(new StoredSource(reader.get(), o.plan))
-                                      : std::unique_ptr<Source>(new PendingReaderSource(reader.get()));
-    for (;;) {
-      std::vector<Item> items;
-      Status st = src->next(o.batch, &items);
-      if (!st.is_ok()) return report_error("replay", st, exit_code(st));
-      if (items.empty()) break;
-      for (const Item& it : items) (it.kind == PendingKind::kMessage ? c.upserted : c.plans)++;
-      c.items += items.size();
-    }
-    print_counts("", c, true);
-    return kExitOk;
-  }
+std::unique_ptr<Source> read_source(OutboxReader* reader, const ReplayOptions& o) {
+  if (o.all || !o.plan.empty()) return std::make_unique<StoredSource>(reader, o.plan);
+  return std::make_unique<PendingReaderSource>(reader);
+}
 
+// --dry-run: counts what would be pushed, contacts nothing.
+int dry_run(OutboxReader* reader, const ReplayOptions& o) {
+  Counts c;
+  std::unique_ptr<Source> src = read_source(reader, o);
+  for (;;) {
+    std::vector<Item> items;
+    Status st = src->next(o.batch, &items);
+    if (!st.is_ok()) return report_error("replay", st, exit_code(st));
+    if (items.empty()) break;
+    for (const Item& it : items) (it.kind == PendingKind::kMessage ? c.upserted : c.plans)++;
+    c.items += items.size();
+  }
+  print_counts("", c, true);
+  return kExitOk;
+}
+
+// The MongoDB replay writes to, reachable. Null after reporting why not
+// (*exit set).
+std::unique_ptr<MongoPool> open_mongo(const ReplayOptions& o, int* exit) {
   mongoc_log_set_handler(quiet_mongoc_log, nullptr);
   mongo_global_init();
   auto pool = MongoPool::open(o.mongo_uri, "agentd-outbox");
-  if (!pool.is_ok()) return report_error("--mongo-uri", pool.status(), kExitUsage);
+  if (!pool.is_ok()) {
+    *exit = report_error("--mongo-uri", pool.status(), kExitUsage);
+    return nullptr;
+  }
   if (Status st = (*pool)->ping(); !st.is_ok()) {
-    return report_error("MongoDB unreachable", st, kExitMongoUnavailable);
+    *exit = report_error("MongoDB unreachable", st, kExitMongoUnavailable);
+    return nullptr;
   }
-  MessageStore store(pool->get());
-  if (Status st = store.ensure_indexes(); !st.is_ok()) {
-    return report_error("MongoDB indexes", st, exit_code(st));
-  }
+  return std::move(*pool);
+}
 
-  std::unique_ptr<Outbox> writer;
-  std::unique_ptr<Source> src;
-  if (o.ack) {
-    uint64_t map_size = 0;
-    auto info = reader->info();
-    if (info.is_ok()) map_size = info->map_size;
-    reader.reset();  // LMDB: one open of an environment per process
-    writer = open_for_write(o.dir, map_size, &exit);
-    if (!writer) return exit;
-    src = std::make_unique<PendingOutboxSource>(writer.get());
-  } else if (o.all || !o.plan.empty()) {
-    src = std::make_unique<StoredSource>(reader.get(), o.plan);
-  } else {
-    src = std::make_unique<PendingReaderSource>(reader.get());
-  }
-
+// Pushes every item of `src` in batches; the exit code.
+int push_all(Source* src, Replayer* rep, const ReplayOptions& o, uint64_t total) {
   bool bar = o.progress < 0 ? ::isatty(STDERR_FILENO) != 0 : o.progress == 1;
-  Progress progress(*total, bar);
-  Replayer rep(o, &store, writer.get());
+  Progress progress(total, bar);
   Counts c;
   for (;;) {
     std::vector<Item> items;
     Status st = src->next(o.batch, &items);
     if (!st.is_ok()) return report_error("replay: reading the outbox", st, exit_code(st));
     if (items.empty()) break;
-    st = rep.push(items, &c);
+    st = rep->push(items, &c);
     if (!st.is_ok()) {
       progress.update(c.items, true);
       print_counts("stopped", c, false);
@@ -468,6 +458,42 @@ int run_replay(const ReplayOptions& o) {
   progress.update(c.items, true);
   print_counts("done", c, false);
   return c.rejected > 0 ? kExitFailed : kExitOk;
+}
+
+}  // namespace
+
+int run_replay(const ReplayOptions& o) {
+  if (int bad = check_replay_options(o); bad != kExitOk) return bad;
+  int exit = kExitOk;
+  auto reader = open_read_only(o.dir, &exit);
+  if (!reader) return exit;
+  auto total = count_items(*reader, o);
+  if (!total.is_ok()) return report_error("replay", total.status(), exit_code(total.status()));
+  if (*total == 0 && !o.all && o.plan.empty()) {
+    std::cerr << "agentd-outbox: nothing pending in " << o.dir
+              << " (an agentd without MongoDB tracks nothing; --all pushes every stored message)\n";
+  }
+  if (o.dry_run) return dry_run(reader.get(), o);
+
+  auto pool = open_mongo(o, &exit);
+  if (!pool) return exit;
+  MessageStore store(pool.get());
+  if (Status st = store.ensure_indexes(); !st.is_ok()) return report_error("MongoDB indexes", st, exit_code(st));
+  std::unique_ptr<Outbox> writer;
+  std::unique_ptr<Source> src;
+  if (o.ack) {
+    uint64_t map_size = 0;
+    auto info = reader->info();
+    if (info.is_ok()) map_size = info->map_size;
+    reader.reset();  // LMDB: one open of an environment per process
+    writer = open_for_write(o.dir, map_size, &exit);
+    if (!writer) return exit;
+    src = std::make_unique<PendingOutboxSource>(writer.get());
+  } else {
+    src = read_source(reader.get(), o);
+  }
+  Replayer rep(o, &store, writer.get());
+  return push_all(src.get(), &rep, o, *total);
 }
 
 }  // namespace agentd::tool
