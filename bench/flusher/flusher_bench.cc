@@ -319,7 +319,15 @@ double backlog_drain_rate(size_t n, size_t plans, double* fill_s) {
   double rate = static_cast<double>(n) / secs(t0);
   if (!flusher.stop(std::chrono::seconds(5)).is_ok()) die("stop");
   auto count = store.count(kMessagesCollection);
-  if (!count || *count != static_cast<int64_t>(n)) die("backlog: wrong document count");
+  if (!count) die("backlog: counting MongoDB's documents: " + count.status().to_string());
+  if (*count != static_cast<int64_t>(n)) {
+    // Say which: dead letters (the flusher gave messages up) or documents
+    // the database lost or added.
+    auto s = ob->stats();
+    die("backlog: " + std::to_string(*count) + " documents in MongoDB for " + std::to_string(n) +
+        " messages; outbox dead letters " + (s ? std::to_string(s->dead_letters) : s.status().to_string()) +
+        ", pending " + (s ? std::to_string(s->pending) : std::string("?")) + "; flusher metrics:\n" + metrics.render());
+  }
   return rate;
 }
 
