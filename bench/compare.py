@@ -10,6 +10,7 @@ alone. A row is WORSE when its ratio moved the wrong way by more than the
 threshold (lower is better for ms and MiB, higher for msg/s and req/s).
 Exit 0 always: the rows are for a reader, with the runs' load beside them.
 """
+import argparse
 import pathlib
 import re
 import sys
@@ -38,14 +39,13 @@ def lower_is_better(value):
 
 
 def main(argv):
-    args = [a for a in argv if not a.startswith("--")]
-    threshold = 0.10
-    if "--threshold" in argv:
-        threshold = float(argv[argv.index("--threshold") + 1])
-        args = [a for a in args if a != str(threshold) and a != argv[argv.index("--threshold") + 1]]
-    if len(args) != 2:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
-        return 2
+    ap = argparse.ArgumentParser(description="Compares two bench/run results figure by figure.")
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--threshold", type=float, default=0.10, help="ratio move that marks a row WORSE")
+    a = ap.parse_args(argv)
+    threshold = a.threshold
+    args = [a.old, a.new]
     (old, old_head), (new, new_head) = load(args[0]), load(args[1])
     print(f"old: {args[0]}\n  " + "\n  ".join(old_head))
     print(f"new: {args[1]}\n  " + "\n  ".join(new_head))
