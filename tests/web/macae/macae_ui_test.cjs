@@ -494,12 +494,26 @@ async function newPage(browser, s, opts = {}) {
   });
   page.on("websocket", (ws) => {
     log(`ws open ${ws.url()}`);
-    ws.on("framereceived", (f) => log(`ws < ${String(f.payload).slice(0, 2000)}`));
+    ws.on("framereceived", (f) => {
+      framesReceived.set(page, (framesReceived.get(page) || 0) + 1);
+      log(`ws < ${String(f.payload).slice(0, 2000)}`);
+    });
     ws.on("framesent", (f) => log(`ws > ${String(f.payload).slice(0, 500)}`));
     ws.on("close", () => log(`ws closed ${ws.url()}`));
     ws.on("socketerror", (e) => log(`ws error ${e}`));
   });
   return page;
+}
+
+// WebSocket frames each page has received (any socket).
+const framesReceived = new WeakMap();
+
+// Waits until the page's socket has delivered a frame: its handshake is over.
+// A server killed mid-handshake makes Chromium log "Connection closed before
+// receiving a handshake response" — true of any server, so a scenario that
+// kills agentd waits for this first.
+async function waitSocketFrame(page) {
+  await waitUntil("the page's WebSocket to deliver a frame", () => (framesReceived.get(page) || 0) > 0, T);
 }
 
 // Console errors the unmodified UIs log that are no fault of the server's.
@@ -947,6 +961,7 @@ function makeScenarios(ctx) {
           const task = uniq("Reconcile the ledger across a crash");
           const planId = await submitTask(page, task);
           await waitPlanCard(page, inst, USER1, planId, task);
+          await waitSocketFrame(page);
           inst = await crashAndRestart(inst, planId);
           await waitStatus(inst, USER1, planId, "awaiting_approval", 5000);
           await page.reload({ timeout: T });
