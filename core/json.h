@@ -38,6 +38,14 @@ struct JsonLimits {
   bool client_input = false;
 };
 
+// What agentd stored itself — plan records, envelopes and what they carry
+// (m_plan, raw_data) — is read back with these limits, never a request
+// body's: the outbox writes no record over kMaxStoredBytes (MongoDB's
+// document limit) and BSON nests at most 100 deep, so whatever was written
+// stays readable.
+inline constexpr size_t kMaxStoredBytes = 16u << 20;
+inline constexpr JsonLimits kStoredJson{kMaxStoredBytes, 100, false};
+
 Result<rapidjson::Document> parse_strict(std::string_view text, const JsonLimits& limits = {});
 
 // Compact encoding, keys in document order. This is the canonical form.

@@ -86,8 +86,16 @@ std::string encode_plan(const PlanRecord& p) {
   return o;
 }
 
+Status check_plan_record_size(const PlanRecord& p) {
+  constexpr size_t kCounterDigits = 2 * 20;
+  size_t n = encode_plan(p).size();
+  if (n + kCounterDigits <= kMaxPlanRecordBytes) return Status::ok();
+  return Status(Code::kTooLarge, "plan record of " + std::to_string(n) + " bytes is over the limit of " +
+                                     std::to_string(kMaxPlanRecordBytes) + " bytes");
+}
+
 Result<PlanRecord> decode_plan(std::string_view bytes) {
-  auto parsed = parse_strict(bytes);
+  auto parsed = parse_strict(bytes, kStoredJson);
   if (!parsed) return parsed.status();
   const rapidjson::Document& d = *parsed;
   if (!d.IsObject()) return invalid_argument("$root: plan record is not a JSON object");

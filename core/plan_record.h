@@ -49,7 +49,15 @@ struct PlanRecord {
   uint64_t last_seq = 0;
 };
 
+// The largest plan record the outbox takes (encode_plan bytes): at most 6.5
+// BSON bytes per JSON byte keep its MongoDB document under 16 MiB.
+inline constexpr size_t kMaxPlanRecordBytes = 2u << 20;
+
 std::string encode_plan(const PlanRecord& p);
+// kTooLarge, naming the size, when `p` could pass kMaxPlanRecordBytes once
+// the outbox sets its version and last_seq (up to 20 digits each).
+Status check_plan_record_size(const PlanRecord& p);
+// Reads with kStoredJson: any record the outbox took.
 Result<PlanRecord> decode_plan(std::string_view bytes);
 
 }  // namespace agentd

@@ -10,6 +10,7 @@
 // kInvalidArgument 422, kFailedPrecondition 409, kOutboxFull 503.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -21,11 +22,17 @@
 
 namespace agentd {
 
+// A task's text and session id are copied into the plan record, its m_plan
+// and every envelope of the plan: bounded so that all of those stay far
+// under kMaxPlanRecordBytes (a longer one is refused, kInvalidArgument).
+inline constexpr size_t kMaxTaskBytes = 64u << 10;
+inline constexpr size_t kMaxSessionIdBytes = 256;
+
 struct SubmitRequest {
   std::string user_id;
-  std::string description;
-  std::string session_id;  // empty: a new one
-  std::string team_id;     // empty: the user's selected team, else the default team
+  std::string description;  // at most kMaxTaskBytes
+  std::string session_id;   // empty: a new one; at most kMaxSessionIdBytes
+  std::string team_id;      // empty: the user's selected team, else the default team
   std::optional<bool> auto_approve;
 };
 

@@ -149,7 +149,7 @@ std::string chat_view(const std::vector<StoredMessage>& log, const PlanRecord& p
 }
 
 std::string current_m_plan(const PlanRecord& plan) {
-  auto doc = parse_strict(plan.m_plan);
+  auto doc = parse_strict(plan.m_plan, kStoredJson);
   if (!doc || !doc->IsObject()) return plan.m_plan;
   std::string_view status = overall_status(plan.status);
   rapidjson::Value v(status.data(), static_cast<rapidjson::SizeType>(status.size()), doc->GetAllocator());
@@ -169,7 +169,7 @@ void collect_ids(const rapidjson::Value& v, int depth, size_t max, std::vector<s
 // A string value may itself be JSON (the UIs stringify the frame they echo).
 void collect_from_string(std::string_view s, int depth, size_t max, std::vector<std::string>* out) {
   if (s.size() < 2 || (s.front() != '{' && s.front() != '[')) return;
-  auto doc = parse_strict(s);
+  auto doc = parse_strict(s, kStoredJson);  // within a body: bounded by its limit
   if (doc) collect_ids(*doc, depth + 1, max, out);
 }
 
@@ -200,7 +200,7 @@ std::vector<std::string> echoed_ids(std::string_view raw_data, size_t max) {
 
 EchoedFrame read_echoed_frame(std::string_view raw_data, std::string_view plan_id, size_t max) {
   EchoedFrame f;
-  auto doc = parse_strict(raw_data);
+  auto doc = parse_strict(raw_data, kStoredJson);  // within a body: bounded by its limit
   if (!doc) return f;
   collect_ids(*doc, 0, max, &f.ids);
   if (!doc->IsObject()) return f;

@@ -72,7 +72,7 @@ bool SseSession::terminal(std::string_view bytes) {
   std::string type = frame_type(bytes);
   if (type == msgtype::kFinalResultMessage || type == msgtype::kErrorMessage) return true;
   if (type != msgtype::kPlanApprovalResponse) return false;
-  auto d = parse_strict(bytes);
+  auto d = parse_strict(bytes, kStoredJson);
   if (!d || !d->IsObject()) return false;
   auto data = d->FindMember("data");
   if (data == d->MemberEnd() || !data->value.IsObject()) return false;

@@ -57,10 +57,18 @@ Status validate_append(const AppendRequest& req) {
     AGENTD_RETURN_IF_ERROR(validate_id("plan_id", req.message->plan_id, of::kMaxPlanIdLen));
     AGENTD_RETURN_IF_ERROR(validate_id("message_id", req.message->message_id, of::kMaxMessageIdLen));
     if (req.message->tail.empty()) return invalid_argument("message tail is empty");
+    // Never a record that could not be read back (kStoredJson).
+    constexpr size_t kLongestPrefix = sizeof("{\"seq\":18446744073709551615,") - 1;
+    if (req.message->tail.size() + kLongestPrefix > kMaxStoredBytes) {
+      return Status(Code::kTooLarge, "message of " + std::to_string(req.message->tail.size()) +
+                                         " bytes is over the limit of " + std::to_string(kMaxStoredBytes) + " bytes");
+    }
   }
   if (req.plan) {
     AGENTD_RETURN_IF_ERROR(validate_id("plan_id", req.plan->plan_id, of::kMaxPlanIdLen));
     if (req.plan->user_id.size() > of::kMaxUserIdLen) return invalid_argument("user_id too long");
+    // Encoded here and again in the write: plan records are rare.
+    AGENTD_RETURN_IF_ERROR(check_plan_record_size(*req.plan));
     if (req.message && req.message->plan_id != req.plan->plan_id) {
       return invalid_argument("message plan_id " + req.message->plan_id + " differs from plan record's " +
                               req.plan->plan_id);

@@ -145,7 +145,7 @@ class Verifier {
   // A decoded envelope must name the key's plan and seq (and message_id).
   void check_envelope(std::string_view table, std::string_view plan, uint64_t seq, std::string_view k,
                       std::string_view bytes, std::optional<std::string_view> message_id) {
-    auto e = decode_envelope(bytes);
+    auto e = decode_envelope(bytes, kStoredJson);
     if (!e.is_ok()) {
       problem(table, plan, seq, k, "envelope does not decode: " + e.status().message());
       return;

@@ -61,7 +61,7 @@ Status Runtime::check_inactive_plan(const std::string& user_id, const std::strin
     auto mine = log_.list_plans(user_id, 100000);
     if (!mine) return mine.status();
     for (const PlanRecord& rec : *mine) {
-      auto m = parse_strict(rec.m_plan);
+      auto m = parse_strict(rec.m_plan, kStoredJson);
       if (m && m->IsObject() && m->HasMember("id") && (*m)["id"].IsString() && id == (*m)["id"].GetString()) {
         found = rec;
         break;

@@ -222,6 +222,16 @@ asio::awaitable<Runtime::StepOutcome> Runtime::make_plan(PlanRun& run, std::opti
   mp.user_id = run.user_id;
   mp.team_id = run.team->team_id;
   run.record.m_plan = mp.to_json();
+  // The rule planner repeats the task in every step: a long task for a big
+  // team can make a plan record the outbox refuses. The plan fails, saying
+  // so, with a record it takes.
+  if (Status fits = check_plan_record_size(run.record); !fits.is_ok()) {
+    run.record.m_plan = "null";
+    const std::string err =
+        status_data("Planning failed: " + fits.message() + " (a shorter task, or fewer steps)", "error");
+    co_await finish(run, msgtype::kErrorMessage, err, PlanStatus::kFailed);
+    co_return StepOutcome::kEnded;
+  }
   co_return StepOutcome::kOk;
 }
 

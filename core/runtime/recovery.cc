@@ -84,10 +84,10 @@ Result<LogFacts> read_log_facts(MessageLog& log, const PlanRecord& rec) {
     for (const StoredMessage& m : *page) {
       after = m.seq;
       const std::string at = "message seq " + std::to_string(m.seq);
-      auto e = decode_envelope(*m.bytes);
+      auto e = decode_envelope(*m.bytes, kStoredJson);
       if (!e) return invalid_argument(at + ": " + e.status().message());
-      auto data = parse_strict(e->data);
-      auto meta = parse_strict(e->metadata);
+      auto data = parse_strict(e->data, kStoredJson);
+      auto meta = parse_strict(e->metadata, kStoredJson);
       if (!data || !meta || !data->IsObject() || !meta->IsObject()) return invalid_argument(at + ": data or metadata");
       auto str = [](const rapidjson::Value& o, const char* k) {
         auto it = o.FindMember(k);

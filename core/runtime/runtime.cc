@@ -59,6 +59,14 @@ void Runtime::shutdown(std::chrono::milliseconds deadline) {
 void Runtime::submit(SubmitRequest req, std::function<void(Result<SubmitResult>)> done) {
   if (stopping_) return done(unavailable("agentd is shutting down"));
   if (req.description.empty()) return done(invalid_argument("description: must not be empty"));
+  if (req.description.size() > kMaxTaskBytes) {
+    return done(invalid_argument("description: " + std::to_string(req.description.size()) +
+                                 " bytes, over the limit of " + std::to_string(kMaxTaskBytes)));
+  }
+  if (req.session_id.size() > kMaxSessionIdBytes) {
+    return done(invalid_argument("session_id: " + std::to_string(req.session_id.size()) + " bytes, over the limit of " +
+                                 std::to_string(kMaxSessionIdBytes)));
+  }
   std::string team_id = req.team_id;
   if (team_id.empty()) {
     MutexLock l(&mu_);

@@ -31,6 +31,25 @@ TEST_CASE("plan record round trip is byte-identical") {
   CHECK(n->m_plan == "null");
 }
 
+// Stored records are read with kStoredJson, not a request body's 1 MiB:
+// records written before the outbox bounded them (up to kMaxPlanRecordBytes
+// now) stay readable.
+TEST_CASE("a plan record over a request body's limit decodes") {
+  PlanRecord p;
+  p.plan_id = "p-big";
+  p.user_id = "u";
+  p.session_id = "s";
+  p.team_id = "t";
+  p.initial_goal = std::string(3u << 20, 'g');
+  p.m_plan = R"({"id":"m-1","user_request":")" + std::string(1u << 20, 'r') + R"(","steps":[]})";
+  p.created_at = p.updated_at = "2026-11-26T02:31:00.123Z";
+  std::string bytes = encode_plan(p);
+  auto d = decode_plan(bytes);
+  REQUIRE_MESSAGE(d.is_ok(), d.status().to_string());
+  CHECK(d->initial_goal.size() == (3u << 20));
+  CHECK(encode_plan(*d) == bytes);
+}
+
 TEST_CASE("every status has a name and a MACAE overall_status") {
   for (int i = 0; i <= static_cast<int>(PlanStatus::kInterrupted); ++i) {
     auto s = static_cast<PlanStatus>(i);

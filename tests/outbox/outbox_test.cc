@@ -186,6 +186,45 @@ TEST_CASE("a message_id already in the plan returns the stored seq and bytes") {
   CHECK(*ob->last_seq("p3") == 1);
 }
 
+// The outbox never writes a record it could not read back: a plan record
+// over kMaxPlanRecordBytes (a 600 KB task once made a 3 MB record, then
+// "corrupt plan record" on every read of the plan and of the user's list)
+// or a message over kMaxStoredBytes is refused, and nothing is written.
+TEST_CASE("a plan record or message too large to read back is refused with kTooLarge; nothing is written") {
+  TempDir d;
+  auto ob = open_outbox(d.path);
+  AppendRequest big;
+  big.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z");
+  big.plan->initial_goal = std::string(kMaxPlanRecordBytes, 'g');
+  big.message = test::make_message("p1", "m1");
+  auto r = ob->append_sync(std::move(big));
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().code() == Code::kTooLarge);
+  CHECK(r.status().message().find("plan record of") != std::string::npos);
+  CHECK_FALSE(ob->get_plan("p1")->has_value());
+  CHECK(*ob->last_seq("p1") == 0);
+
+  AppendRequest huge;
+  huge.message = test::make_message("p1", "m2", std::string(kMaxStoredBytes, 'c'));
+  auto m = ob->append_sync(std::move(huge));
+  REQUIRE_FALSE(m.is_ok());
+  CHECK(m.status().code() == Code::kTooLarge);
+  CHECK(*ob->last_seq("p1") == 0);
+
+  // Just under the limit: written, and read back whole.
+  AppendRequest fits;
+  fits.plan = make_plan("p1", "alice", "2026-11-26T01:00:00.000Z");
+  fits.plan->initial_goal = std::string(kMaxPlanRecordBytes - 1024, 'g');
+  append_ok(*ob, fits);
+  auto p = ob->get_plan("p1");
+  REQUIRE_MESSAGE(p.is_ok(), p.status().to_string());
+  REQUIRE(p->has_value());
+  CHECK((*p)->initial_goal.size() == kMaxPlanRecordBytes - 1024);
+  auto listed = ob->list_plans("alice", 10);
+  REQUIRE_MESSAGE(listed.is_ok(), listed.status().to_string());
+  CHECK(listed->size() == 1);
+}
+
 TEST_CASE("plan record versions and last_seq, list_plans newest first") {
   TempDir d;
   auto ob = open_outbox(d.path);

@@ -483,6 +483,51 @@ TEST_CASE("unknown team and empty description are rejected") {
   CHECK(p2.get_future().get().status().code() == Code::kInvalidArgument);
 }
 
+// The task is copied into the plan record, its m_plan and the approval
+// request: a bounded length keeps them readable (a 600 KB task once made a
+// 3 MB plan record that read back as corrupt).
+TEST_CASE("a task over kMaxTaskBytes or a session_id over kMaxSessionIdBytes is rejected, naming the field") {
+  Harness h({team_from(script_team("t1"))});
+  auto submit = [&](std::string description, std::string session_id) {
+    std::promise<Result<SubmitResult>> p;
+    h.runtime->submit({kUser, std::move(description), std::move(session_id), "t1", true},
+                      [&](Result<SubmitResult> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  auto long_task = submit(std::string(kMaxTaskBytes + 1, 't'), "");
+  CHECK(long_task.status().code() == Code::kInvalidArgument);
+  CHECK(long_task.status().message().find("description: 65537 bytes, over the limit of 65536") != std::string::npos);
+  auto long_session = submit("task", std::string(kMaxSessionIdBytes + 1, 's'));
+  CHECK(long_session.status().code() == Code::kInvalidArgument);
+  CHECK(long_session.status().message().find("session_id:") != std::string::npos);
+  // At the limit: the plan runs to the end and reads back.
+  auto at_limit = submit(std::string(kMaxTaskBytes, 't'), std::string(kMaxSessionIdBytes, 's'));
+  REQUIRE_MESSAGE(at_limit.is_ok(), at_limit.status().to_string());
+  h.wait_status(at_limit->plan_id, PlanStatus::kCompleted);
+}
+
+// The rule planner repeats the task in each step: 40 agents and a 64 KiB
+// task make a 2.6 MB m_plan. The plan fails, naming why, and stays readable
+// (before, the outbox refused the record and the plan never ended).
+TEST_CASE("a plan whose record would pass kMaxPlanRecordBytes fails at planning, naming the size") {
+  std::string agents;
+  for (int i = 0; i < 40; ++i) {
+    agents += std::string(i ? "," : "") + R"({"name":"A)" + std::to_string(i) + R"(","type":"script"})";
+  }
+  Harness h({team_from(R"({"team_id":"big","name":"Big","agents":[)" + agents + "]}")});
+  std::promise<Result<SubmitResult>> p;
+  h.runtime->submit({kUser, std::string(kMaxTaskBytes, 't'), "", "big", true},
+                    [&](Result<SubmitResult> r) { p.set_value(std::move(r)); });
+  auto s = p.get_future().get();
+  REQUIRE_MESSAGE(s.is_ok(), s.status().to_string());
+  h.wait_status(s->plan_id, PlanStatus::kFailed);
+  auto msgs = h.messages(s->plan_id);
+  REQUIRE_FALSE(msgs.empty());
+  CHECK(msgs.back().type == "error_message");
+  CHECK_MESSAGE(h.field(msgs.back(), "content").find("Planning failed: plan record of") != std::string::npos,
+                h.field(msgs.back(), "content"));
+}
+
 TEST_CASE("teams: list, get, select") {
   Harness h({team_from(script_team("t1")), team_from(script_team("t2"))});
   CHECK(h.runtime->team_configs().size() == 2);
