@@ -36,11 +36,11 @@ Response unprocessable(const Body& b) { return json_response(http::status::unpro
 // in MongoDB's 16 MiB. Keys and integers MongoDB refuses were refused by the
 // strict body parse, so only the size is left, and only a long envelope can
 // fail it: the document is built for those alone (kEnvelopeSurelyFits).
-Status fits_mongodb(const MessageDraft& d) {
+Status fits_mongodb(const PreparedMessage& m) {
   constexpr uint64_t kLongestSeq = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-  const std::string envelope = finalize(kLongestSeq, prepare(MessageDraft(d)).tail);
-  if (envelope.size() <= kEnvelopeSurelyFits) return Status::ok();
-  return check_message_document(d.plan_id, kLongestSeq, envelope);
+  constexpr size_t kLongestPrefix = sizeof("{\"seq\":9223372036854775807,") - 1;
+  if (m.tail.size() + kLongestPrefix <= kEnvelopeSurelyFits) return Status::ok();
+  return check_message_document(m.plan_id, kLongestSeq, finalize(kLongestSeq, m.tail));
 }
 
 // POST /agent_message's data: {agent_name, agent_type, content[, is_final]
@@ -372,11 +372,6 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
                               agent_type ? *agent_type : "AI_Agent", *content, is_final, raw ? &raw_text : nullptr,
                               streaming);
   d.metadata = metadata ? *metadata : R"({"source":"rest"})";
-  // What MongoDB would refuse is refused here (a dead letter otherwise).
-  if (Status fits = fits_mongodb(d); !fits.is_ok()) {
-    return respond(json_response(http::status::unprocessable_entity,
-                                 validation_detail({{{"body"}, fits.message(), "value_error.mongodb"}})));
-  }
   auto draft = std::make_shared<MessageDraft>(std::move(d));
   int retry = st_.cfg.retry_after_seconds;
   st_.run_read(
@@ -402,9 +397,16 @@ void Router::agent_message(const std::string& user, const Request& req, Respond 
         draft->session_id = f->plan.session_id;
         AppendRequest ar;
         ar.message = prepare(std::move(*draft));
-        ar.open_plan_only = true;  // a finished plan (or one this outbox lacks) -> 409
+        // What MongoDB would refuse is refused here (a dead letter
+        // otherwise), on the whole envelope: the plan's ids included.
+        if (Status fits = fits_mongodb(*ar.message); !fits.is_ok()) {
+          return respond(json_response(http::status::unprocessable_entity,
+                                       validation_detail({{{"body"}, fits.message(), "value_error.mongodb"}})));
+        }
+        ar.open_plan_only = true;               // a finished plan (or one this outbox lacks) -> 409
+        std::string pid = ar.message->plan_id;  // *draft was moved into ar
         std::string mid = ar.message->message_id;
-        log->append(std::move(ar), [respond, retry, pid = draft->plan_id, mid](Result<AppendResult> r) {
+        log->append(std::move(ar), [respond, retry, pid = std::move(pid), mid](Result<AppendResult> r) {
           if (!r) return respond(error_response(r.status(), retry));
           respond(message_recorded(pid, mid, r->seq, r->duplicate));
         });

@@ -218,6 +218,31 @@ TEST_CASE("agent_message: metadata MongoDB would refuse is a 422 naming the fiel
         std::string::npos);
 }
 
+// The envelope a post becomes carries the plan's user_id and session_id: the
+// 16 MiB check counts them (it once ran before they were filled in, and a
+// post that fitted without them became a dead letter).
+TEST_CASE("agent_message: the MongoDB size check counts the plan's session_id") {
+  net::ServerConfig cfg;
+  cfg.max_body_bytes = 17u << 20;
+  ServerFixture f(cfg);
+  PlanRecord p = make_plan("ps", "alice");
+  p.session_id = std::string(1u << 20, 's');
+  f.append(p, "first", true);
+  auto post = [&](size_t content_bytes) {
+    return http_request(f.port, "POST", "/api/v3/agent_message",
+                        R"({"plan_id":"ps","agent":"X","content":")" + std::string(content_bytes, 'c') + "\"}", kAlice,
+                        60000);
+  };
+  // 15.5 MiB of content fits alone; with the 1 MiB session_id it does not.
+  auto over = post((31u << 20) / 2);
+  CHECK(over.status == 422);
+  CHECK_MESSAGE(over.body.find("over MongoDB's limit of 16777216") != std::string::npos, over.body.substr(0, 300));
+  CHECK(f.outbox->last_seq("ps").value() == 1);
+  auto fits = post(14u << 20);
+  CHECK_MESSAGE(fits.status == 200, fits.body.substr(0, 300));
+  CHECK(f.outbox->last_seq("ps").value() == 2);
+}
+
 TEST_CASE("agent_message is idempotent on message_id and on echoed frames") {
   ServerFixture f;
   PlanRecord p = make_plan("p1", "alice");
@@ -229,6 +254,12 @@ TEST_CASE("agent_message is idempotent on message_id and on echoed frames") {
   REQUIRE(b.status == 200);
   CHECK(json(a.body)["seq"].GetUint64() == 2);
   CHECK(json(b.body)["seq"].GetUint64() == 2);
+  // The answer names the plan and the message (the plan_id was once read
+  // from a moved-from draft: empty).
+  CHECK(std::string(json(a.body)["plan_id"].GetString()) == "p1");
+  CHECK(std::string(json(a.body)["message_id"].GetString()) == "m-42");
+  CHECK_FALSE(json(a.body)["duplicate"].GetBool());
+  CHECK(std::string(json(b.body)["plan_id"].GetString()) == "p1");
   CHECK(json(b.body)["duplicate"].GetBool());
   // The UP frontend echoes a received frame back with raw_data = the frame.
   auto stored = f.outbox->read_messages("p1", 0, 1);
