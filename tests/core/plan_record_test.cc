@@ -4,7 +4,9 @@
 
 using namespace agentd;
 
-TEST_CASE("plan record round trip is byte-identical") {
+namespace {
+
+PlanRecord sample_plan() {
   PlanRecord p;
   p.plan_id = "p-1";
   p.user_id = "u";
@@ -17,6 +19,13 @@ TEST_CASE("plan record round trip is byte-identical") {
   p.updated_at = "2026-11-26T02:31:01.000Z";
   p.version = 3;
   p.last_seq = 9;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("plan record round trip is byte-identical") {
+  PlanRecord p = sample_plan();
   std::string bytes = encode_plan(p);
   CHECK(bytes.find(R"("status":"awaiting_approval","overall_status":"in_progress")") != std::string::npos);
   auto d = decode_plan(bytes);
@@ -35,14 +44,9 @@ TEST_CASE("plan record round trip is byte-identical") {
 // records written before the outbox bounded them (up to kMaxPlanRecordBytes
 // now) stay readable.
 TEST_CASE("a plan record over a request body's limit decodes") {
-  PlanRecord p;
-  p.plan_id = "p-big";
-  p.user_id = "u";
-  p.session_id = "s";
-  p.team_id = "t";
+  PlanRecord p = sample_plan();
   p.initial_goal = std::string(3u << 20, 'g');
   p.m_plan = R"({"id":"m-1","user_request":")" + std::string(1u << 20, 'r') + R"(","steps":[]})";
-  p.created_at = p.updated_at = "2026-11-26T02:31:00.123Z";
   std::string bytes = encode_plan(p);
   auto d = decode_plan(bytes);
   REQUIRE_MESSAGE(d.is_ok(), d.status().to_string());
