@@ -269,6 +269,24 @@ TEST_CASE("rejection keeps the plan; auto-approve; unknown plan 404") {
   CHECK(unknown.status == 404);
 }
 
+// A 600 KB task once made a 3 MB plan record that every later read called
+// corrupt: GET /plan and the user's whole GET /plans answered 500.
+TEST_CASE(
+    "a task over 64 KiB is a 422 naming the limit; one at the limit runs and reads back; the list stays readable") {
+  Agentd a;
+  a.start({"--teams-dir", write_team(a.dir())});
+  std::string big = JsonObject().str("description", std::string(600000, 'x')).boolean("auto_approve", true).done();
+  HttpReply r = http_post(a.port(), "/api/v3/process_request", big, {{"content-type", "application/json"}});
+  CHECK(r.status == 422);
+  CHECK_MESSAGE(r.body.find("description: 600000 bytes, over the limit of 65536") != std::string::npos, r.body);
+  std::string plan_id = submit(a.port(), std::string(64u << 10, 't'), true);
+  auto done = wait_plan(a.port(), plan_id, "completed");
+  CHECK(std::string(done["plan"]["initial_goal"].GetString()).size() == (64u << 10));
+  HttpReply list = http_get(a.port(), "/api/v3/plans");
+  REQUIRE_MESSAGE(list.status == 200, list.body.substr(0, 300));
+  CHECK(json(list.body).Size() == 1);
+}
+
 TEST_CASE("clarification over REST; clarification timeout cancels") {
   Agentd a;
   a.start({"--teams-dir", write_team(a.dir(), R"({"clarify":"Which month?"})"), "--clarification-timeout-s", "1"});
