@@ -48,7 +48,7 @@ std::string MPlan::to_json() const {
 }
 
 Result<MPlan> MPlan::from_json(std::string_view json) {
-  auto doc = parse_strict(json);
+  auto doc = parse_strict(json, kStoredJson);  // read from a plan record
   if (!doc) return invalid_argument("m_plan: " + doc.status().message());
   if (!doc->IsObject()) return invalid_argument("m_plan: not an object");
   MPlan p;

@@ -166,7 +166,7 @@ struct Harness {
     uint64_t expect = 1;
     for (const auto& s : *m) {
       CHECK(s.seq == expect++);
-      auto e = decode_envelope(*s.bytes);
+      auto e = decode_envelope(*s.bytes, kStoredJson);
       REQUIRE_MESSAGE(e.is_ok(), e.status().to_string());
       out.push_back(*e);
     }
@@ -178,7 +178,7 @@ struct Harness {
     return t;
   }
   std::string field(const Envelope& e, const char* name) {
-    auto d = parse_strict(e.data);
+    auto d = parse_strict(e.data, kStoredJson);
     REQUIRE(d.is_ok());
     auto it = d->FindMember(name);
     if (it == d->MemberEnd()) return "<missing>";
@@ -707,6 +707,39 @@ TEST_CASE("resume: a plan awaiting approval keeps waiting and is approved after 
   std::vector<std::string> want = {"plan_approval_request", "system_message", "plan_approval_response",
                                    "agent_message",         "agent_message",  "final_result_message"};
   CHECK(h.types(id) == want);
+}
+
+// A 64 KiB task for 20 agents: the rule plan repeats it in each step, a
+// 1.4 MB m_plan in a record under kMaxPlanRecordBytes. Resuming reads it back
+// with the stored limits (with a request body's 1 MiB the plan was failed as
+// "cannot be understood").
+TEST_CASE("resume: a plan whose m_plan is over 1 MiB keeps waiting for its approval") {
+  std::string agents;
+  for (int i = 0; i < 20; ++i) {
+    agents += std::string(i ? "," : "") + R"({"name":"A)" + std::to_string(i) + R"(","type":"script"})";
+  }
+  const std::string team = R"({"team_id":"wide","name":"Wide","agents":[)" + agents + "]}";
+  std::string dir = test::make_temp_dir("agentd-runtime-resume-wide");
+  std::string id;
+  {
+    Harness h({team_from(team)}, {}, nullptr, dir);
+    h.keep_dir = true;
+    std::promise<Result<SubmitResult>> p;
+    h.runtime->submit({kUser, std::string(kMaxTaskBytes, 't'), "", "wide", false},
+                      [&](Result<SubmitResult> r) { p.set_value(std::move(r)); });
+    auto s = p.get_future().get();
+    REQUIRE_MESSAGE(s.is_ok(), s.status().to_string());
+    id = s->plan_id;
+    h.wait_status(id, PlanStatus::kAwaitingApproval);
+    CHECK(h.plan(id).m_plan.size() > (1u << 20));
+  }
+  Harness h({team_from(team)}, {}, nullptr, dir);
+  REQUIRE(h.runtime->recover().is_ok());
+  auto msgs = h.messages(id);
+  REQUIRE(msgs.size() == 2);
+  CHECK_MESSAGE(h.field(msgs[1], "content") == "resumed after restart: waiting for approval",
+                h.field(msgs[1], "content"));
+  CHECK(h.plan(id).status == PlanStatus::kAwaitingApproval);
 }
 
 TEST_CASE("resume: an approval wait's timeout counts from the request's timestamp") {
