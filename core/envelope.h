@@ -16,6 +16,7 @@
 // produced. `data` and `metadata` are canonical JSON objects (core/json.h).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -65,6 +66,8 @@ PreparedMessage prepare(MessageDraft draft);
 
 // The final envelope bytes for `seq`: '{"seq":' seq ',' tail.
 std::string finalize(uint64_t seq, std::string_view tail);
+// The most finalize() puts before the tail (the longest seq).
+inline constexpr size_t kMaxEnvelopeHeadBytes = sizeof("{\"seq\":18446744073709551615,") - 1;
 
 // A decoded envelope; data and metadata stay canonical JSON text.
 struct Envelope {

@@ -38,8 +38,7 @@ Response unprocessable(const Body& b) { return json_response(http::status::unpro
 // fail it: the document is built for those alone (kEnvelopeSurelyFits).
 Status fits_mongodb(const PreparedMessage& m) {
   constexpr uint64_t kLongestSeq = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-  constexpr size_t kLongestPrefix = sizeof("{\"seq\":9223372036854775807,") - 1;
-  if (m.tail.size() + kLongestPrefix <= kEnvelopeSurelyFits) return Status::ok();
+  if (m.tail.size() + kMaxEnvelopeHeadBytes <= kEnvelopeSurelyFits) return Status::ok();
   return check_message_document(m.plan_id, kLongestSeq, finalize(kLongestSeq, m.tail));
 }
 

@@ -58,8 +58,7 @@ Status validate_append(const AppendRequest& req) {
     AGENTD_RETURN_IF_ERROR(validate_id("message_id", req.message->message_id, of::kMaxMessageIdLen));
     if (req.message->tail.empty()) return invalid_argument("message tail is empty");
     // Never a record that could not be read back (kStoredJson).
-    constexpr size_t kLongestPrefix = sizeof("{\"seq\":18446744073709551615,") - 1;
-    if (req.message->tail.size() + kLongestPrefix > kMaxStoredBytes) {
+    if (req.message->tail.size() + kMaxEnvelopeHeadBytes > kMaxStoredBytes) {
       return Status(Code::kTooLarge, "message of " + std::to_string(req.message->tail.size()) +
                                          " bytes is over the limit of " + std::to_string(kMaxStoredBytes) + " bytes");
     }

@@ -79,6 +79,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/json.h"
 #include "core/message_log.h"
 #include "core/plan_record.h"
 #include "core/status.h"
@@ -101,7 +102,7 @@ std::string message_doc_id(std::string_view plan_id, uint64_t seq);
 std::string message_content_hash(std::string_view envelope);
 
 // MongoDB's largest document (BSONObjMaxUserSize, 16 MiB).
-inline constexpr size_t kMaxMongoDocumentBytes = 16u << 20;
+inline constexpr size_t kMaxMongoDocumentBytes = kMaxStoredBytes;  // core/json.h: the one definition
 
 // Ok when `envelope` (an envelope of plan `plan_id` with `seq`) maps to a
 // message document MongoDB takes: the BSON document upsert_messages() writes
